@@ -1,0 +1,47 @@
+"""One exception tree for everything autobatch reports to a user.
+
+Each class carries the process exit code the CLI uses for it, so the mapping from
+failure to exit status lives in one place.
+"""
+
+from __future__ import annotations
+
+
+class AutobatchError(Exception):
+    """Base of every error autobatch raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(AutobatchError, ValueError):
+    """An option or configuration value is invalid. The message names the field."""
+
+    exit_code = 2
+
+
+class WorkloadError(AutobatchError):
+    """A workload cannot be loaded: unknown name, bad entry point, wrong return type."""
+
+    exit_code = 2
+
+
+class DataError(WorkloadError):
+    """The workload's data cannot be used: empty, too small, labels out of range."""
+
+
+class DeviceError(AutobatchError):
+    """The requested device does not exist or cannot be used."""
+
+    exit_code = 2
+
+
+class TargetNotReachedError(AutobatchError):
+    """No configuration reached the target accuracy."""
+
+    exit_code = 3
+
+
+class DoesNotFitError(AutobatchError):
+    """Not even the smallest batch fits in the usable memory."""
+
+    exit_code = 4

@@ -1,0 +1,177 @@
+"""The prior: what the measurements say before any trial.
+
+The probe bounds the batch, the profile and the noise scale predict the best batch
+B* = sqrt(B_sat * B_crit) and cap where more batch stops paying, the LR range test
+bounds the LR. From these come the search space, the time buckets of the pruner,
+and the configurations the study tries first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from autobatch.events import EventCallback, TuneEvent
+from autobatch.files import cache_dir
+from autobatch.lr_range import LRRange, lr_range_test
+from autobatch.probe import ProbeResult, probe
+from autobatch.result import Candidate
+from autobatch.space import (
+    SearchSpace,
+    batch_candidates,
+    nearest_power_of_two,
+    powers_of_two,
+    predicted_best_batch,
+)
+from autobatch.throughput import ProfileResult, profile
+from autobatch.workload import Workload
+
+if TYPE_CHECKING:
+    from autobatch.tuner import TuneConfig
+
+log = logging.getLogger(__name__)
+
+# Time buckets start after this many steps at the predicted best batch.
+BUCKET_BASE_STEPS = 30
+# Seeded trials start at this fraction of the LR range test's loss minimum: the
+# minimum itself sits at the edge of stability.
+SEED_LR_FRACTION = 1 / 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prior:
+    """What the measurements say before any trial; stored in the study to resume."""
+
+    probe: ProbeResult
+    profile: ProfileResult
+    lr_range: LRRange | None
+    b_star: float
+    space: SearchSpace
+    bucket_base: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe.to_dict(), "profile": self.profile.to_dict(),
+                "lr_range": self.lr_range.to_dict() if self.lr_range else None,
+                "b_star": self.b_star, "space": self.space.to_dict(),
+                "bucket_base": self.bucket_base}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prior:
+        return cls(probe=ProbeResult.from_dict(data["probe"]),
+                   profile=ProfileResult.from_dict(data["profile"]),
+                   lr_range=LRRange.from_dict(data["lr_range"]) if data["lr_range"] else None,
+                   b_star=data["b_star"], space=SearchSpace.from_dict(data["space"]),
+                   bucket_base=data["bucket_base"])
+
+
+def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
+                   use_cache: bool) -> ProfileResult:
+    """The throughput profile, from the cache when this workload, device, batch range and
+    thread count were profiled before (a profile of a shared machine is noisy anyway;
+    reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
+    key = (f"{workload.fingerprint()}-{device}-{max_batch}-t{torch.get_num_threads()}"
+           f"-s{seed}")
+    path = cache_dir() / f"profile-{key}.json"
+    if use_cache and path.exists():
+        try:
+            return ProfileResult.load(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable profile cache %s: %s", path, exc)
+    result = profile(workload, device=device, max_batch=max_batch, seed=seed)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.save(path)
+    return result
+
+
+def measure_prior(workload: Workload, config: TuneConfig, device: torch.device,
+                  emit: EventCallback) -> Prior:
+    """Probe, profile (both cached), LR range test; the search space they define."""
+    emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
+    low, high = ((config.batch_size, config.batch_size) if config.batch_size is not None
+                 else (config.min_batch, config.max_batch))
+    fit = probe(workload, device=device, min_batch=low, max_batch=high,
+                headroom=config.headroom, memory_limit=config.memory_limit,
+                use_cache=config.use_cache)
+    emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
+                   f"{' (cached)' if fit.from_cache else ''}"))
+    emit(TuneEvent("stage", "profile", "timing steps against batch size"))
+    prof = cached_profile(workload, device, fit.max_batch_size, config.seed, config.use_cache)
+    b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
+    b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
+    b_star = predicted_best_batch(b_sat, b_crit)
+    emit(TuneEvent("stage", "profile",
+                   f"B_sat {b_sat:.0f}, B_simple {b_crit:.0f}, knee {prof.knee}, "
+                   f"predicted best batch {b_star:.0f}"))
+    if config.batch_size is not None:
+        batches = [config.batch_size]
+    else:
+        batches = batch_candidates(min_batch=config.min_batch, max_batch=fit.max_batch_size,
+                                   b_star=b_star, knee=prof.knee or fit.max_batch_size)
+    anchor = nearest_power_of_two(b_star, batches) if config.batch_size is None \
+        else config.batch_size
+    sweep = None
+    lr_range = config.lr_range
+    if config.lr is None and lr_range is None:
+        emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
+        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=config.seed)
+        lr_range = (sweep.low, sweep.high)
+        emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}"))
+    space = SearchSpace(batch_sizes=tuple(batches), anchor_batch=anchor, lr_range=lr_range,
+                        lr_fixed=config.lr, momentum_range=config.momentum_range,
+                        momentum_fixed=config.momentum)
+    step_s = prof.predict_iter_s(anchor) or 0.01
+    return Prior(probe=fit, profile=prof, lr_range=sweep, b_star=b_star, space=space,
+                 bucket_base=BUCKET_BASE_STEPS * step_s)
+
+
+def seed_trials(prior: Prior) -> list[dict[str, Any]]:
+    """Configurations to try first: B* with the LR from the range test, its neighbours
+    with the linear and square-root rules, and the largest batch with the sqrt rule."""
+    space = prior.space
+    if prior.lr_range is not None:
+        lr0 = prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
+    elif space.lr_range is not None:  # the user's bounds: start in their middle
+        lr0 = math.sqrt(space.lr_range[0] * space.lr_range[1])
+    else:
+        lr0 = 0.0  # the LR is fixed; raw_params() leaves it out
+    anchor = space.anchor_batch
+    batches = sorted(space.batch_sizes)
+    up = [b for b in batches if b > anchor]
+    down = [b for b in batches if b < anchor]
+    wanted = [(anchor, lr0, 1.0), (anchor, lr0 / 3, 1.0)]
+    if up:
+        wanted += [(up[0], lr0, 1.0), (up[0], lr0, 0.5)]
+    if down:
+        wanted.append((down[-1], lr0, 0.5))
+    wanted.append((batches[-1], lr0, 0.5))
+    seeds: list[dict[str, Any]] = []
+    for batch, lr, scaling in wanted:
+        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling)
+        if params and params not in seeds:
+            seeds.append(params)
+    return seeds
+
+
+def comparisons(workload: Workload, prior: Prior, config: TuneConfig) -> list[Candidate]:
+    """The reference recipe, and the largest batch that fits with the LR scaled by the
+    square-root rule from the LR range test's anchor."""
+    out = []
+    ref = workload.reference
+    if ref is not None:
+        out.append(Candidate(name="reference recipe", batch_size=ref.batch_size, lr=ref.lr,
+                             momentum=ref.momentum, optimizer=ref.optimizer, tuned=False))
+    largest = max(b for b in powers_of_two(1, prior.probe.max_batch_size)) \
+        if config.batch_size is None else config.batch_size
+    if prior.lr_range is not None:
+        lr = (prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
+              * math.sqrt(largest / prior.lr_range.batch_size))
+        out.append(Candidate(name="largest batch + sqrt rule", batch_size=largest, lr=lr,
+                             momentum=0.9, optimizer=None, tuned=False))
+    return out
+
+

@@ -1,0 +1,129 @@
+"""Where studies live: storage URLs, opening them, and keeping passwords out of sight.
+
+- SQLite (default, ``sqlite:///autobatch.db``): one worker; writers wait up to 60 s
+  for a lock instead of failing with "database is locked".
+- PostgreSQL (``postgresql://user:pass@host/db``) through Optuna's RDB storage with
+  ``pool_pre_ping`` and heartbeats: a worker that dies mid-trial has its trial failed
+  after the grace period and retried by a survivor. Many workers, many machines.
+- A journal file (``journal:///shared/fs/study.log``): many workers on one shared
+  filesystem, no database server.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+
+from autobatch.errors import AutobatchError, ConfigError
+
+DEFAULT_DB = "autobatch.db"
+ENV_STORAGE = "AUTOBATCH_STORAGE"
+JOURNAL_PREFIX = "journal://"
+# Seconds a SQLite writer waits for a lock before "database is locked".
+SQLITE_TIMEOUT_S = 60
+# Heartbeats: a trial whose worker is silent for GRACE_FACTOR x the interval is failed.
+HEARTBEAT_S = 10
+ENV_HEARTBEAT = "AUTOBATCH_HEARTBEAT_S"  # every worker of a study must agree on it
+GRACE_FACTOR = 3
+# How often a failed (dead-worker) trial is re-run by a survivor.
+MAX_RETRY = 3
+
+
+class StorageError(AutobatchError):
+    """The study storage cannot be reached or used."""
+
+    exit_code = 2
+
+
+def default_storage_url() -> str:
+    """$AUTOBATCH_STORAGE, else a SQLite file in the working directory."""
+    return os.environ.get(ENV_STORAGE) or f"sqlite:///{DEFAULT_DB}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs, files and notes."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable storage URL>"
+
+
+def backend(url: str) -> str:
+    """'sqlite', 'postgresql', 'journal', ... (the scheme without its driver)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return "journal"
+    try:
+        return make_url(url).get_backend_name()
+    except ArgumentError:
+        raise ConfigError(f"storage URL {mask_url(url)!r} is not a valid database URL") from None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in (absolute); None for a server."""
+    kind = backend(url)
+    if kind == "journal":
+        return Path(url.removeprefix(JOURNAL_PREFIX)).resolve()  # journal:///abs or ://rel
+    database = make_url(url).database if kind == "sqlite" else None
+    return Path(database).resolve() if database else None
+
+
+def supports_workers(url: str) -> bool:
+    """Whether several processes may share this storage safely."""
+    return backend(url) != "sqlite"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for the URL, with clear one-line errors (password masked)."""
+    kind = backend(url)
+    heartbeat_s = int(os.environ.get(ENV_HEARTBEAT) or HEARTBEAT_S)
+    path = storage_file(url)
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"storage folder {str(path.parent)!r} does not exist")
+    if kind == "journal":
+        try:  # a torn last line (a writer killed mid-write) is skipped by Optuna itself
+            return JournalStorage(JournalFileBackend(str(path)))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise StorageError(
+                f"{str(path)!r} is not a readable study journal ({exc}); it was left "
+                "untouched: restore it from a backup, or pass --storage journal:///NEW.log"
+            ) from None
+    if kind == "sqlite":
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        except DatabaseError as exc:  # not a database, or a torn one: never written to
+            raise StorageError(
+                f"{str(path)!r} is not a readable SQLite study database ({_reason(exc)}); "
+                "it was left untouched: restore it from a backup (sqlite3 FILE '.recover' "
+                "may save its trials), or pass --storage sqlite:///NEW.db") from None
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
+                grace_period=GRACE_FACTOR * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY))
+    except (ImportError, NoSuchModuleError) as exc:
+        missing = getattr(exc.__cause__, "name", None) or exc
+        raise StorageError(
+            f"no database driver for {mask_url(url)} (missing {missing}); for PostgreSQL "
+            "run pip install 'autobatch[postgres]'") from None
+    except OperationalError as exc:
+        parsed = make_url(url)
+        raise StorageError(
+            f"cannot reach the {kind} server at {parsed.host}:{parsed.port or 'default port'} "
+            f"({mask_url(url)}): {_reason(exc)}") from None
+
+
+def _reason(exc: DatabaseError) -> str:
+    """The driver's own first line, without SQLAlchemy's SQL and links."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

@@ -1,0 +1,173 @@
+"""Running a study's trials: in this process, or in N worker processes on one storage.
+
+Every worker, local or on another machine (`autobatch worker`), rebuilds the same
+objective from what the study stores (the workload's spec, the settings and the
+prior), so joining needs only the storage URL and the study name. The global trial
+budget counts finished (COMPLETE or PRUNED) trials, and no trial starts while
+running ones already hold the rest of it; a trial of a worker that died is failed
+by the heartbeat and re-run by a survivor, and does not count.
+
+    python -m autobatch.workers --study-name S [--device cuda:0] [--deadline EPOCH_S]
+
+reads the storage URL from $AUTOBATCH_STORAGE, never from the command line, so a
+password does not show in the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+import torch
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+
+from autobatch.device import resolve_device
+from autobatch.errors import AutobatchError, ConfigError
+from autobatch.prior import Prior
+from autobatch.storage import ENV_STORAGE, mask_url, open_storage
+from autobatch.study import PRIOR_ATTR, Objective, fail_running
+from autobatch.workload import load_workload
+
+SETTINGS_ATTR = "autobatch_settings"
+WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
+               deadline: float, on_trial: TrialCallback | None = None) -> None:
+    """Run trials one at a time until n_trials have finished or the deadline (epoch s).
+
+    When the remaining budget is held by running trials, wait for them: with
+    heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
+    worker runs the retry.
+    """
+    callbacks = [on_trial] if on_trial else []
+    heartbeat = is_heartbeat_enabled(study._storage)
+    while time.time() < deadline:
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)
+        if n_trials is not None:
+            finished = count(study, TrialState.COMPLETE, TrialState.PRUNED)
+            if finished >= n_trials:
+                return
+            if finished + count(study, TrialState.RUNNING) >= n_trials:
+                if not heartbeat:
+                    return  # without heartbeats a dead worker's trial is never freed
+                time.sleep(WAIT_S)
+                continue
+        try:
+            study.optimize(objective, n_trials=1, callbacks=callbacks, gc_after_trial=True)
+        except KeyboardInterrupt:
+            if not heartbeat:  # one worker: a trial still RUNNING is the one just asked
+                fail_running(study, "interrupted")
+            raise
+
+
+def objective_from_study(study: optuna.Study, device: torch.device,
+                         deadline: float) -> tuple[Objective, dict]:
+    """The objective a study was set up for, rebuilt from its stored settings."""
+    settings = study.user_attrs.get(SETTINGS_ATTR)
+    if settings is None or PRIOR_ATTR not in study.user_attrs:
+        raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
+                          "run autobatch tune --workers 0 first")
+    workload = load_workload(**settings["workload"])
+    prior = Prior.from_dict(study.user_attrs[PRIOR_ATTR])
+    return make_objective(workload, prior, settings, device, deadline), settings
+
+
+def make_objective(workload, prior: Prior, settings: dict, device: torch.device,
+                   deadline: float) -> Objective:
+    profile = prior.profile
+    step_model = ((profile.alpha, profile.beta)
+                  if profile.alpha is not None and profile.beta is not None else None)
+    return Objective(workload=workload, space=prior.space, target=settings["target"],
+                     trial_budget_s=settings["trial_budget_s"], device=device,
+                     bucket_base=prior.bucket_base, time_mode=settings["time_mode"],
+                     optimizer=settings["optimizer"], step_model=step_model,
+                     deadline=deadline)
+
+
+def work(storage_url: str, study_name: str, *, device: str = "auto",
+         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> None:
+    """Join a study and run trials until its budget is used up."""
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise ConfigError(
+            f"no study {study_name!r} in {mask_url(storage_url)}") from None
+    objective, settings = objective_from_study(study, resolve_device(device), deadline)
+    run_trials(study, objective, n_trials=settings["n_trials"], deadline=deadline,
+               on_trial=on_trial)
+
+
+def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
+                  devices: Sequence[str] | None = None) -> list[int]:
+    """Start n worker processes on the study and wait for them; their exit codes.
+
+    With devices, worker i sees only devices[i % len(devices)] (CUDA_VISIBLE_DEVICES).
+    Ctrl-C or SIGTERM here is passed on to the workers, which close their trials.
+    """
+    env = {**os.environ, ENV_STORAGE: storage_url}
+    procs = []
+    for i in range(n):
+        worker_env = dict(env)
+        device = "auto"
+        if devices:
+            worker_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+            device = "cuda"
+        cmd = [sys.executable, "-m", "autobatch.workers", "--study-name", study_name,
+               "--device", device]
+        if math.isfinite(deadline):
+            cmd += ["--deadline", str(deadline)]
+        procs.append(subprocess.Popen(cmd, env=worker_env))
+    try:
+        return [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autobatch.workers")
+    parser.add_argument("--study-name", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--deadline", type=float, default=math.inf)
+    args = parser.parse_args(argv)
+    url = os.environ.get(ENV_STORAGE)
+    if not url:
+        print(f"error: set {ENV_STORAGE} to the storage URL", file=sys.stderr)
+        return 2
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # close the trial as FAIL
+    try:
+        work(url, args.study_name, device=args.device, deadline=args.deadline)
+    except AutobatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""What to train: the Workload object and the loader that turns a name into one.
+
+A workload names a model factory, training and validation data, a loss, a metric
+and an optimizer factory. Three kinds of names resolve to one:
+built-ins (``mnist1d-cnn``), torchvision models (``torchvision:resnet18``) and a
+user's entry point (``package.module:function``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from autobatch.config import OptimizerName
+from autobatch.errors import WorkloadError
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter], float, float], torch.optim.Optimizer]
+
+
+def sgd(params: Iterable[nn.Parameter], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """SGD with (heavy-ball) momentum: the default optimizer of every workload."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def adam(params: Iterable[nn.Parameter], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """Adam with beta1 = momentum."""
+    return torch.optim.Adam(params, lr=lr, betas=(momentum, 0.999))
+
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {"sgd": sgd, "adam": adam}
+
+
+def correct_count(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Top-1 accuracy summed over the batch (divided by the set size afterwards)."""
+    return (outputs.argmax(dim=-1) == targets).sum()
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A data set held in memory as two tensors; small enough to live on the device."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise WorkloadError(
+                f"TensorData needs as many labels as inputs, got {len(self.x)} inputs "
+                f"and {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+Data = TensorData | Dataset
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """A fixed training configuration, e.g. a workload's published reference recipe."""
+
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    optimizer: OptimizerName | None = None  # None: the workload's optimizer factory
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """Everything needed to train and evaluate one model.
+
+    train_data / val_data: a TensorData (kept on the device, batched by index) or any
+    map-style torch Dataset of (input, label) pairs (read through a DataLoader with
+    num_workers worker processes). metric_fn returns the *sum* of per-sample scores of
+    a batch (default: number of correct top-1 predictions); the validation metric is
+    that sum divided by the validation set size, so it lies in [0, 1].
+    optimizer_factory is called as factory(params, lr, momentum).
+    """
+
+    name: str
+    model_factory: Callable[[], nn.Module]
+    train_data: Data
+    val_data: Data
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    metric_fn: Callable[[Tensor, Tensor], Tensor] = correct_count
+    optimizer_factory: OptimizerFactory = sgd
+    reference: Recipe | None = None
+    num_workers: int = 0
+    eval_batch_size: int = 1024
+    description: str = ""
+    # How load_workload() built it (name and data options), so another process can
+    # build the same workload; None for workloads constructed in code.
+    spec: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("model_factory", "loss_fn", "metric_fn", "optimizer_factory"):
+            if not callable(getattr(self, name)):
+                raise WorkloadError(f"workload {self.name!r}: {name} must be callable")
+        for name in ("train_data", "val_data"):
+            data = getattr(self, name)
+            if not isinstance(data, (TensorData, Dataset)):
+                raise WorkloadError(
+                    f"workload {self.name!r}: {name} must be a TensorData or a torch "
+                    f"Dataset, got {type(data).__name__}")
+
+    def recipe(self, *, batch_size: int | None = None, lr: float | None = None,
+               momentum: float | None = None, optimizer: OptimizerName | None = None,
+               ) -> Recipe:
+        """A full recipe from the values given, the rest from the reference recipe.
+
+        An LR is only meaningful with its optimizer, so the reference optimizer is
+        used only when the LR also comes from the reference.
+        """
+        ref = self.reference
+        if lr is None and ref is None:
+            raise WorkloadError(f"workload {self.name!r} has no reference recipe: give an LR")
+        if batch_size is None and ref is None:
+            raise WorkloadError(
+                f"workload {self.name!r} has no reference recipe: give a batch size")
+        from_ref = lr is None
+        return Recipe(
+            batch_size=batch_size if batch_size is not None else ref.batch_size,
+            lr=lr if lr is not None else ref.lr,
+            momentum=momentum if momentum is not None
+            else (ref.momentum if from_ref else 0.9),
+            optimizer=optimizer or (ref.optimizer if from_ref else None))
+
+    def fingerprint(self) -> str:
+        """A short hash that changes when the model architecture or data shapes change."""
+        model = self.model_factory()
+        digest = hashlib.sha256()
+        digest.update(self.name.encode())
+        digest.update(repr(model).encode())
+        digest.update(str(sum(p.numel() for p in model.parameters())).encode())
+        digest.update(f"{len(self.train_data)}/{len(self.val_data)}".encode())
+        return digest.hexdigest()[:16]
+
+
+def load_workload(spec: str, *, data: str | None = None, image_size: int | None = None,
+                  num_classes: int | None = None, app_dir: str | Path | None = None,
+                  ) -> Workload:
+    """Resolve a workload name: a built-in, ``torchvision:NAME`` or ``module:function``.
+
+    data, image_size and num_classes configure torchvision workloads; app_dir is put
+    first on sys.path before importing an entry point (like uvicorn's --app-dir).
+    """
+    from autobatch.workloads import BUILTINS, vision
+
+    options = {"spec": spec, "data": data, "image_size": image_size,
+               "num_classes": num_classes, "app_dir": str(app_dir) if app_dir else None}
+    if spec in BUILTINS:
+        workload = BUILTINS[spec].factory()
+    elif spec.startswith("torchvision:"):
+        workload = vision.torchvision_workload(
+            spec.removeprefix("torchvision:"), data=data, image_size=image_size,
+            num_classes=num_classes)
+    elif ":" in spec:
+        workload = _load_entry_point(spec, app_dir)
+    else:
+        _unknown(spec, BUILTINS)
+    return replace(workload, spec=options)
+
+
+def _unknown(spec: str, builtins: Iterable[str]) -> NoReturn:
+    if "." in spec:
+        raise WorkloadError(
+            f"entry point {spec!r} has no ':'; write it as 'package.module:function'")
+    known = ", ".join(sorted(builtins))
+    raise WorkloadError(
+        f"unknown workload {spec!r}; built-ins: {known}; or torchvision:NAME, "
+        "or module:function")
+
+
+def _load_entry_point(spec: str, app_dir: str | Path | None) -> Workload:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise WorkloadError(f"entry point {spec!r} must look like 'package.module:function'")
+    if app_dir is not None:
+        app_path = Path(app_dir).resolve()
+        if not app_path.is_dir():
+            raise WorkloadError(f"app dir {str(app_dir)!r} is not a directory")
+        if str(app_path) not in sys.path:
+            sys.path.insert(0, str(app_path))
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing *entry-point* module is ours to report; an import that fails
+        # inside the user's module is their error and keeps its traceback.
+        if exc.name is not None and module_name.startswith(exc.name):
+            where = f" (app dir {app_dir})" if app_dir else " (use --app-dir to add a folder)"
+            raise WorkloadError(f"module {module_name!r} not found{where}") from None
+        raise
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise WorkloadError(
+            f"module {module_name!r} has no attribute {attr!r}") from None
+    result = target() if callable(target) and not isinstance(target, Workload) else target
+    if not isinstance(result, Workload):
+        raise WorkloadError(
+            f"entry point {spec!r} returned {type(result).__name__}, expected an "
+            "autobatch.Workload")
+    return result

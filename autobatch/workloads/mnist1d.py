@@ -1,0 +1,75 @@
+"""MNIST-1D (Greydanus 2020): generated locally, never downloaded.
+
+The paper's 4,000/1,000 train/test split is kept; a fixed, seeded 20% of the
+training part is held out for validation and the test part is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from autobatch.workload import Recipe, TensorData, Workload
+
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
+# The MNIST-1D reference recipe: Adam, LR 1e-2, batch 100.
+REFERENCE = Recipe(batch_size=100, lr=1e-2, momentum=0.9, optimizer="adam")
+
+
+@lru_cache(maxsize=1)
+def splits() -> tuple[TensorData, TensorData]:
+    """(train, validation) from the standard MNIST-1D generator (about 1 s, cached)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    raw = make_dataset(get_dataset_args())
+    x = torch.as_tensor(raw["x"], dtype=torch.float32)
+    y = torch.as_tensor(raw["y"], dtype=torch.int64)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_val = int(len(y) * VAL_FRACTION)
+    val, train = perm[:n_val], perm[n_val:]
+    return TensorData(x[train], y[train]), TensorData(x[val], y[val])
+
+
+class ConvNet(nn.Module):
+    """The MNIST-1D paper's CNN: three stride-2 Conv1d layers of 25 channels, one linear."""
+
+    def __init__(self, channels: int = 25, length: int = 40, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        out_len = length
+        for kernel in (5, 3, 3):
+            out_len = (out_len + 2 - kernel) // 2 + 1
+        self.linear = nn.Linear(channels * out_len, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.view(-1, 1, x.shape[-1])
+        h = self.conv1(h).relu()
+        h = self.conv2(h).relu()
+        h = self.conv3(h).relu()
+        return self.linear(h.flatten(1))
+
+
+def mlp() -> nn.Module:
+    """The MNIST-1D paper's MLP: 40-100-100-10 with ReLU."""
+    return nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(),
+                         nn.Linear(100, 10))
+
+
+def _workload(name: str, model_factory: Callable[[], nn.Module]) -> Workload:
+    train, val = splits()
+    return Workload(name=name, model_factory=model_factory, train_data=train, val_data=val,
+                    reference=REFERENCE)
+
+
+def cnn_workload() -> Workload:
+    return _workload("mnist1d-cnn", ConvNet)
+
+
+def mlp_workload() -> Workload:
+    return _workload("mnist1d-mlp", mlp)

@@ -1,0 +1,1 @@
+"""Reproducible speed and quality comparisons; results in benchmarks/RESULTS.md."""

@@ -1,0 +1,210 @@
+"""autobatch tune vs the ways people pick batch size and LR today, on one workload.
+
+    python3 -m benchmarks.tune_bench [--workload mnist1d-cnn] [--target 0.9] [--seeds 5]
+                                     [--grid-budget 10] [--tune-timeout 120]
+
+Comparisons (benchmarks.md), all trained with the same loop to the same target:
+1. autobatch's recommendation (one `tune` run, then re-measured from scratch);
+2. the workload's reference recipe (MNIST-1D: Adam, LR 1e-2, batch 100);
+3. "as large as fits" + LR range test (Lightning's two tuners together: the largest
+   power-of-two batch that fits, the LR at the steepest fall of the smoothed loss);
+4. folklore: batch 32, LR 0.01; batch 64, LR 0.02 (linear rule from 32);
+5. plain Optuna with the same wall-clock budget as autobatch's tune: TPE over
+   (batch 8..1024, LR 1e-3..1 log, momentum 0..0.99), objective time to target,
+   median pruner on epochs;
+6. the best cell of an exhaustive grid: batch 8..1024 x LR {0.01, 0.03, 0.1, 0.3, 1}
+   x momentum {0, 0.9}, each cell one run with --grid-budget seconds.
+Every configuration is re-measured with --seeds fresh seeds, interleaved
+(A B C ... A B C ...), and reported as the median time to target (a run that misses
+the target within --run-budget seconds counts as infinitely slow). Writes the
+"## Tune" section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from autobatch import Budget, RunConfig, load_workload, run
+from autobatch.lr_range import lr_range_test, smooth
+from autobatch.probe import probe
+from autobatch.tuner import TuneConfig, tune
+from benchmarks.report import machine_lines, write_section
+
+GRID_BATCHES = [8, 16, 32, 64, 128, 256, 512, 1024]
+GRID_LRS = [0.01, 0.03, 0.1, 0.3, 1.0]
+GRID_MOMENTA = [0.0, 0.9]
+
+
+@dataclass
+class Contender:
+    name: str
+    batch_size: int
+    lr: float
+    momentum: float
+    optimizer: str | None = None
+    times: list[float] = field(default_factory=list)  # inf: target missed
+
+    def median(self) -> float:
+        return statistics.median(self.times) if self.times else math.inf
+
+
+def time_to_target(workload, target: float, batch: int, lr: float, momentum: float,
+                   optimizer: str | None, budget_s: float, seed: int) -> float:
+    config = RunConfig(batch_size=batch, lr=lr, momentum=momentum, target=target,
+                       budget=Budget(seconds=budget_s), seed=seed, optimizer=optimizer)
+    result = run(workload, config, device="cpu")
+    return result.time_to_target_s if result.target_reached else math.inf
+
+
+def grid(workload, target: float, budget_s: float) -> tuple[Contender, float, int]:
+    """Best grid cell, the grid's total wall time, and how many cells reached the target."""
+    started = time.perf_counter()
+    best, reached = None, 0
+    for batch in GRID_BATCHES:
+        for lr in GRID_LRS:
+            for momentum in GRID_MOMENTA:
+                t = time_to_target(workload, target, batch, lr, momentum, None, budget_s, 0)
+                reached += math.isfinite(t)
+                if best is None or t < best[0]:
+                    best = (t, batch, lr, momentum)
+    _, batch, lr, momentum = best
+    return (Contender("best of grid", batch, lr, momentum),
+            time.perf_counter() - started, reached)
+
+
+def steepest_lr(workload, batch: int) -> float:
+    """Lightning's LR finder suggestion: the steepest fall of the smoothed loss."""
+    sweep = lr_range_test(workload, batch_size=batch, device="cpu")
+    losses = smooth(list(sweep.losses))
+    logs = [math.log10(lr) for lr in sweep.lrs]
+    slopes = [(losses[i + 1] - losses[i]) / (logs[i + 1] - logs[i])
+              for i in range(len(losses) - 1)]
+    return sweep.lrs[min(range(len(slopes)), key=slopes.__getitem__)]
+
+
+def plain_optuna(workload, target: float, timeout_s: float, budget_s: float,
+                 storage: str) -> Contender:
+    """What a user writes by hand: TPE, time-to-target objective, median pruner on epochs."""
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_categorical("batch_size", GRID_BATCHES)
+        lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+        momentum = trial.suggest_float("momentum", 0.0, 0.99)
+        config = RunConfig(batch_size=batch, lr=lr, momentum=momentum, target=target,
+                           budget=Budget(seconds=budget_s), seed=trial.number)
+        epoch = [0]
+
+        def per_epoch(point) -> bool:
+            if int(point.epochs) > epoch[0]:
+                epoch[0] = int(point.epochs)
+                trial.report(point.metric, step=epoch[0])
+                return trial.should_prune()
+            return False
+
+        result = run(workload, config, device="cpu", on_eval=per_epoch)
+        if result.stop_reason == "stopped":
+            raise optuna.TrialPruned()
+        return result.time_to_target_s if result.target_reached else budget_s * 2
+
+    study = optuna.create_study(storage=storage, direction="minimize",
+                                pruner=optuna.pruners.MedianPruner(),
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, timeout=timeout_s)
+    p = study.best_params
+    return Contender("plain Optuna (same budget)", p["batch_size"], p["lr"], p["momentum"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", default="mnist1d-cnn")
+    parser.add_argument("--target", type=float, default=0.9)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--grid-budget", type=float, default=10.0)
+    parser.add_argument("--tune-timeout", type=float, default=120.0)
+    parser.add_argument("--run-budget", type=float, default=30.0,
+                        help="training seconds a re-measured run may take")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    workload = load_workload(args.workload)
+    folder = Path(tempfile.mkdtemp())
+
+    started = time.perf_counter()
+    tuned = tune(workload, TuneConfig(target=args.target, timeout_s=args.tune_timeout,
+                                      storage=f"sqlite:///{folder / 'tune.db'}",
+                                      compare=False), device="cpu")
+    tune_seconds = time.perf_counter() - started
+    rec = tuned.best
+    contenders = [Contender("autobatch recommendation", rec.batch_size, rec.lr, rec.momentum)]
+    print(f"tune: {tune_seconds:.1f}s -> {rec}", file=sys.stderr)
+
+    ref = workload.reference
+    contenders.append(Contender("reference recipe", ref.batch_size, ref.lr, ref.momentum,
+                                ref.optimizer))
+    fits = probe(workload, device="cpu").max_batch_size
+    largest = 2 ** int(math.log2(fits))
+    contenders.append(Contender("largest fits + LR finder", largest,
+                                steepest_lr(workload, largest), 0.9))
+    contenders.append(Contender("folklore: batch 32, LR 0.01", 32, 0.01, 0.9))
+    contenders.append(Contender("folklore: batch 64, LR 0.02 (linear)", 64, 0.02, 0.9))
+    started = time.perf_counter()
+    contenders.append(plain_optuna(workload, args.target, tune_seconds, 30.0,
+                                   f"sqlite:///{folder / 'plain.db'}"))
+    plain_seconds = time.perf_counter() - started
+    best_cell, grid_seconds, grid_reached = grid(workload, args.target, args.grid_budget)
+    contenders.append(best_cell)
+    print(f"grid: {grid_seconds:.0f}s, {grid_reached} cells reached", file=sys.stderr)
+
+    for seed in range(1, args.seeds + 1):
+        for c in contenders:
+            c.times.append(time_to_target(workload, args.target, c.batch_size, c.lr,
+                                          c.momentum, c.optimizer, args.run_budget,
+                                          1000 + seed))
+            print(f"seed {seed} {c.name}: {c.times[-1]:.3f}s", file=sys.stderr)
+
+    grid_best = contenders[-1].median()
+    recommended = contenders[0].median()
+    one_best_run = min(grid_best, recommended)
+    rows = ["| configuration | batch | LR | momentum | median s | min..max s | vs grid best |",
+            "|---|---:|---:|---:|---:|---|---:|"]
+    for c in contenders:
+        finite = [t for t in c.times if math.isfinite(t)]
+        spread = f"{min(finite):.2f}..{max(finite):.2f}" if finite else "-"
+        missed = len(c.times) - len(finite)
+        rows.append(f"| {c.name}{f' ({missed} missed)' if missed else ''} | {c.batch_size} "
+                    f"| {c.lr:.3g} | {c.momentum:.3g} | {c.median():.3f} | {spread} "
+                    f"| {c.median() / grid_best:.2f}x |")
+    ref_median = contenders[1].median()
+    lines = [
+        "## Tune", "",
+        *machine_lines(" ".join(["python3 -m benchmarks.tune_bench", *sys.argv[1:]])),
+        f"- Workload {args.workload}, target {args.target} validation accuracy; every "
+        f"configuration re-measured with {args.seeds} fresh seeds, interleaved; medians.",
+        "",
+        *rows, "",
+        f"- Quality: T(recommended) / T(grid best) = **{recommended / grid_best:.2f}** "
+        "(goal <= 1.1; below 1 beats the grid)",
+        f"- Speed-up for the user: T(reference) / T(recommended) = "
+        f"**{ref_median / recommended:.2f}x** (goal >= 3x; the check asks <= 0.5x, i.e. >= 2x)",
+        f"- Tuning cost: {tune_seconds:.1f} s = **{tune_seconds / one_best_run:.0f}x** one "
+        f"best run (goal <= 20x), {tune_seconds / grid_seconds:.3f} of the grid's "
+        f"{grid_seconds:.0f} s ({grid_reached} of {len(GRID_BATCHES) * len(GRID_LRS) * 2} "
+        f"cells reached the target within {args.grid_budget:g} s); plain Optuna was given "
+        f"the same {plain_seconds:.0f} s.",
+        f"- Prediction before any trial: B* = {tuned.prior['b_star']:.0f} "
+        f"(B_sat {tuned.prior['b_sat']}, B_simple {tuned.prior['b_simple']}); "
+        f"grid best batch {best_cell.batch_size}.",
+    ]
+    write_section("## Tune", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

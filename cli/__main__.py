@@ -1,0 +1,3 @@
+from autobatch_cli.main import app
+
+app(prog_name="autobatch")

@@ -1,0 +1,82 @@
+"""`autobatch dashboard`: optuna-dashboard on the study storage, safely launched.
+
+The storage URL travels to the server process in $AUTOBATCH_STORAGE, never on its
+command line, where `ps` would show a password to every user of the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.panel import Panel
+
+from autobatch.dashboard import is_loopback
+from autobatch.errors import ConfigError
+from autobatch.storage import (
+    ENV_STORAGE,
+    default_storage_url,
+    mask_url,
+    open_storage,
+    storage_file,
+)
+from autobatch_cli.output import exits_cleanly, stderr
+
+
+def exposure_warning(host: str, port: int) -> Panel:
+    return Panel(
+        f"optuna-dashboard has [bold]no authentication[/]. Listening on {host}:{port} lets "
+        "anyone who can reach this machine read every study and delete trials, notes "
+        "and artifacts.\nPrefer the default --host 127.0.0.1 and an SSH tunnel: "
+        f"ssh -L {port}:127.0.0.1:{port} THIS_HOST",
+        title="WARNING: dashboard reachable from other machines", border_style="bold red")
+
+
+@exits_cleanly
+def dashboard(
+    storage: Annotated[Optional[str], typer.Option(help=(
+        "Optuna storage URL (default $AUTOBATCH_STORAGE or sqlite:///autobatch.db). With a "
+        "password, prefer $AUTOBATCH_STORAGE: `ps` shows command lines to every user."))]
+    = None,
+    host: Annotated[str, typer.Option(help=(
+        "Address to listen on. Anything but loopback exposes the studies without a "
+        "password."))] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+    artifacts: Annotated[Optional[Path], typer.Option(help=(
+        "Artifact folder (default: DB-artifacts beside a SQLite database)."))] = None,
+) -> None:
+    """Browse the studies in optuna-dashboard (no authentication: loopback by default)."""
+    url = storage or default_storage_url()
+    db = storage_file(url)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"no study database at {str(db)!r}; pass --storage or run "
+                          "`autobatch tune` first")
+    open_storage(url)  # a malformed URL fails here, with a masked message
+    if artifacts is not None and not artifacts.is_dir():
+        raise ConfigError(f"--artifacts folder {str(artifacts)!r} does not exist")
+    if not is_loopback(host):
+        stderr.print(exposure_warning(host, port))
+    command = [sys.executable, "-m", "autobatch.dashboard", "--host", host, "--port", str(port)]
+    if artifacts is not None:  # the default folder is derived from the URL in the child
+        command += ["--artifacts", str(artifacts)]
+    shown = f"[{host}]" if ":" in host else host
+    stderr.print(f"optuna-dashboard on {mask_url(url)} at http://{shown}:{port}/ "
+                 "(Ctrl-C to stop)", markup=False)
+    child = subprocess.Popen(command, env={**os.environ, ENV_STORAGE: url})
+
+    def forward(signum: int, frame: Any) -> None:
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:  # the child got the same Ctrl-C from the terminal
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    raise typer.Exit(code)

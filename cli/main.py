@@ -1,0 +1,138 @@
+"""`autobatch` console script: one command per stage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from autobatch.config import Budget, RunConfig
+from autobatch.train import EvalPoint, RunResult
+from autobatch.train import run as run_training
+from autobatch.workloads import BUILTINS
+from autobatch_cli.options import (
+    AppDirOpt,
+    DataOpt,
+    DeviceOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    NumClassesOpt,
+    SeedOpt,
+    WorkloadOpt,
+    workload_from,
+)
+from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+
+app = typer.Typer(
+    name="autobatch", no_args_is_help=True, add_completion=False,
+    help="Find the batch size, learning rate and momentum that reach a target accuracy "
+         "fastest on this hardware.")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr.")] = False,
+         ) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def workloads() -> None:
+    """List the built-in workloads."""
+    for name, builtin in BUILTINS.items():
+        stdout.print(f"{name:<14} {builtin.description}")
+    stdout.print(f"{'torchvision:M':<14} any torchvision classification model M "
+                 "(weights none) with --data PATH|fake")
+    stdout.print(f"{'module:func':<14} your own: a function returning an autobatch.Workload")
+
+
+@app.command()
+@exits_cleanly
+def run(
+    workload: WorkloadOpt,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Samples per optimizer step. Default: the workload's reference recipe.")] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        help="Learning rate. Default: the reference recipe's LR and optimizer.")] = None,
+    momentum: Annotated[Optional[float], typer.Option(
+        help="Momentum in [0, 1) (Adam: beta1). Default 0.9.")] = None,
+    target: Annotated[Optional[float], typer.Option(
+        help="Validation metric to reach, in (0, 1]; omit to train the whole budget.")] = None,
+    budget: Annotated[str, typer.Option(
+        help="Training budget: 60s, 10m, 2000steps or 5epochs.")] = "60s",
+    optimizer: Annotated[Optional[str], typer.Option(
+        help="sgd or adam. Default: the workload's own optimizer.")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    data: DataOpt = None,
+    image_size: ImageSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    app_dir: AppDirOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Train one configuration until the target, the budget, or divergence."""
+    parsed_budget = Budget.parse(budget)
+    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    recipe = wl.recipe(batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer)
+    config = RunConfig(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                       optimizer=recipe.optimizer, target=target, budget=parsed_budget,
+                       seed=seed)
+    stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
+                 f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
+                 f"target {target if target is not None else '-'}, budget {config.budget}")
+    with stderr.status("training ...") as status:
+        def show(point: EvalPoint) -> None:
+            status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
+                          f"metric {point.metric:.4f}")
+
+        result = run_training(wl, config, device=device, on_eval=show)
+    if json_output:
+        print_json(result.to_dict())
+    else:
+        stdout.print(run_table(result))
+
+
+def run_table(result: RunResult) -> Table:
+    table = Table(title=f"{result.workload} on {result.device}", show_header=False)
+    reached = result.target_reached
+    rows = [
+        ("target reached", "yes" if reached else "no"),
+        ("time to target", f"{result.time_to_target_s:.3f} s" if reached else "-"),
+        ("steps to target", str(result.steps_to_target) if reached else "-"),
+        ("stop reason", result.stop_reason),
+        ("steps / samples / epochs",
+         f"{result.steps} / {result.samples} / {result.epochs:.2f}"),
+        ("training time", f"{result.train_seconds:.3f} s"),
+        ("eval overhead", f"{result.eval_seconds:.3f} s ({len(result.trace)} evaluations)"),
+        ("samples/s", f"{result.samples_per_s:,.0f}"),
+        ("best metric", f"{result.best_metric:.4f}" if result.best_metric is not None else "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+from autobatch_cli.profile import profile  # noqa: E402
+
+app.command()(profile)
+
+from autobatch_cli.probe import probe  # noqa: E402
+
+app.command()(probe)
+
+from autobatch_cli.tune import tune  # noqa: E402
+
+app.command()(tune)
+
+from autobatch_cli.worker import worker  # noqa: E402
+
+app.command()(worker)
+
+from autobatch_cli.dashboard import dashboard  # noqa: E402
+
+app.command()(dashboard)
+
+from autobatch_cli.report import report  # noqa: E402
+
+app.command()(report)

@@ -1,0 +1,71 @@
+"""Where output goes: results on stdout, progress and errors on stderr.
+
+rich drops colour and cursor control by itself when the stream is not a terminal
+or NO_COLOR is set, so CI logs get plain lines.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from autobatch.errors import AutobatchError
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI, Slurm and Kubernetes send), raised like Ctrl-C so that a running
+    trial is closed as FAIL instead of being left RUNNING."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def terminate_on_sigterm() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def print_json(payload: Any) -> None:
+    """Strict JSON (no NaN/Infinity) on stdout, bypassing rich's markup."""
+    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def exits_cleanly(command: F) -> F:
+    """Turn autobatch errors into one line on stderr and the error's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AutobatchError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except Terminated:
+            raise fail("terminated (SIGTERM); finished work is saved, rerun to resume",
+                       EXIT_TERMINATED) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; finished work is saved, rerun to resume",
+                       EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]

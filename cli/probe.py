@@ -1,0 +1,92 @@
+"""`autobatch probe`: the largest batch that fits, with the evidence."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from autobatch.config import parse_bytes
+from autobatch.probe import ProbeResult
+from autobatch.probe import probe as run_probe
+from autobatch_cli.options import (
+    AppDirOpt,
+    DataOpt,
+    DeviceOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    NumClassesOpt,
+    WorkloadOpt,
+    workload_from,
+)
+from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+
+GIB = 1024 ** 3
+
+
+@exits_cleanly
+def probe(
+    workload: WorkloadOpt,
+    device: DeviceOpt = "auto",
+    min_batch: Annotated[int, typer.Option(help="Smallest batch to consider.")] = 1,
+    max_batch: Annotated[Optional[int], typer.Option(
+        help="Largest batch to consider. Default: the training set size.")] = None,
+    headroom: Annotated[float, typer.Option(
+        help="Fraction of usable memory left free, in [0, 0.9).")] = 0.1,
+    memory_limit: Annotated[Optional[str], typer.Option(
+        help="Usable memory, e.g. 4GiB, 512MiB, 2GB. On CPU it caps the process's peak "
+             "resident memory. Default: available RAM (CPU) or free device memory.")] = None,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Probe afresh instead of reusing a cached result.")] = False,
+    data: DataOpt = None,
+    image_size: ImageSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    app_dir: AppDirOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Find the largest batch that trains (forward, backward, optimizer step, evaluation)
+    within the memory, by a few real steps at a few batch sizes."""
+    limit = parse_bytes(memory_limit) if memory_limit is not None else None
+    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    with stderr.status(f"probing {wl.name} ..."):
+        result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
+                           headroom=headroom, memory_limit=limit, use_cache=not no_cache)
+    if json_output:
+        print_json(result.to_dict())
+    else:
+        stdout.print(probe_table(result))
+
+
+def _gib(n: float | None) -> str:
+    return "-" if n is None else f"{n / GIB:.3f} GiB"
+
+
+def probe_table(r: ProbeResult) -> Table:
+    table = Table(title=f"{r.workload} on {r.device.name} ({r.device.type})",
+                  show_header=False)
+    limit = _gib(r.memory_limit_bytes) if r.memory_limit_bytes else "none"
+    per_sample = "-" if r.bytes_per_sample is None else f"{r.bytes_per_sample / 2**20:.3f} MiB"
+    r2 = "-" if r.fit_r2 is None else f"{r.fit_r2:.4f}"
+    rows = [
+        ("max batch size", f"{r.max_batch_size} (limited by {r.limited_by}; "
+                           f"bounds {r.min_batch}..{r.max_batch})"),
+        ("peak at that batch", _gib(r.peak_bytes)),
+        ("budget / usable", f"{_gib(r.budget_bytes)} / {_gib(r.usable_bytes)} "
+                            f"(headroom {r.headroom:.0%}, limit {limit})"),
+        ("memory model", f"{_gib(r.fixed_bytes)} + {per_sample} x batch (R^2 {r2})"),
+        ("device memory", f"{_gib(r.device.free_bytes)} free of {_gib(r.device.total_bytes)}"),
+        ("batches tried", ", ".join(
+            f"{a.batch_size}:{a.outcome}" + (f"@{a.peak_bytes / GIB:.2f}G" if a.peak_bytes
+                                             else "") for a in r.attempts)),
+        ("training steps", str(r.train_steps)),
+        ("seconds", f"{r.seconds:.1f}" + (" (cached)" if r.from_cache else "")),
+        ("isolation", r.isolation),
+    ]
+    if r.device.other_processes_bytes is not None:
+        rows.append(("other processes", _gib(r.device.other_processes_bytes)))
+    if r.allocator:
+        rows.append(("allocator", ", ".join(f"{k}={v}" for k, v in r.allocator.items())))
+    for key, value in rows:
+        table.add_row(key, value)
+    return table

@@ -1,0 +1,121 @@
+"""`autobatch profile`: time per step and per epoch vs batch size, and the noise scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from autobatch.throughput import ProfileResult, parse_batch_sizes
+from autobatch.throughput import profile as run_profile
+from autobatch_cli.options import (
+    AppDirOpt,
+    DataOpt,
+    DeviceOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    NumClassesOpt,
+    SeedOpt,
+    WorkloadOpt,
+    workload_from,
+)
+from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+
+
+@exits_cleanly
+def profile(
+    workload: WorkloadOpt,
+    batch_sizes: Annotated[str, typer.Option(
+        "--batch-sizes",
+        help="Comma-separated batch sizes, or 'auto': powers of two from 8 up to "
+             "--max-batch, plus --max-batch.")] = "auto",
+    max_batch: Annotated[Optional[int], typer.Option(
+        min=1, help="Largest batch that fits (e.g. from `autobatch probe`). Default: the "
+             "training set size. Larger sizes are reported as not fitting.")] = None,
+    knee_gain: Annotated[float, typer.Option(
+        help="The knee is the largest batch whose doubling still raises samples/s by "
+             "at least this fraction.")] = 0.10,
+    noise: Annotated[bool, typer.Option(
+        "--noise/--no-noise", help="Estimate the gradient noise scale B_simple.")] = True,
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Write a PNG of the curves here.")] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        help="Write the profile as JSON here (input for later stages).")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    data: DataOpt = None,
+    image_size: ImageSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    app_dir: AppDirOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Measure time per iteration, samples/s and time per epoch against batch size."""
+    sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
+    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    with stderr.status(f"profiling {wl.name} ..."):
+        result = run_profile(wl, device=device, batch_sizes=sizes, max_batch=max_batch,
+                             knee_gain=knee_gain, noise=noise, seed=seed)
+    if save is not None:
+        result.save(save)
+    if plot is not None:
+        from autobatch.plots import plot_profile
+
+        plot_profile(result, plot)
+        stderr.print(f"plot written to {plot}")
+    if json_output:
+        print_json(result.to_dict())
+    else:
+        stdout.print(profile_table(result))
+        for line in summary_lines(result):
+            stdout.print(line)
+
+
+def profile_table(result: ProfileResult) -> Table:
+    table = Table(title=f"{result.workload} on {result.device} "
+                        f"({result.train_size:,} samples per epoch)")
+    for name in ("batch", "ms/iter", "min-max", "samples/s", "s/epoch", "wait", "note"):
+        table.add_column(name, justify="left" if name == "note" else "right")
+    for row in result.rows:
+        if not row.fits:
+            table.add_row(str(row.batch_size), "-", "-", "-", "-", "-",
+                          f"no fit: {row.reason}")
+            continue
+        notes = []
+        if row.batch_size == result.knee:
+            notes.append("knee")
+        if row.input_bound:
+            notes.append("input-bound")
+        table.add_row(
+            str(row.batch_size), f"{row.iter_s * 1e3:.2f}",
+            f"{row.iter_s_min * 1e3:.3g}-{row.iter_s_max * 1e3:.3g}",
+            f"{row.samples_per_s:,.0f}", f"{row.epoch_s:.3f}", f"{row.data_wait:.0%}",
+            ", ".join(notes))
+    return table
+
+
+def summary_lines(result: ProfileResult) -> list[str]:
+    lines = []
+    if result.alpha is not None and result.beta is not None:
+        b_sat = f"{result.b_sat:.0f}" if result.b_sat is not None else "unbounded"
+        lines.append(f"step time  t(B) = {result.alpha * 1e3:.3f} ms + "
+                     f"{result.beta * 1e6:.3f} µs x B   B_sat = alpha/beta = {b_sat}   "
+                     f"fit error {result.fit_error:.1%}")
+    else:
+        lines.append("step time  not fitted: fewer than 2 batch sizes measured")
+    knee = str(result.knee) if result.knee is not None else "-"
+    lines.append(f"knee       {knee} (largest batch whose doubling still adds "
+                 f">= {result.knee_gain:.0%} samples/s)")
+    noise = result.noise
+    if noise is not None:
+        def fmt(value: float | None) -> str:
+            return f"{value:.0f}" if value is not None else "unbounded"
+
+        lines.append(f"B_simple   {fmt(noise.b_simple)}  {noise.level:.0%} interval "
+                     f"[{fmt(noise.low)}, {fmt(noise.high)}]  ({noise.draws} draws at "
+                     f"batch {noise.b_small} and {noise.b_big})")
+    if result.eval_pass_s is not None:
+        lines.append(f"eval pass  {result.eval_pass_s * 1e3:.1f} ms")
+    lines.append(f"profiled in {result.seconds:.1f} s")
+    return lines

@@ -1,0 +1,195 @@
+"""`autobatch tune`: probe -> profile -> study -> verified recommendation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import optuna
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from autobatch.device import resolve_device
+from autobatch.errors import ConfigError
+from autobatch.events import TuneEvent
+from autobatch.result import TuneResult
+from autobatch.storage import mask_url
+from autobatch.studyfile import load_study_file, merge, tune_config
+from autobatch.tuner import prepare
+from autobatch.tuner import tune as run_tune
+from autobatch_cli import STARTED
+from autobatch_cli.options import workload_from
+from autobatch_cli.output import exits_cleanly, stderr, stdout, terminate_on_sigterm
+
+Opt = typer.Option
+
+
+@exits_cleanly
+def tune(
+    workload: Annotated[Optional[str], Opt("--workload", "-w", help=(
+        "Built-in name, torchvision:MODEL, or module:function."))] = None,
+    target: Annotated[Optional[float], Opt(help="Validation metric to reach, in (0, 1].")] = None,
+    n_trials: Annotated[Optional[int], Opt(help=(
+        "Trials in the study in total (a rerun completes the rest). Default 40, or as "
+        "many as fit in --timeout."))] = None,
+    timeout: Annotated[Optional[str], Opt(help="Wall-clock limit for the whole tune: 120, 10m.")]
+    = None,
+    trial_budget: Annotated[Optional[str], Opt(help=(
+        "Most training time per trial (default 60s, or 15% of --timeout)."))] = None,
+    storage: Annotated[Optional[str], Opt(help=(
+        "Optuna storage URL (default $AUTOBATCH_STORAGE or sqlite:///autobatch.db)."))] = None,
+    study_name: Annotated[Optional[str], Opt(help="Default: WORKLOAD-targetT.")] = None,
+    new_study: Annotated[bool, Opt(help="Start a new study instead of resuming.")] = False,
+    output: Annotated[Optional[Path], Opt(help="Write the recommendation to this file.")] = None,
+    format: Annotated[Optional[str], Opt(help=(
+        "json, yaml or env: print the recommendation in this format on stdout (and use it "
+        "for --output)."))] = None,
+    config: Annotated[Optional[Path], Opt(help="A study file (TOML) with these options.")] = None,
+    batch_size: Annotated[Optional[int], Opt(help="Fix the batch size.")] = None,
+    min_batch: Annotated[Optional[int], Opt(help="Smallest batch to consider.")] = None,
+    max_batch: Annotated[Optional[int], Opt(help="Largest batch to consider.")] = None,
+    lr: Annotated[Optional[float], Opt(help="Fix the learning rate.")] = None,
+    lr_range: Annotated[Optional[str], Opt(help=(
+        "LR bounds LOW:HIGH at the anchor batch with momentum 0.9 (default: LR range "
+        "test)."))] = None,
+    momentum: Annotated[Optional[float], Opt(help="Fix the momentum.")] = None,
+    momentum_range: Annotated[Optional[str], Opt(help="Momentum bounds LOW:HIGH.")] = None,
+    optimizer: Annotated[Optional[str], Opt(help="sgd or adam (default: the workload's).")]
+    = None,
+    verify: Annotated[Optional[int], Opt(help="Re-measure the best N configurations.")] = None,
+    time_mode: Annotated[Optional[str], Opt("--time", help=(
+        "measured (wall-clock) or modeled (steps x profiled step time: for shared "
+        "hardware)."))] = None,
+    headroom: Annotated[Optional[float], Opt(help="Memory left free by the probe.")] = None,
+    memory_limit: Annotated[Optional[str], Opt(help="Memory limit: 4GiB.")] = None,
+    workers: Annotated[Optional[int], Opt(help=(
+        "Trial processes on this machine (0: set the study up for `autobatch worker`s; "
+        "> 1 needs PostgreSQL or a journal file)."))] = None,
+    devices: Annotated[Optional[str], Opt(help=(
+        "CUDA devices, one trial each: 0,1,2,3 (implies --workers 4)."))] = None,
+    compare: Annotated[Optional[bool], Opt("--compare/--no-compare", help=(
+        "Re-measure the reference recipe and largest-batch rule beside the result."))] = None,
+    use_cache: Annotated[Optional[bool], Opt("--cache/--no-cache", help=(
+        "Reuse cached probe and profile results of this workload and device."))] = None,
+    device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
+    seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
+    data: Annotated[Optional[str], Opt(help="Images for torchvision workloads.")] = None,
+    image_size: Annotated[Optional[int], Opt(help="Image side for torchvision.")] = None,
+    num_classes: Annotated[Optional[int], Opt(help="Classes for --data fake.")] = None,
+    app_dir: Annotated[Optional[Path], Opt(help="Folder for module:function.")] = None,
+) -> None:
+    """Find the batch size, LR and momentum that reach --target fastest."""
+    cli = dict(locals())
+    options = merge(load_study_file(config) if config else {}, cli)
+    fmt = options.get("format")
+    if fmt not in (None, "json", "yaml", "env"):
+        raise ConfigError(f"--format must be json, yaml or env, got {fmt!r}")
+    if not options.get("workload"):
+        raise ConfigError("--workload is required (or workload = ... in --config)")
+    tune_cfg = tune_config(options)
+    wl = workload_from(options["workload"], options.get("data"), options.get("image_size"),
+                       options.get("num_classes"), options.get("app_dir"))
+    out_path = Path(options["output"]) if options.get("output") else None
+    if out_path is not None and not out_path.parent.is_dir():
+        raise ConfigError(f"--output folder {str(out_path.parent)!r} does not exist")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces it
+    device = resolve_device(options.get("device") or "auto")
+    if tune_cfg.workers == 0:
+        with Progress() as progress:
+            prepared = prepare(wl, tune_cfg, device, progress)
+        stdout.print(f"study {prepared.study.study_name!r} in {mask_url(prepared.storage_url)} "
+                     "is ready; join it from any machine with: autobatch worker "
+                     f"--storage URL --study-name {prepared.study.study_name}")
+        return
+    terminate_on_sigterm()
+    with Progress() as progress:
+        result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
+    if out_path is not None:
+        result.write(out_path, fmt or "json")
+        stderr.print(f"recommendation written to {out_path}")
+    table = closing_table(result)
+    if fmt:
+        stderr.print(table)
+        stdout.file.write(result.render(fmt))
+    else:
+        stdout.print(table)
+
+
+def closing_table(result: TuneResult) -> Table:
+    data = result.to_dict()
+    table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}")
+    for column in ("configuration", "batch", "LR", "momentum", "median time", "reached"):
+        table.add_column(column)
+    for cand in result.candidates:
+        median = cand.median()
+        mark = " *" if cand is result.best else ""
+        table.add_row(f"{cand.name}{mark}", str(cand.batch_size), f"{cand.lr:.3g}",
+                      f"{cand.momentum:.3g}", f"{median:.3f}s" if median else "-",
+                      f"{sum(r is not None for r in cand.runs)}/{len(cand.runs)}")
+    table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
+                     f"momentum {data['momentum']:.4g}; study {data['study']['name']!r} in "
+                     f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s")
+    return table
+
+
+class Progress:
+    """A live trial table on a terminal; one plain line per event otherwise."""
+
+    def __init__(self) -> None:
+        self.live = stderr.is_terminal
+        self.started = time.monotonic()
+        self.rows: list[tuple[str, ...]] = []
+        self.stage = ""
+        self.best: float | None = None
+        self._live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            self._live = Live(self._render(), console=stderr, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def __call__(self, event: TuneEvent) -> None:
+        elapsed = time.monotonic() - self.started
+        if event.kind == "trial" and event.trial is not None:
+            row = trial_row(event.trial)
+            if event.trial.user_attrs.get("target_reached") and event.trial.value is not None:
+                self.best = min(self.best or event.trial.value, event.trial.value)
+            self.rows.append(row)
+            line = "trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6} {}".format(*row)
+        else:
+            self.stage = f"{event.name}: {event.message}"
+            line = self.stage
+        if self._live is not None:
+            self._live.update(self._render())
+        else:
+            stderr.print(f"[{elapsed:7.1f}s] {line}", markup=False)
+
+    def _render(self) -> Table:
+        table = Table(title=f"{self.stage}", caption=(
+            f"elapsed {time.monotonic() - self.started:.0f}s; best "
+            + (f"{self.best:.3f}s" if self.best else "-")))
+        for column in ("trial", "state", "batch", "LR", "momentum", "time to target / reason"):
+            table.add_column(column)
+        for row in self.rows[-15:]:
+            table.add_row(*row)
+        return table
+
+
+def trial_row(trial: Any) -> tuple[str, ...]:
+    attrs = trial.user_attrs
+    if trial.state.name == "COMPLETE" and attrs.get("target_reached"):
+        outcome = f"{trial.value:.3f}s"
+    elif trial.state.name == "COMPLETE":
+        outcome = f"not reached (best {attrs.get('best_metric', 0):.3f})"
+    else:
+        outcome = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
+    return (str(trial.number), trial.state.name.lower(), str(attrs.get("batch_size", "-")),
+            f"{attrs['lr']:.3g}" if "lr" in attrs else "-",
+            f"{attrs['momentum']:.3g}" if "momentum" in attrs else "-", outcome)

@@ -1,0 +1,32 @@
+"""`autobatch worker`: join a study set up by `autobatch tune` and run its trials."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import optuna
+import typer
+
+from autobatch.storage import ENV_STORAGE, default_storage_url
+from autobatch.workers import work
+from autobatch_cli.output import exits_cleanly, stderr, terminate_on_sigterm
+from autobatch_cli.tune import trial_row
+
+
+@exits_cleanly
+def worker(
+    study_name: Annotated[str, typer.Option(help="The study to join.")],
+    storage: Annotated[Optional[str], typer.Option(
+        help=f"Storage URL (default ${ENV_STORAGE}; prefer the variable: it keeps a "
+             "password out of the process list).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Run trials of an existing study until its trial budget is used up."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    terminate_on_sigterm()
+
+    def show(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        stderr.print("trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6} {}".format(
+            *trial_row(trial)), markup=False)
+
+    work(storage or default_storage_url(), study_name, device=device, on_trial=show)

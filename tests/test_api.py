@@ -1,0 +1,35 @@
+import autobatch
+
+PUBLIC = {
+    "AutobatchError", "Budget", "ConfigError", "DataError", "DeviceError", "DoesNotFitError",
+    "EvalPoint", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
+    "TargetNotReachedError", "TensorData", "TuneConfig", "TuneResult", "Workload",
+    "WorkloadError", "load_workload", "probe", "profile", "run", "tune",
+}
+
+
+def test_public_api_is_declared_once_and_pinned():
+    assert set(autobatch.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(autobatch, name) is not None
+
+
+def test_every_error_has_its_documented_exit_code():
+    codes = {autobatch.ConfigError: 2, autobatch.WorkloadError: 2, autobatch.DataError: 2,
+             autobatch.DeviceError: 2, autobatch.TargetNotReachedError: 3,
+             autobatch.DoesNotFitError: 4}
+    for error, code in codes.items():
+        assert issubclass(error, autobatch.AutobatchError) and error.exit_code == code
+
+
+def test_the_library_does_not_import_the_cli():
+    # (rich itself may arrive through scikit-learn; ruff's banned-api rule keeps our own
+    # modules off it.)
+    import subprocess
+    import sys
+
+    code = ("import sys, autobatch, autobatch.tuner, autobatch.report, autobatch.workers; "
+            "print(sorted(m for m in ('typer', 'autobatch_cli') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

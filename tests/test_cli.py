@@ -1,0 +1,166 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from autobatch_cli.main import app
+from tests.conftest import FIXTURES
+
+runner = CliRunner()
+
+
+def strict_json(text: str):
+    def reject(constant):
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_workloads_lists_the_builtins_one_line_each():
+    result = invoke("workloads")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    for name in ("mnist1d-cnn", "mnist1d-mlp", "digits-cnn", "torchvision:M", "module:func"):
+        assert sum(line.startswith(name) for line in lines) == 1
+
+
+def test_run_json_reports_time_to_target_and_steps():
+    result = invoke("run", "--workload", "mnist1d-cnn", "--batch-size", "256", "--lr", "0.3",
+                    "--momentum", "0.9", "--target", "0.9", "--budget", "1500steps",
+                    "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    payload = strict_json(result.stdout)
+    assert payload["target_reached"] is True
+    assert payload["time_to_target_s"] > 0
+    assert payload["steps_to_target"] == payload["steps"] > 0
+    assert payload["stop_reason"] == "target"
+    assert payload["best_metric"] >= 0.9
+    for key in ("samples", "epochs", "samples_per_s", "eval_seconds", "trace"):
+        assert key in payload
+
+
+def test_run_reports_divergence_instead_of_crashing():
+    result = invoke("run", "--workload", "mnist1d-cnn", "--batch-size", "256", "--lr", "30",
+                    "--target", "0.9", "--json")
+    assert result.exit_code == 0, result.output
+    payload = strict_json(result.stdout)
+    assert payload["stop_reason"] == "diverged"
+    assert payload["target_reached"] is False and payload["time_to_target_s"] is None
+
+
+def test_run_torchvision_fake_trains_for_the_budget_and_reports_throughput():
+    result = invoke("run", "--workload", "torchvision:resnet18", "--data", "fake",
+                    "--image-size", "32", "--batch-size", "8", "--budget", "1s", "--json")
+    assert result.exit_code == 0, result.output
+    payload = strict_json(result.stdout)
+    assert payload["stop_reason"] == "budget"
+    assert 1.0 <= payload["train_seconds"] < 3.0
+    assert payload["samples_per_s"] > 0
+    assert payload["config"]["lr"] == 0.1  # the reference recipe fills the LR
+
+
+def test_run_user_entry_point_with_app_dir():
+    result = invoke("run", "--workload", "user_workloads:good", "--app-dir", str(FIXTURES),
+                    "--batch-size", "16", "--lr", "0.1", "--target", "0.9", "--json")
+    assert result.exit_code == 0, result.output
+    assert strict_json(result.stdout)["workload"] == "user-good"
+
+
+BAD_INPUT = [
+    (["--workload", "nope"], "unknown workload 'nope'"),
+    (["--workload", "user_workloads.good"], "has no ':'"),
+    (["--workload", "user_missing_mod:good"], "module 'user_missing_mod' not found"),
+    (["--workload", "user_workloads:absent"], "has no attribute 'absent'"),
+    (["--workload", "user_workloads:returns_int"], "returned int"),
+    (["--workload", "user_workloads:empty_train"], "the training set is empty"),
+    (["--workload", "user_workloads:labels_out_of_range"], "labels span 5..6"),
+    (["--workload", "user_workloads:good", "--batch-size", "4096"],
+     "fewer than one batch of 4096"),
+    (["--workload", "torchvision:resnet18", "--data", "/nonexistent/images"],
+     "does not exist"),
+    (["--device", "cuda:7"], "cuda:7"),
+    (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+    (["--lr", "0"], "lr must be > 0"),
+    (["--lr", "-1"], "lr must be > 0"),
+    (["--budget", "0s"], "budget must be > 0"),
+    (["--budget", "forever"], "budget must look like"),
+    (["--momentum", "1"], r"momentum must be in [0, 1)"),
+    (["--target", "1.5"], "target must be in (0, 1]"),
+    (["--target", "0"], "target must be in (0, 1]"),
+    (["--optimizer", "lbfgs"], "optimizer must be 'sgd' or 'adam'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
+def test_run_bad_input_exits_2_with_a_message_naming_it(args, message):
+    base = {"--workload": "user_workloads:good", "--batch-size": "16", "--lr": "0.1"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    argv = ["run", "--app-dir", str(FIXTURES)] + [x for kv in base.items() for x in kv]
+    result = invoke(*argv)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert result.stderr.count("\n") <= 2  # one line, not a traceback
+    assert result.stdout == ""
+
+
+def test_users_import_error_keeps_its_traceback():
+    result = invoke("run", "--workload", "user_broken_import:workload",
+                    "--app-dir", str(FIXTURES), "--batch-size", "8", "--lr", "0.1")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, ModuleNotFoundError)
+    assert result.exception.name == "autobatch_no_such_dependency"
+
+
+def test_console_script_prints_strict_json_and_plain_stderr():
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "run", "--workload", "digits-cnn",
+         "--batch-size", "64", "--lr", "0.1", "--budget", "20steps", "--json"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json(proc.stdout)["steps"] == 20
+    assert "\x1b[" not in proc.stderr and "\x1b[" not in proc.stdout
+
+
+def test_console_script_bad_option_exits_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "run", "--workload", "digits-cnn",
+         "--batch-size", "many"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--batch-size" in proc.stderr
+
+
+TUNE_BAD_INPUT = [
+    (["--n-trials", "0"], "n_trials must be >= 1"),
+    (["--min-batch", "64", "--max-batch", "32"], "min_batch 64 is larger than max_batch 32"),
+    (["--lr-range", "1:0.001"], "lr_range must satisfy 0 < low <= high"),
+    (["--lr-range", "0:1"], "lr_range must satisfy 0 < low"),
+    (["--target", "1.5"], "target must be in (0, 1]"),
+    (["--momentum", "1"], "momentum must be in [0, 1)"),
+    (["--timeout", "soon"], "budget must look like"),
+    (["--device", "cuda:3"], "cuda:3"),
+    (["--format", "xml"], "--format must be json, yaml or env"),
+    (["--workload", "nope"], "unknown workload 'nope'"),
+    (["--output", "/nonexistent/dir/best.json"], "--output folder '/nonexistent/dir'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), TUNE_BAD_INPUT)
+def test_tune_bad_input_exits_2_before_writing_anything(tmp_path, args, message):
+    base = {"--workload": "digits-cnn", "--target": "0.9",
+            "--storage": f"sqlite:///{tmp_path}/study.db"}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = value
+    result = invoke("tune", *[x for kv in base.items() for x in kv])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not (tmp_path / "study.db").exists()

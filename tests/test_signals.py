@@ -1,0 +1,80 @@
+"""Ctrl-C and SIGTERM on a real `autobatch tune` process: exit code, trial states, resume."""
+
+import signal
+import sqlite3
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import FIXTURES
+from tests.test_scaleout import autobatch
+
+
+def running_trials(db) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select count(*) from trials where state = 'RUNNING'"
+                                ).fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def slow_tune(db):
+    return ["tune", "--workload", "user_workloads:slow", "--app-dir", str(FIXTURES),
+            "--target", "0.99", "--n-trials", "3", "--trial-budget", "2s", "--batch-size",
+            "16", "--lr", "0.05", "--momentum", "0.9", "--verify", "0", "--storage",
+            f"sqlite:///{db}", "--study-name", "s"]
+
+
+def start_and_signal_mid_trial(args, db, sig):
+    proc = autobatch(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and running_trials(db) == 0 and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    return proc
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code):
+    db = tmp_path / "study.db"
+    args = slow_tune(db)
+    proc = start_and_signal_mid_trial(args, db, sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "rerun to resume" in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    # the trial that was running; none when the signal landed just between two trials
+    assert [t.user_attrs.get("fail_reason") for t in interrupted] in (["interrupted"], [])
+
+    rerun = autobatch(*args)
+    _, err = rerun.communicate(timeout=240)
+    assert rerun.returncode in (0, 3), err  # 3: the slow workload may miss 0.99
+    assert "resuming study" in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+
+
+def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
+    db = tmp_path / "study.db"
+    args = slow_tune(db)
+    proc = start_and_signal_mid_trial(args, db, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert running_trials(db) == 1  # nothing could close it
+    rerun = autobatch(*args)
+    _, err = rerun.communicate(timeout=240)
+    assert rerun.returncode in (0, 3), err
+    assert "marked 1 abandoned running trial(s) FAIL" in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert [t.user_attrs.get("fail_reason") for t in study.trials
+            if t.state == TrialState.FAIL] == ["zombie"]
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3

@@ -1,0 +1,42 @@
+import json
+
+import optuna
+import pytest
+
+from autobatch.storage import StorageError, mask_url, open_storage, storage_file
+from tests.test_cli import invoke
+
+
+@pytest.mark.parametrize(("name", "url", "match"), [
+    ("bad.db", "sqlite:///{path}", "is not a readable SQLite study database"),
+    ("bad.log", "journal:///{path}", "is not a readable study journal"),
+])
+def test_a_corrupt_storage_file_is_reported_with_a_hint_and_never_written(
+        tmp_path, name, url, match):
+    path = tmp_path / name
+    garbage = bytes(range(256)) * 16
+    path.write_bytes(garbage)
+    with pytest.raises(StorageError, match=match + ".*left untouched"):
+        open_storage(url.format(path=path))
+    result = invoke("tune", "--workload", "digits-cnn", "--target", "0.9", "--storage",
+                    url.format(path=path))
+    assert result.exit_code == 2 and "left untouched" in result.stderr
+    assert path.read_bytes() == garbage
+
+
+def test_a_torn_journal_line_is_skipped_and_the_study_is_kept(tmp_path):
+    path = tmp_path / "study.log"
+    url = f"journal:///{path}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s")
+    study.tell(study.ask(), 1.0)
+    with path.open("a") as log:  # a writer killed in the middle of a line
+        log.write(json.dumps({"op_code": 5, "worker_id": "w"})[:12])
+    reopened = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert len(reopened.trials) == 1 and reopened.trials[0].value == 1.0
+
+
+def test_storage_file_names_the_file_of_local_backends(tmp_path):
+    assert storage_file(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
+    assert storage_file(f"journal:///{tmp_path}/a.log") == tmp_path / "a.log"
+    assert storage_file("postgresql://u:p@h/db") is None
+    assert mask_url("postgresql://u:p@h/db") == "postgresql://u:***@h/db"

@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import pytest
+
+from autobatch import ConfigError
+from autobatch.studyfile import (
+    load_study_file,
+    merge,
+    parse_range,
+    parse_seconds,
+    tune_config,
+)
+from autobatch.workload import load_workload
+
+STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
+
+
+def test_the_study_files_we_ship_exist():
+    names = {p.stem for p in STUDIES}
+    assert {"mnist1d-cnn", "mnist1d-mlp", "digits-cnn", "imagefolder-resnet18"} <= names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_every_study_file_loads_and_validates(path):
+    options = load_study_file(path)
+    config = tune_config(options)
+    assert 0 < config.target <= 1
+    if not options["workload"].startswith("torchvision:"):
+        assert load_workload(options["workload"]).name == options["workload"]
+
+
+def test_command_line_values_override_the_file():
+    merged = merge({"target": 0.9, "timeout": "2m"}, {"target": 0.95, "timeout": None})
+    assert merged == {"target": 0.95, "timeout": "2m"}
+
+
+def test_unknown_keys_are_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('workload = "digits-cnn"\ntarget = 0.9\nbatchsize = 3\n')
+    with pytest.raises(ConfigError, match="unknown keys: batchsize"):
+        load_study_file(path)
+
+
+def test_bad_toml_and_missing_file_are_reported(tmp_path):
+    (tmp_path / "bad.toml").write_text("target = = 1")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_study_file(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study_file(tmp_path / "absent.toml")
+
+
+def test_text_values_are_parsed():
+    config = tune_config({"target": 0.9, "timeout": "10m", "lr_range": "1e-3:1",
+                          "momentum_range": [0.5, 0.95], "memory_limit": "1GiB",
+                          "trial_budget": "30s", "time": "modeled"})
+    assert config.timeout_s == 600 and config.trial_budget == 30
+    assert config.lr_range == (1e-3, 1.0) and config.momentum_range == (0.5, 0.95)
+    assert config.memory_limit == 2**30 and config.time_mode == "modeled"
+
+
+def test_trial_budget_defaults_to_a_share_of_the_timeout():
+    assert tune_config({"target": 0.9, "timeout": "100s"}).trial_budget == 15.0
+    assert tune_config({"target": 0.9}).trial_budget == 60.0
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({}, "target is required"),
+    ({"target": 1.5}, r"target must be in \(0, 1\]"),
+    ({"target": 0.9, "n_trials": 0}, "n_trials must be >= 1"),
+    ({"target": 0.9, "min_batch": 64, "max_batch": 32}, "min_batch 64 is larger than max_batch 32"),
+    ({"target": 0.9, "lr_range": "1:0.1"}, "lr_range must satisfy 0 < low <= high"),
+    ({"target": 0.9, "lr_range": "fast"}, "lr_range must look like LOW:HIGH"),
+    ({"target": 0.9, "lr_range": "0:1"}, "lr_range must satisfy 0 < low"),
+    ({"target": 0.9, "momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+    ({"target": 0.9, "timeout": "5steps"}, "timeout must be a duration"),
+    ({"target": 0.9, "time": "cpu"}, "time_mode must be measured or modeled"),
+    ({"target": 0.9, "headroom": 0.95}, r"headroom must be in \[0, 0.9\)"),
+])
+def test_bad_options_name_the_problem(options, match):
+    with pytest.raises(ConfigError, match=match):
+        tune_config(options)
+
+
+def test_parsers_directly():
+    assert parse_seconds("timeout", "90") == 90
+    assert parse_range("r", "0.1:0.2") == (0.1, 0.2)
+
+
+def test_the_smallest_study_file_runs_end_to_end(tmp_path):
+    """CI runs studies/digits-cnn.toml through the real command (a shorter budget)."""
+    import json
+    import subprocess
+    import sys
+
+    study = Path(__file__).parent.parent / "studies" / "digits-cnn.toml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "tune", "--config", str(study),
+         "--timeout", "60s", "--n-trials", "8", "--storage", f"sqlite:///{tmp_path}/s.db",
+         "--output", str(tmp_path / "best.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["workload"] == "digits-cnn" and best["target"] == 0.97
+    assert best["batch_size"] in best["prior"]["batch_sizes"]

@@ -1,0 +1,101 @@
+"""tune() end to end on a tiny workload, with a real SQLite study."""
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autobatch import ConfigError, TargetNotReachedError
+from autobatch.prior import Prior, seed_trials
+from autobatch.study import CONTRACT_ATTR, METRIC_NAME, PRIOR_ATTR
+from autobatch.tuner import TuneConfig, tune
+from tests.conftest import tiny_workload
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tune")
+    config = TuneConfig(target=0.95, n_trials=6, verify=2, verify_runs=2,
+                        storage=f"sqlite:///{folder / 'study.db'}", study_name="tiny")
+    events = []
+    result = tune(tiny_workload(), config, device="cpu", on_event=events.append)
+    return config, result, events
+
+
+def load(config):
+    return optuna.load_study(study_name=config.study_name, storage=config.storage)
+
+
+def test_tune_recommends_a_verified_configuration(tuned):
+    config, result, _ = tuned
+    data = result.to_dict()
+    assert data["batch_size"] in data["prior"]["batch_sizes"]
+    assert data["spread"]["runs"] == 2 and data["spread"]["reached"] >= 1
+    assert data["expected_time_to_target_s"] > 0
+    names = [c["name"] for c in data["candidates"]]
+    assert "largest batch + sqrt rule" in names  # the comparison the closing table shows
+    assert result.best.tuned and result.best in result.candidates
+    json.dumps(data, allow_nan=False)
+
+
+def test_study_has_metric_name_attributes_prior_and_contract(tuned):
+    config, _, _ = tuned
+    study = load(config)
+    assert study.metric_names == [METRIC_NAME]
+    assert PRIOR_ATTR in study.user_attrs and CONTRACT_ATTR in study.user_attrs
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 6
+    for trial in study.trials:
+        assert {"batch_size", "lr", "momentum"} <= set(trial.user_attrs)
+        if trial.state == TrialState.PRUNED:
+            assert trial.user_attrs["prune_reason"]
+
+
+def test_the_first_trials_are_the_seeded_predictions(tuned):
+    config, _, _ = tuned
+    study = load(config)
+
+    seeds = seed_trials(Prior.from_dict(study.user_attrs[PRIOR_ATTR]))
+    assert [t.params for t in study.trials[:len(seeds)]] == seeds
+
+
+def test_events_cover_every_stage(tuned):
+    _, _, events = tuned
+    stages = {e.name for e in events if e.kind == "stage"}
+    assert {"probe", "profile", "lr_range", "study"} <= stages
+    assert sum(e.kind == "trial" for e in events) == 6
+    assert any(e.kind == "verify" for e in events)
+
+
+def test_rerun_resumes_and_completes_the_remaining_budget(tuned):
+    config, _, _ = tuned
+    more = TuneConfig(**{**config.__dict__, "n_trials": 8, "verify": 0})
+    events = []
+    tune(tiny_workload(), more, device="cpu", on_event=events.append)
+    assert not any(e.name == "probe" for e in events)  # the prior comes from the study
+    assert sum(e.kind == "trial" for e in events) == 2
+    assert len(load(config).trials) == 8
+
+
+def test_resume_with_a_different_target_is_refused_listing_it(tuned):
+    config, _, _ = tuned
+    changed = TuneConfig(**{**config.__dict__, "target": 0.9})
+    with pytest.raises(ConfigError, match=r"target: 0.95 -> 0.9.*--new-study"):
+        tune(tiny_workload(), changed, device="cpu")
+
+
+def test_new_study_starts_fresh_under_a_new_name(tuned):
+    config, _, _ = tuned
+    changed = TuneConfig(**{**config.__dict__, "target": 0.9, "new_study": True,
+                            "n_trials": 2, "verify": 0})
+    result = tune(tiny_workload(), changed, device="cpu")
+    assert result.study["name"].startswith("tiny-") and result.study["name"] != "tiny"
+    assert len(load(config).trials) >= 6  # the old study is untouched
+
+
+def test_no_trial_reaching_the_target_is_an_error_with_a_summary(tmp_path):
+    config = TuneConfig(target=1.0, n_trials=2, lr=1e-9, verify=0, trial_budget_s=0.3,
+                        storage=f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(TargetNotReachedError, match=r"no trial reached 1 .*\d+ "):
+        tune(tiny_workload(), config, device="cpu")
