@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 
 from autobatch.errors import AutobatchError, ConfigError
@@ -40,6 +44,35 @@ class StorageError(AutobatchError):
     """The study storage cannot be reached or used."""
 
     exit_code = 2
+
+
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    """RDB storage whose stale trials include those that never sent a heartbeat.
+
+    Optuna fails a RUNNING trial only once its last heartbeat is too old, so a worker
+    killed between creating a trial and its first heartbeat (while the sampler runs)
+    leaves a trial that holds the budget forever. Such a trial is failed too once this
+    process has seen it silent for the grace period: timed by its own clock, never by
+    another machine's timestamps.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._silent_since: dict[int, float] = {}
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        with Session(self.engine) as session:
+            silent = session.scalars(
+                session.query(models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id,
+                        models.TrialModel.state == TrialState.RUNNING,
+                        ~models.TrialModel.heartbeats.any())
+                .statement).all()
+        now = time.monotonic()
+        self._silent_since = {i: self._silent_since.get(i, now) for i in silent}
+        return stale + [i for i, since in self._silent_since.items()
+                        if now - since > self.grace_period]
 
 
 def default_storage_url() -> str:
@@ -108,7 +141,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return HeartbeatStorage(
                 url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
                 grace_period=GRACE_FACTOR * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY))

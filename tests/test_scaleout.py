@@ -9,6 +9,7 @@ import uuid
 
 import optuna
 import pytest
+from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from autobatch import ConfigError
@@ -106,6 +107,26 @@ def test_sigkilled_worker_trial_is_failed_and_retried_by_a_survivor(pg_url, stud
     counts = states(pg_url, study_name)
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 4
     assert "RUNNING" not in counts
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(
+        pg_url, study_name, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_HEARTBEAT_S", "1")  # grace period: 3 s
+    storage = open_storage(pg_url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    orphan = study.ask()  # RUNNING, and no heartbeat ever: its worker "died" here
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale_trials(study)
+    assert states(pg_url, study_name) == {"RUNNING": 2}  # silent, but not for long yet
+    time.sleep(3.5)
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    assert [t.system_attrs.get("failed_trial") for t in trials[2:]] == [orphan.number]
+    assert trials[2].state == TrialState.WAITING
 
 
 def test_sqlite_refuses_several_workers(tmp_path):
