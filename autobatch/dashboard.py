@@ -26,7 +26,6 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
-from optuna_dashboard import run_server, save_note
 
 from autobatch.report import (
     COMPARISON_HEADER,
@@ -120,6 +119,8 @@ def publish(study: optuna.Study, result: TuneResult,
     the attribute and the note are written. A rerun replaces the note and rewrites the
     artifacts in place (no duplicates). Returns the artifact folder used, or None.
     """
+    from optuna_dashboard import save_note  # imported here: ~1 s that only this needs
+
     # tune() masks already; a caller's own TuneResult might not
     result = replace(result, study={**result.study, "storage": mask_url(result.study["storage"])})
     study.set_user_attr(RESULT_ATTR, result.to_dict())
@@ -155,6 +156,7 @@ def publish(study: optuna.Study, result: TuneResult,
 def serve(url: str, *, host: str, port: int, artifacts: Path | None) -> None:
     """Run optuna-dashboard on `url` until interrupted (blocks). Artifacts: the folder
     given, else the one beside the storage file when it exists."""
+    from optuna_dashboard import run_server
 
     folder = artifact_folder(url, artifacts)
     store = FileSystemArtifactStore(folder) if folder is not None and folder.is_dir() else None

@@ -29,14 +29,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_atomic(path: str | Path, text: str, *, what: str = "file") -> None:
-    """Write text to path atomically; an unwritable path is a ConfigError naming it."""
+def write_atomic(path: str | Path, text: str | bytes, *, what: str = "file") -> None:
+    """Write text (or bytes) to path atomically; an unwritable path is a ConfigError
+    naming it."""
     path = Path(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                    dir=path.parent or ".")
-        with os.fdopen(fd, "w") as out:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as out:
             out.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # as open() would: mkstemp's 0600 hides results
         os.replace(tmp, path)

@@ -22,8 +22,8 @@ from optuna.storages._rdb import models
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session
 
 from autobatch.errors import AutobatchError, ConfigError
 

@@ -47,6 +47,20 @@ def test_mnist1d_validation_is_a_fixed_split_of_train_and_test_is_untouched():
     assert torch.equal(mnist1d.splits()[1].x, val.x)
 
 
+def test_mnist1d_is_generated_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    x, y = mnist1d.generated()
+    cached = list(tmp_path.glob("mnist1d-*.npz"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    x2, y2 = mnist1d.generated()
+    assert cached[0].stat().st_mtime_ns == stamp  # read, not rewritten
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    cached[0].write_bytes(b"torn")  # a damaged cache is generated again, never trusted
+    x3, _ = mnist1d.generated()
+    assert np.array_equal(x, x3) and cached[0].stat().st_size > 1000
+
+
 def test_recipe_fills_missing_values_from_reference():
     workload = load_workload("mnist1d-cnn")
     assert workload.recipe() == Recipe(batch_size=100, lr=1e-2, momentum=0.9, optimizer="adam")
