@@ -20,7 +20,7 @@ from autobatch.errors import ConfigError
 from autobatch.tuner import TuneConfig
 
 WORKLOAD_KEYS = ("workload", "data", "image_size", "num_classes", "app_dir", "device")
-TUNE_KEYS = ("target", "n_trials", "timeout", "trial_budget", "storage", "study_name",
+TUNE_KEYS = ("target", "n_trials", "patience", "timeout", "trial_budget", "storage", "study_name",
              "batch_size", "min_batch", "max_batch", "lr", "lr_range", "momentum",
              "momentum_range", "optimizer", "verify", "verify_runs", "time", "headroom",
              "memory_limit", "seed", "output", "format", "compare", "workers", "devices",
@@ -79,6 +79,8 @@ def tune_config(options: dict[str, Any]) -> TuneConfig:
                 "headroom", "seed", "compare", "workers", "use_cache"):
         if options.get(key) is not None:
             fields[key] = options[key]
+    if options.get("patience") is not None:  # 0: never stop early
+        fields["patience"] = options["patience"] or None
     if options.get("timeout") is not None:
         fields["timeout_s"] = parse_seconds("timeout", options["timeout"])
     if options.get("trial_budget") is not None:

@@ -39,8 +39,11 @@ from autobatch.study import (
     PRIOR_ATTR,
     TimeMode,
     check_contract,
+    converged,
     fail_running,
+    pruner,
     reached_trials,
+    sampler,
     summarize,
 )
 from autobatch.verify import recommendation, verify
@@ -52,6 +55,8 @@ log = logging.getLogger(__name__)
 # Share of a --timeout the study may use; the rest is kept for verification.
 STUDY_SHARE = 0.7
 DEFAULT_TRIALS = 40
+# Finished trials in a row without a better time after which the study stops.
+DEFAULT_PATIENCE = 12
 DEFAULT_TRIAL_BUDGET_S = 60.0
 # With a --timeout, one trial may take at most this share of it.
 TRIAL_SHARE = 0.15
@@ -62,8 +67,10 @@ class TuneConfig:
     """What to tune and within which bounds. Times in seconds.
 
     n_trials counts finished trials of the study in total, so rerunning resumes;
-    None with a timeout means as many as fit. trial_budget_s: the most training
-    time one trial may take (default: 60 s, or 15% of the timeout if less).
+    None with a timeout means as many as fit. The study stops sooner once `patience`
+    finished trials in a row did not cut the best time to target by 5% (None: never).
+    trial_budget_s: the most training time one trial may take (default: 60 s, or 15%
+    of the timeout if less).
     lr_range: LR bounds at the anchor batch with momentum 0.9 (replaces the LR
     range test). verify: how many of the best configurations
     are re-measured, each `verify_runs` times with fresh seeds.
@@ -72,6 +79,7 @@ class TuneConfig:
     target: float
     n_trials: int | None = None
     timeout_s: float | None = None
+    patience: int | None = DEFAULT_PATIENCE
     trial_budget_s: float | None = None
     storage: str | None = None
     study_name: str | None = None
@@ -101,6 +109,9 @@ class TuneConfig:
             raise ConfigError(f"n_trials must be >= 1, got {self.n_trials}")
         if self.timeout_s is not None:
             check_positive("timeout", self.timeout_s)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 (or None: never stop early), got "
+                              f"{self.patience}")
         if self.trial_budget_s is not None:
             check_positive("trial_budget", self.trial_budget_s)
         if self.batch_size is not None and self.batch_size < 1:
@@ -175,7 +186,8 @@ def settings(workload: Workload, config: TuneConfig) -> dict[str, Any]:
     """What a worker process needs to rebuild the objective (see workers.py)."""
     return {"workload": workload.spec, "target": config.target,
             "trial_budget_s": config.trial_budget, "time_mode": config.time_mode,
-            "optimizer": config.optimizer, "n_trials": total_trials(config)}
+            "optimizer": config.optimizer, "n_trials": total_trials(config),
+            "patience": config.patience, "seed": config.seed}
 
 
 def total_trials(config: TuneConfig) -> int | None:
@@ -259,8 +271,12 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         objective = make_objective(workload, prior, settings(workload, config), dev,
                                    study_deadline)
         run_trials(study, objective, n_trials=total_trials(config), deadline=study_deadline,
+                   patience=config.patience,
                    on_trial=lambda _, trial: emit(TuneEvent("trial", str(trial.number),
                                                             trial=trial)))
+    if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
+        emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
+                       "not cut the best time by 5%"))
     summary = summarize(study)
     reached = reached_trials(study.get_trials(deepcopy=False))
     if not reached:
@@ -284,11 +300,3 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             emit(TuneEvent("stage", "dashboard", f"artifacts in {folder}"))
     return result
 
-
-def sampler(seed: int) -> optuna.samplers.BaseSampler:
-    # multivariate: batch, LR and momentum interact; a joint model learns that.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
-
-
-def pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)

@@ -35,7 +35,7 @@ from autobatch.device import resolve_device
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.prior import Prior
 from autobatch.storage import ENV_STORAGE, mask_url, open_storage
-from autobatch.study import PRIOR_ATTR, Objective, fail_running
+from autobatch.study import PRIOR_ATTR, Objective, converged, fail_running, pruner, sampler
 from autobatch.workload import load_workload
 
 SETTINGS_ATTR = "autobatch_settings"
@@ -47,9 +47,30 @@ def count(study: optuna.Study, *states: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+class SurplusTrial(Exception):
+    """Another worker started the budget's last trial at the same moment as this one."""
+
+
+def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
+    """Fail a trial that concurrent starts pushed past the budget (reason over_budget).
+
+    Two workers can both see one trial left and both start one; the budget goes to
+    the lower trial number (numbers are handed out in creation order), so exactly one
+    of them runs whichever checks first.
+    """
+    ahead = [t for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        if t.number < trial.number]
+    if len(ahead) >= n_trials:
+        trial.set_user_attr("fail_reason", "over_budget")
+        raise SurplusTrial(f"another worker took the last of the {n_trials}-trial budget")
+
+
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
-               deadline: float, on_trial: TrialCallback | None = None) -> None:
-    """Run trials one at a time until n_trials have finished or the deadline (epoch s).
+               deadline: float, patience: int | None = None,
+               on_trial: TrialCallback | None = None) -> None:
+    """Run trials one at a time until n_trials have finished, the deadline (epoch s),
+    or the study has converged (see study.converged).
 
     When the remaining budget is held by running trials, wait for them: with
     heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
@@ -57,11 +78,19 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
     """
     callbacks = [on_trial] if on_trial else []
     heartbeat = is_heartbeat_enabled(study._storage)
+
+    def within_budget(trial: optuna.Trial) -> float:
+        if n_trials is not None:
+            claim(study, trial, n_trials)
+        return objective(trial)
+
     while time.time() < deadline:
         if heartbeat:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 fail_stale_trials(study)
+        if patience and converged(study.get_trials(deepcopy=False), patience):
+            return
         if n_trials is not None:
             finished = count(study, TrialState.COMPLETE, TrialState.PRUNED)
             if finished >= n_trials:
@@ -72,7 +101,8 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
                 time.sleep(WAIT_S)
                 continue
         try:
-            study.optimize(objective, n_trials=1, callbacks=callbacks, gc_after_trial=True)
+            study.optimize(within_budget, n_trials=1, callbacks=callbacks, gc_after_trial=True,
+                           catch=(SurplusTrial,))
         except KeyboardInterrupt:
             if not heartbeat:  # one worker: a trial still RUNNING is the one just asked
                 fail_running(study, "interrupted")
@@ -100,7 +130,7 @@ def make_objective(workload, prior: Prior, settings: dict, device: torch.device,
                      trial_budget_s=settings["trial_budget_s"], device=device,
                      bucket_base=prior.bucket_base, time_mode=settings["time_mode"],
                      optimizer=settings["optimizer"], step_model=step_model,
-                     deadline=deadline)
+                     deadline=deadline, seed=settings.get("seed", 0))
 
 
 def work(storage_url: str, study_name: str, *, device: str = "auto",
@@ -108,13 +138,15 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
     """Join a study and run trials until its budget is used up."""
     storage = open_storage(storage_url)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        # seed None: workers sharing one seed would all suggest the same configurations
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=sampler(None), pruner=pruner())
     except KeyError:
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline)
     run_trials(study, objective, n_trials=settings["n_trials"], deadline=deadline,
-               on_trial=on_trial)
+               patience=settings.get("patience"), on_trial=on_trial)
 
 
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,

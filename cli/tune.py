@@ -34,6 +34,9 @@ def tune(
     n_trials: Annotated[Optional[int], Opt(help=(
         "Trials in the study in total (a rerun completes the rest). Default 40, or as "
         "many as fit in --timeout."))] = None,
+    patience: Annotated[Optional[int], Opt(help=(
+        "Stop once N finished trials in a row did not cut the best time to target by 5% "
+        "(default 12; 0: never)."))] = None,
     timeout: Annotated[Optional[str], Opt(help="Wall-clock limit for the whole tune: 120, 10m.")]
     = None,
     trial_budget: Annotated[Optional[str], Opt(help=(

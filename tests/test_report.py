@@ -27,9 +27,16 @@ from autobatch.probe import Attempt, ProbeResult
 from autobatch.report import RESULT_ATTR, load_study, write_report
 from autobatch.result import Candidate, TuneResult
 from autobatch.space import SearchSpace
-from autobatch.study import CONTRACT_ATTR, METRIC_NAME, PRIOR_ATTR, Objective, summarize
+from autobatch.study import (
+    CONTRACT_ATTR,
+    METRIC_NAME,
+    PRIOR_ATTR,
+    Objective,
+    pruner,
+    sampler,
+    summarize,
+)
 from autobatch.throughput import ProfileResult, ProfileRow
-from autobatch.tuner import pruner, sampler
 from autobatch_cli.main import app
 from tests.conftest import tiny_workload
 

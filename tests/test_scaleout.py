@@ -129,6 +129,18 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retr
     assert trials[2].state == TrialState.WAITING
 
 
+def test_a_trial_started_past_the_budget_by_a_concurrent_worker_is_failed():
+    from autobatch.workers import SurplusTrial, claim
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    first, second = study.ask(), study.ask()  # two workers saw one trial left
+    claim(study, first, n_trials=2)  # the lower number keeps its place
+    with pytest.raises(SurplusTrial, match="last of the 2-trial budget"):
+        claim(study, second, n_trials=2)
+    assert second.user_attrs["fail_reason"] == "over_budget"
+
+
 def test_sqlite_refuses_several_workers(tmp_path):
     with pytest.raises(ConfigError, match="cannot share SQLite.*PostgreSQL.*journal"):
         TuneConfig(target=0.9, workers=2, storage=f"sqlite:///{tmp_path}/s.db")

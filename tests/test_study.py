@@ -10,12 +10,14 @@ from torch import nn
 from autobatch import ConfigError
 from autobatch.space import SearchSpace
 from autobatch.study import (
+    BehindWinnersPruner,
     Objective,
     bucket_reports,
     bucket_seconds,
     bucket_step,
     censored_value,
     check_contract,
+    converged,
     fail_running,
     modeled_seconds,
     plateaued,
@@ -176,6 +178,48 @@ def test_trials_slower_than_the_best_are_stopped_at_the_best_time():
     assert slow.user_attrs["prune_reason"] == "slower_than_best" or \
         slow.user_attrs["prune_reason"].startswith("plateau")
     assert slow.user_attrs["train_seconds"] <= fast.value + 0.05
+
+
+def finished(*values: float | None) -> list[optuna.trial.FrozenTrial]:
+    """Trials in completion order: a number is a time to target, None a pruned trial."""
+    study = optuna.create_study()
+    for value in values:
+        if value is None:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+        else:
+            study.add_trial(optuna.trial.create_trial(value=value,
+                                                      user_attrs={"target_reached": True}))
+    return study.get_trials()
+
+
+@pytest.mark.parametrize(("values", "patience", "expected"), [
+    ((None, None, None, None), 3, False),  # nothing reached the target yet: keep looking
+    ((5.0, None, None), 3, False),
+    ((5.0, None, None, None), 3, True),
+    ((5.0, None, 4.0, None, None), 3, False),  # 20% better: the count starts again
+    ((5.0, None, 4.9, None, None), 3, True),  # 2% better: within the noise, no reset
+    ((5.0, 4.9, 4.8, 4.7), 3, True),  # creeping by 2% a trial never resets it either
+])
+def test_converged_counts_trials_since_the_last_real_improvement(values, patience, expected):
+    assert converged(finished(*values), patience) is expected
+
+
+def test_pruner_cuts_only_trials_clearly_behind_the_winners_at_equal_seconds():
+    study = optuna.create_study(pruner=BehindWinnersPruner(margin=0.1))
+    first = study.ask()
+    first.report(0.5, step=100)
+    assert not first.should_prune()  # no completed trial to compare with yet
+    for error in (0.2, 0.3, 0.4):  # three winners: median error 0.3 at 100 ms
+        winner = study.ask()
+        winner.report(error, step=100)
+        study.tell(winner, 1.0)
+    close, behind, elsewhere = study.ask(), study.ask(), study.ask()
+    close.report(0.39, step=100)
+    behind.report(0.41, step=100)
+    elsewhere.report(0.9, step=125)  # no winner reported at this bucket
+    assert not close.should_prune()
+    assert behind.should_prune()
+    assert not elsewhere.should_prune()
 
 
 def test_check_contract_lists_the_differences():

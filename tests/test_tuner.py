@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 
 from autobatch import ConfigError, TargetNotReachedError
 from autobatch.prior import Prior, seed_trials
-from autobatch.study import CONTRACT_ATTR, METRIC_NAME, PRIOR_ATTR
+from autobatch.study import CONTRACT_ATTR, METRIC_NAME, PRIOR_ATTR, converged
 from autobatch.tuner import TuneConfig, tune
 from tests.conftest import tiny_workload
 
@@ -92,6 +92,18 @@ def test_new_study_starts_fresh_under_a_new_name(tuned):
     result = tune(tiny_workload(), changed, device="cpu")
     assert result.study["name"].startswith("tiny-") and result.study["name"] != "tiny"
     assert len(load(config).trials) >= 6  # the old study is untouched
+
+
+def test_the_study_stops_once_it_has_converged(tmp_path):
+    config = TuneConfig(target=0.95, n_trials=30, patience=2, verify=0,
+                        storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="patient")
+    events = []
+    tune(tiny_workload(), config, device="cpu", on_event=events.append)
+    trials = load(config).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(trials) < 30
+    assert any(e.kind == "stage" and "converged" in e.message for e in events)
+    # it stopped at the first trial after which the study had converged, not later
+    assert converged(trials, 2) and not converged(trials[:-1], 2)
 
 
 def test_no_trial_reaching_the_target_is_an_error_with_a_summary(tmp_path):
