@@ -130,8 +130,9 @@ def measure_prior(workload: Workload, config: TuneConfig, device: torch.device,
 
 
 def seed_trials(prior: Prior) -> list[dict[str, Any]]:
-    """Configurations to try first: B* with the LR from the range test, its neighbours
-    with the linear and square-root rules, and the largest batch with the sqrt rule."""
+    """Configurations to try first: B* with the LR from the range test (momentum 0.9,
+    and 0.95 at the same effective LR), a third of that LR, its neighbours with the
+    linear and square-root rules, and the largest batch with the sqrt rule."""
     space = prior.space
     if prior.lr_range is not None:
         lr0 = prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
@@ -143,15 +144,17 @@ def seed_trials(prior: Prior) -> list[dict[str, Any]]:
     batches = sorted(space.batch_sizes)
     up = [b for b in batches if b > anchor]
     down = [b for b in batches if b < anchor]
-    wanted = [(anchor, lr0, 1.0), (anchor, lr0 / 3, 1.0)]
+    # (batch, lr0, scaling, momentum); lr0 keeps lr / (1 - momentum) fixed, so the
+    # second seed has the first's effective LR with more averaging of the gradients
+    wanted = [(anchor, lr0, 1.0, 0.9), (anchor, lr0, 1.0, 0.95), (anchor, lr0 / 3, 1.0, 0.9)]
     if up:
-        wanted += [(up[0], lr0, 1.0), (up[0], lr0, 0.5)]
+        wanted += [(up[0], lr0, 1.0, 0.9), (up[0], lr0, 0.5, 0.9)]
     if down:
-        wanted.append((down[-1], lr0, 0.5))
-    wanted.append((batches[-1], lr0, 0.5))
+        wanted.append((down[-1], lr0, 0.5, 0.9))
+    wanted.append((batches[-1], lr0, 0.5, 0.9))
     seeds: list[dict[str, Any]] = []
-    for batch, lr, scaling in wanted:
-        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling)
+    for batch, lr, scaling, momentum in wanted:
+        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling, momentum=momentum)
         if params and params not in seeds:
             seeds.append(params)
     return seeds

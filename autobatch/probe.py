@@ -23,12 +23,7 @@ import hashlib
 import json
 import logging
 import os
-import pickle
-import select
-import signal
-import struct
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -52,9 +47,10 @@ from autobatch.device import (
     rss_bytes,
     synchronize,
 )
-from autobatch.errors import AutobatchError, ConfigError, DeviceError, DoesNotFitError
+from autobatch.errors import ConfigError, DoesNotFitError
 from autobatch.files import cache_dir as default_cache_dir
 from autobatch.files import json_safe, write_json
+from autobatch.forked import ChildOutOfMemory, anon_bytes, run_in_child
 from autobatch.search import Measurement, Outcome, search
 from autobatch.train import build_optimizer, evaluate, train_step
 from autobatch.workload import TensorData, Workload
@@ -63,7 +59,6 @@ log = logging.getLogger(__name__)
 
 STEPS_PER_CANDIDATE = 2
 SCAN_SAMPLES = 256  # samples inspected per data set to find the largest input
-POLL_S = 0.002  # how often the parent reads a CPU child's RSS
 GIB = 1024 ** 3
 CACHE_VERSION = 1
 
@@ -189,7 +184,7 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
                headroom=headroom, memory_limit=memory_limit, max_attempts=max_attempts,
                fingerprint=fingerprint, dtype=dtype)
     if dev.type == "cuda" and isolate and not torch.cuda.is_initialized():
-        result, _ = _in_child(lambda _send: job.run("subprocess"), anon_cap=None)
+        result, _ = run_in_child(lambda _send: job.run("subprocess"), anon_cap=None)
     else:
         if dev.type == "cuda" and isolate:
             log.warning("CUDA is already initialised in this process, so the probe cannot "
@@ -443,7 +438,7 @@ class _Candidate:
             torch.set_num_threads(1)
             reset_peak_memory(self.device)
             start, file_start = rss_bytes(), proc_status_bytes("RssFile")
-            send(("start", _anon_bytes("self")))
+            send(("start", anon_bytes("self")))
             self.work(batch, lambda: send(("step",)))
             # A fork maps the parent's library pages lazily: they are missing from the
             # child's RSS until touched, and count once touched although already
@@ -452,117 +447,10 @@ class _Candidate:
             return peak_memory(self.device) - start - (proc_status_bytes("RssFile") - file_start)
 
         try:
-            growth, steps = _in_child(child, anon_cap=usable - baseline)
-        except _OutOfMemory as oom:
+            growth, steps = run_in_child(child, anon_cap=usable - baseline)
+        except ChildOutOfMemory as oom:
             return Measurement(oom=True), oom.steps
         return Measurement(oom=False, peak_bytes=baseline + growth), steps
-
-
-class _OutOfMemory(Exception):
-    def __init__(self, steps: int) -> None:
-        super().__init__(f"out of memory after {steps} step(s)")
-        self.steps = steps
-
-
-class _RemoteTraceback(Exception):
-    """Carries a child's formatted traceback as the cause of the re-raised error."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def _anon_bytes(pid: int | str) -> int:
-    return proc_status_bytes("RssAnon", pid) + proc_status_bytes("RssShmem", pid)
-
-
-def _in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
-              anon_cap: int | None) -> tuple[Any, int]:
-    """Run fn(send) in a forked child; return its result and the steps it ran.
-
-    The child reports through length-prefixed pickles: ("start", anon_bytes),
-    ("step",) per training step started, then its outcome. With anon_cap, the
-    parent kills a child whose anonymous memory grows by more than anon_cap bytes
-    past its start; that, the child's own OOM, or a SIGKILL from the kernel's OOM
-    killer raises _OutOfMemory. Any other error is re-raised here with the child's
-    traceback as its cause.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into the caller's stack
-        os.close(read_fd)
-        try:
-            def send(message: tuple) -> None:
-                data = pickle.dumps(message)
-                data = struct.pack("<I", len(data)) + data
-                while data:
-                    data = data[os.write(write_fd, data):]
-
-            try:
-                outcome: tuple = ("ok", fn(send))
-            except BaseException as exc:
-                outcome = ("oom",) if is_oom(exc) else ("error", *_portable(exc))
-            send(outcome)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    buffer = b""
-    messages: list[tuple] = []
-    anon_start: int | None = None
-    killed = False
-    try:
-        while True:
-            ready, _, _ = select.select([read_fd], [], [], POLL_S)
-            if ready:
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    break
-                buffer += chunk
-                while len(buffer) >= 4 and len(buffer) >= 4 + (
-                        size := struct.unpack("<I", buffer[:4])[0]):
-                    messages.append(pickle.loads(buffer[4:4 + size]))
-                    buffer = buffer[4 + size:]
-                    if messages[-1][0] == "start":
-                        anon_start = messages[-1][1]
-            elif anon_cap is not None and anon_start is not None and not killed \
-                    and _anon_or_zero(pid) - anon_start > anon_cap:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    finally:
-        os.close(read_fd)
-    steps = sum(1 for m in messages if m[0] == "step")
-    last = messages[-1] if messages else ("none",)
-    if killed or last[0] == "oom" or (last[0] not in ("ok", "error")
-                                      and os.WIFSIGNALED(status)
-                                      and os.WTERMSIG(status) == signal.SIGKILL):
-        raise _OutOfMemory(steps)
-    if last[0] == "error":
-        raise last[1] from _RemoteTraceback(last[2])
-    if last[0] != "ok":
-        raise DeviceError(f"the probe's child process died (wait status {status}) "
-                          "without reporting: a crash in native code or a sticky CUDA error")
-    return last[1], steps
-
-
-def _portable(exc: BaseException) -> tuple[BaseException, str]:
-    """The exception itself when it pickles, else a RuntimeError with its text."""
-    tb = "".join(traceback.format_exception(exc))
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc, tb
-    except Exception:  # unpicklable user exception: keep its type name and message
-        return RuntimeError(f"{type(exc).__name__}: {exc}"), tb
-
-
-def _anon_or_zero(pid: int) -> int:
-    try:
-        return _anon_bytes(pid)
-    except (OSError, AutobatchError):  # the child just exited
-        return 0
 
 
 def _gib(n: float) -> str:

@@ -73,10 +73,12 @@ def verify(workload: Workload, config: TuneConfig, prior: Prior,
 
 
 def recommendation(candidates: list[Candidate]) -> Candidate:
-    """The tuned candidate with the best median time among those that mostly reached the
-    target (falls back to the study's best when verification was skipped)."""
+    """The tuned candidate that reached the target in the largest share of its runs,
+    then with the best median time, among those that mostly reached it (the study's
+    best when verification was skipped). A configuration that sometimes stalls short
+    of the target costs a training run far more than a slightly slower median."""
     tuned = [c for c in candidates if c.tuned]
     measured = [c for c in tuned if c.median() is not None]  # reached in most runs
     if not measured:
         return tuned[0]
-    return min(measured, key=lambda c: c.median())
+    return min(measured, key=lambda c: (-c.reached_share(), c.median()))

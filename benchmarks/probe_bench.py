@@ -36,7 +36,8 @@ from autobatch.device import (
     reset_peak_memory,
     rss_bytes,
 )
-from autobatch.probe import _anon_bytes, _Candidate, _in_child, _largest_input, _OutOfMemory
+from autobatch.forked import ChildOutOfMemory, anon_bytes, run_in_child
+from autobatch.probe import _Candidate, _largest_input
 from autobatch.probe import probe as run_probe
 from autobatch.train import build_optimizer, run, train_step
 from autobatch.workload import Workload, load_workload
@@ -72,7 +73,7 @@ def baseline_oracle(wl: Workload, limit: int) -> Callable[[int], tuple[bool, int
     def fits(batch: int) -> tuple[bool, int]:
         def child(send):
             torch.set_num_threads(1)
-            send(("start", _anon_bytes("self")))
+            send(("start", anon_bytes("self")))
             model = wl.model_factory().train()
             opt = build_optimizer(wl, model, RunConfig(batch_size=batch, lr=0.1))
             x = sample.unsqueeze(0).repeat(batch, 1, 1, 1)
@@ -82,8 +83,8 @@ def baseline_oracle(wl: Workload, limit: int) -> Callable[[int], tuple[bool, int
                 train_step(model, opt, wl, x, y)
 
         try:
-            _, steps = _in_child(child, anon_cap=limit - rss_bytes())
-        except _OutOfMemory as oom:
+            _, steps = run_in_child(child, anon_cap=limit - rss_bytes())
+        except ChildOutOfMemory as oom:
             return False, oom.steps
         return True, steps
 
@@ -146,7 +147,7 @@ def oom_after(wl: Workload, batch: int, limit: int) -> tuple[str, float]:
         torch.set_num_threads(1)
         reset_peak_memory(torch.device("cpu"))
         start, file_start = rss_bytes(), proc_status_bytes("RssFile")
-        send(("start", _anon_bytes("self")))
+        send(("start", anon_bytes("self")))
         run(wl, RunConfig(batch_size=batch, lr=0.1, optimizer="sgd",
                           budget=Budget(steps=5)), device="cpu")
         # Counted as the probe counts it: growth past the fork, less library pages.
@@ -154,8 +155,8 @@ def oom_after(wl: Workload, batch: int, limit: int) -> tuple[str, float]:
             proc_status_bytes("RssFile") - file_start)
 
     try:
-        growth, _ = _in_child(child, anon_cap=limit - baseline)
-    except _OutOfMemory:
+        growth, _ = run_in_child(child, anon_cap=limit - baseline)
+    except ChildOutOfMemory:
         return "OOM", float("nan")
     return "ok", (baseline + growth) / GIB
 

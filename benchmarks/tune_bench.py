@@ -199,7 +199,7 @@ def main() -> None:
         f"cells reached the target within {args.grid_budget:g} s); plain Optuna was given "
         f"the same {plain_seconds:.0f} s.",
         f"- Prediction before any trial: B* = {tuned.prior['b_star']:.0f} "
-        f"(B_sat {tuned.prior['b_sat']}, B_simple {tuned.prior['b_simple']}); "
+        f"(B_sat {tuned.prior['b_sat']:.0f}, B_simple {tuned.prior['b_simple']:.0f}); "
         f"grid best batch {best_cell.batch_size}.",
     ]
     write_section("## Tune", "\n".join(lines))
