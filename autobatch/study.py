@@ -131,7 +131,7 @@ class TimeBucketPruning:
             self.trial.report(error, step=bucket_step(k, self.base))
         self.history.append((point.train_seconds, point.metric))
         if due and point.train_seconds >= self.warmup_s and self.trial.should_prune():
-            self.reason = f"pruned at {point.train_seconds:.3g}s"
+            self.reason = f"behind_winners at {point.train_seconds:.3g}s"
         elif plateaued(self.history, PLATEAU_MIN_BUCKETS * self.base):
             self.reason = f"plateau at {point.train_seconds:.3g}s"
         return self.reason is not None
