@@ -13,8 +13,9 @@ Objective values (minimised):
 - target not reached within the trial budget: budget * (1 + shortfall), shortfall
   = target - best metric: finite, always above any success, and ordered by how
   close the trial came (censored);
-- diverged, out of memory, pruned (clearly behind the median of the completed trials
-  at equal seconds, once it has trained PRUNE_WARMUP of the best time), stalled
+- diverged, out of memory, pruned (clearly behind the median of the trials that
+  reached the target, at equal seconds, once it has trained PRUNE_WARMUP of the best
+  time: 'behind_winners'), stalled
   (no progress in the second half of its training: 'plateau'), or slower than the
   best: PRUNED, with the reason in the user attribute `prune_reason`. NaN never
   reaches Optuna.
@@ -51,7 +52,7 @@ PLATEAU_MIN_BUCKETS = 8
 # The pruner is asked only after this share of the best time to target: earlier
 # metrics are noisy, and curves still cross.
 PRUNE_WARMUP = 0.4
-# How far (in validation error) a trial may trail the completed trials' median.
+# How far (in validation error) a trial may trail the winners' median.
 PRUNE_MARGIN = 0.1
 # A trial "improves" the study only when it cuts the best time by this share; less
 # is within the +-30% run-to-run noise of a shared machine.
@@ -266,7 +267,7 @@ class BehindWinnersPruner(optuna.pruners.BasePruner):
     """Median pruning with a noise margin, on the time buckets.
 
     A trial is pruned when its error at a bucket exceeds the median error of the
-    completed trials at that bucket by more than `margin`. Completed trials are the
+    trials that reached the target at that bucket by more than `margin`. They are the
     winners so far (each beat the best before it), so one is enough to compare with;
     the margin keeps a configuration as good as theirs from being cut for a worse seed
     (on MNIST-1D, one configuration's accuracy at 40% of its time to target spans 0.18
@@ -281,7 +282,7 @@ class BehindWinnersPruner(optuna.pruners.BasePruner):
         if step is None:
             return False
         winners = [t.intermediate_values[step]
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   for t in reached_trials(study.get_trials(deepcopy=False))
                    if step in t.intermediate_values]
         return bool(winners) and trial.intermediate_values[step] > (
             statistics.median(winners) + self.margin)

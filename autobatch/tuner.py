@@ -36,6 +36,7 @@ from autobatch.storage import (
 )
 from autobatch.study import (
     METRIC_NAME,
+    MIN_IMPROVEMENT,
     PRIOR_ATTR,
     TimeMode,
     check_contract,
@@ -276,7 +277,7 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
                                                             trial=trial)))
     if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
         emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
-                       "not cut the best time by 5%"))
+                       f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
     summary = summarize(study)
     reached = reached_trials(study.get_trials(deepcopy=False))
     if not reached:

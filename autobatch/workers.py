@@ -54,9 +54,9 @@ class SurplusTrial(Exception):
 def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
     """Fail a trial that concurrent starts pushed past the budget (reason over_budget).
 
-    Two workers can both see one trial left and both start one; the budget goes to
-    the lower trial number (numbers are handed out in creation order), so exactly one
-    of them runs whichever checks first.
+    Two workers can both see one trial left and both start one. The slot goes to the
+    lower trial number (numbers are handed out in creation order), so exactly one of
+    them runs, whichever of them checks first.
     """
     ahead = [t for t in study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))

@@ -212,7 +212,11 @@ def test_pruner_cuts_only_trials_clearly_behind_the_winners_at_equal_seconds():
     for error in (0.2, 0.3, 0.4):  # three winners: median error 0.3 at 100 ms
         winner = study.ask()
         winner.report(error, step=100)
+        winner.set_user_attr("target_reached", True)
         study.tell(winner, 1.0)
+    censored = study.ask()  # ran out of budget short of the target: not a bar to clear
+    censored.report(0.9, step=100)
+    study.tell(censored, 60.0)
     close, behind, elsewhere = study.ask(), study.ask(), study.ask()
     close.report(0.39, step=100)
     behind.report(0.41, step=100)
