@@ -43,7 +43,7 @@ def anon_bytes(pid: int | str) -> int:
 
 
 def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
-              anon_cap: int | None) -> tuple[Any, int]:
+                 anon_cap: int | None) -> tuple[Any, int]:
     """Run fn(send) in a forked child; return its result and the steps it ran.
 
     The child reports through length-prefixed pickles: ("start", anon_bytes),
