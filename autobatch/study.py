@@ -27,7 +27,8 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,6 +139,16 @@ class TimeBucketPruning:
         return self.reason is not None
 
 
+@contextmanager
+def interrupt_reason(trial: optuna.Trial) -> Iterator[None]:
+    """Optuna marks a trial FAIL when Ctrl-C (or SIGTERM raised as one) ends it; say why."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        trial.set_user_attr("fail_reason", "interrupted")
+        raise
+
+
 @dataclass(frozen=True, kw_only=True)
 class Objective:
     """Train one suggested configuration; return its (possibly censored) time to target."""
@@ -158,11 +169,8 @@ class Objective:
     seed: int = 0
 
     def __call__(self, trial: optuna.Trial) -> float:
-        try:
+        with interrupt_reason(trial):
             return self.evaluate(trial)
-        except KeyboardInterrupt:  # Optuna marks the trial FAIL; say why
-            trial.set_user_attr("fail_reason", "interrupted")
-            raise
 
     def evaluate(self, trial: optuna.Trial) -> float:
         params = self.space.suggest(trial)

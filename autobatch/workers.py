@@ -35,7 +35,15 @@ from autobatch.device import resolve_device
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.prior import Prior
 from autobatch.storage import ENV_STORAGE, mask_url, open_storage
-from autobatch.study import PRIOR_ATTR, Objective, converged, fail_running, pruner, sampler
+from autobatch.study import (
+    PRIOR_ATTR,
+    Objective,
+    converged,
+    fail_running,
+    interrupt_reason,
+    pruner,
+    sampler,
+)
 from autobatch.workload import load_workload
 
 SETTINGS_ATTR = "autobatch_settings"
@@ -80,9 +88,11 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
     heartbeat = is_heartbeat_enabled(study._storage)
 
     def within_budget(trial: optuna.Trial) -> float:
-        if n_trials is not None:
-            claim(study, trial, n_trials)
-        return objective(trial)
+        # one guard from the trial's creation on: a signal can land while claiming
+        with interrupt_reason(trial):
+            if n_trials is not None:
+                claim(study, trial, n_trials)
+            return objective.evaluate(trial)
 
     while time.time() < deadline:
         if heartbeat:

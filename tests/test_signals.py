@@ -30,11 +30,17 @@ def slow_tune(db):
             f"sqlite:///{db}", "--study-name", "s"]
 
 
-def start_and_signal_mid_trial(args, db, sig):
-    proc = autobatch(*args)
+def start_and_signal_mid_trial(args, tmp_path, sig):
+    """Start `autobatch tune` and send `sig` while its first trial is training."""
+    db, marker = tmp_path / "study.db", tmp_path / "training"
+    proc = autobatch(*args, env={"USER_SLOW_TRAINING": str(marker)})
     deadline = time.time() + 120
     while time.time() < deadline and running_trials(db) == 0 and proc.poll() is None:
-        time.sleep(0.1)
+        time.sleep(0.05)
+    marker.unlink(missing_ok=True)  # the probe and the profile train the model too
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "autobatch tune ended before a trial was seen training"
     proc.send_signal(sig)
     return proc
 
@@ -43,15 +49,14 @@ def start_and_signal_mid_trial(args, db, sig):
 def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code):
     db = tmp_path / "study.db"
     args = slow_tune(db)
-    proc = start_and_signal_mid_trial(args, db, sig)
+    proc = start_and_signal_mid_trial(args, tmp_path, sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "rerun to resume" in err
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    # the trial that was running; none when the signal landed just between two trials
-    assert [t.user_attrs.get("fail_reason") for t in interrupted] in (["interrupted"], [])
+    assert [t.user_attrs.get("fail_reason") for t in interrupted] == ["interrupted"]
 
     rerun = autobatch(*args)
     _, err = rerun.communicate(timeout=240)
@@ -65,7 +70,7 @@ def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code)
 def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
     db = tmp_path / "study.db"
     args = slow_tune(db)
-    proc = start_and_signal_mid_trial(args, db, signal.SIGKILL)
+    proc = start_and_signal_mid_trial(args, tmp_path, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert running_trials(db) == 1  # nothing could close it
