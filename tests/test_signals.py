@@ -31,26 +31,36 @@ def slow_tune(db):
 
 
 def start_and_signal_mid_trial(args, tmp_path, sig):
-    """Start `autobatch tune` and send `sig` while its first trial is training."""
-    db, marker = tmp_path / "study.db", tmp_path / "training"
+    """Start `autobatch tune`, send `sig` while its second trial is training, and return
+    the process and the stderr read so far.
+
+    The first trial's progress line says the probe and profile (which train the model
+    too) are over; the slow model's marker file, removed then, reappears once the next
+    trial trains.
+    """
+    marker = tmp_path / "training"
     proc = autobatch(*args, env={"USER_SLOW_TRAINING": str(marker)})
-    deadline = time.time() + 120
-    while time.time() < deadline and running_trials(db) == 0 and proc.poll() is None:
-        time.sleep(0.05)
-    marker.unlink(missing_ok=True)  # the probe and the profile train the model too
+    seen = []
+    while line := proc.stderr.readline():
+        seen.append(line)
+        if "trial 0 " in line:
+            break
+    marker.unlink(missing_ok=True)
+    deadline = time.time() + 60
     while time.time() < deadline and not marker.exists() and proc.poll() is None:
         time.sleep(0.01)
-    assert proc.poll() is None, "autobatch tune ended before a trial was seen training"
+    assert proc.poll() is None, "autobatch tune ended before a second trial trained:\n" + \
+        "".join(seen)
     proc.send_signal(sig)
-    return proc
+    return proc, "".join(seen)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code):
     db = tmp_path / "study.db"
     args = slow_tune(db)
-    proc = start_and_signal_mid_trial(args, tmp_path, sig)
-    _, err = proc.communicate(timeout=60)
+    proc, seen = start_and_signal_mid_trial(args, tmp_path, sig)
+    err = seen + proc.communicate(timeout=60)[1]
     assert proc.returncode == code, err
     assert "rerun to resume" in err
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
@@ -70,7 +80,7 @@ def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code)
 def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
     db = tmp_path / "study.db"
     args = slow_tune(db)
-    proc = start_and_signal_mid_trial(args, tmp_path, signal.SIGKILL)
+    proc, _ = start_and_signal_mid_trial(args, tmp_path, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert running_trials(db) == 1  # nothing could close it
