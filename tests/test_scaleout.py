@@ -21,10 +21,18 @@ SECRET = "p@ss%w{o}r/d"  # trust auth ignores it; it must never be printed
 QUOTED_SECRET = "p%40ss%25w%7Bo%7Dr%2Fd"
 
 
+def default_interrupts() -> None:
+    """A shell that runs a command in the background (as some CI runners start the
+    suite) makes it ignore SIGINT, and children inherit that; a command started from a
+    terminal does not, so give the child the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def autobatch(*args, env=None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "autobatch_cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NO_COLOR": "1", **(env or {})}, **kwargs)
+                            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+                            preexec_fn=default_interrupts, **kwargs)
 
 
 def with_password(url: str) -> str:
