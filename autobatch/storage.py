@@ -81,13 +81,19 @@ def default_storage_url() -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe for logs, files and notes."""
+    """The URL with any password replaced by ***, safe for logs, files and notes.
+
+    Masks up to the *last* '@' of the address, so a password with a raw '@' (which a
+    URL parser splits at the first one) is hidden whole too.
+    """
     if url.startswith(JOURNAL_PREFIX):
         return url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    if not (sep and at and colon) or "/" in user:  # no password in it
+        return url
+    return f"{scheme}://{user}:***@{location}"
 
 
 def backend(url: str) -> str:
@@ -95,9 +101,13 @@ def backend(url: str) -> str:
     if url.startswith(JOURNAL_PREFIX):
         return "journal"
     try:
-        return make_url(url).get_backend_name()
+        parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage URL {mask_url(url)!r} is not a valid database URL") from None
+    if parsed.host and "@" in parsed.host:  # the rest of a password with a raw '@'
+        raise ConfigError(f"the password in storage URL {mask_url(url)!r} holds a raw '@': "
+                          "URL-encode it (@ as %40, % as %25, / as %2F)")
+    return parsed.get_backend_name()
 
 
 def storage_file(url: str) -> Path | None:

@@ -3,6 +3,7 @@ import json
 import optuna
 import pytest
 
+from autobatch.errors import ConfigError
 from autobatch.storage import StorageError, mask_url, open_storage, storage_file
 from tests.test_cli import invoke
 
@@ -40,3 +41,20 @@ def test_storage_file_names_the_file_of_local_backends(tmp_path):
     assert storage_file(f"journal:///{tmp_path}/a.log") == tmp_path / "a.log"
     assert storage_file("postgresql://u:p@h/db") is None
     assert mask_url("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql://u:p@h/db", "postgresql://u:***@h/db"),
+    ("postgresql+psycopg://u:p%40ss@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+    ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # a raw '@' in the password
+    ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
+])
+def test_mask_url_hides_the_whole_password(url, masked):
+    assert mask_url(url) == masked
+
+
+def test_a_raw_at_sign_in_a_password_is_refused_without_showing_it():
+    with pytest.raises(ConfigError, match="raw '@': URL-encode") as info:
+        open_storage("postgresql://u:s3cr@tword@h/db")
+    assert "s3cr" not in str(info.value) and "tword" not in str(info.value)
