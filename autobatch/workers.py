@@ -164,7 +164,8 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
     """Start n worker processes on the study and wait for them; their exit codes.
 
     With devices, worker i sees only devices[i % len(devices)] (CUDA_VISIBLE_DEVICES).
-    Ctrl-C or SIGTERM here is passed on to the workers, which close their trials.
+    Ctrl-C or SIGTERM here is passed on (as SIGTERM) to the workers, which close their
+    trials.
     """
     env = {**os.environ, ENV_STORAGE: storage_url}
     procs = []
@@ -183,7 +184,7 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
         return [p.wait() for p in procs]
     except BaseException:
         for p in procs:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)  # handled even by a worker that ignores SIGINT
         for p in procs:
             p.wait()
         raise
