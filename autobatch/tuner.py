@@ -22,6 +22,7 @@ import torch
 from autobatch import __version__
 from autobatch.config import check_momentum, check_positive, check_target
 from autobatch.dashboard import publish
+from autobatch.data import check_data
 from autobatch.device import device_name, resolve_device
 from autobatch.errors import ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
@@ -211,12 +212,18 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
     if config.workers != 1 and workload.spec is None:
         raise ConfigError("workers rebuild the workload by name: load it with "
                           "autobatch.load_workload() to use workers != 1")
+    # unusable data fails here, before a study is created for it
+    check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
+               torch.device("cpu"))
     storage = open_storage(storage_url)
     path = storage_file(storage_url)
     emit(TuneEvent("stage", "storage", f"study storage {path or mask_url(storage_url)}"))
     name = config.study_name or default_study_name(workload, config.target)
-    if config.new_study and name in optuna.get_all_study_names(storage):
-        name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exists = name in optuna.get_all_study_names(storage)
+    if config.new_study and exists:
+        name, exists = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", False
+    # a new study is measured before it is created: nothing fits -> no half-made study
+    prior = None if exists else measure_prior(workload, config, device, emit)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 load_if_exists=True, sampler=sampler(config.seed),
                                 pruner=pruner())
@@ -234,7 +241,7 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         emit(TuneEvent("stage", "resume", f"resuming study {name!r} "
                        f"({len(study.trials)} trials so far)"))
     else:
-        prior = measure_prior(workload, config, device, emit)
+        prior = prior or measure_prior(workload, config, device, emit)
         study.set_user_attr(SETTINGS_ATTR, settings(workload, config))
         study.set_user_attr(PRIOR_ATTR, prior.to_dict())
         for params in seed_trials(prior):

@@ -164,3 +164,15 @@ def test_tune_bad_input_exits_2_before_writing_anything(tmp_path, args, message)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "study.db").exists()
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("user_workloads:empty_train", "the training set is empty"),
+    ("user_workloads:labels_out_of_range", "labels span 5..6 but the model has 2 outputs"),
+])
+def test_tune_bad_data_exits_2_before_creating_a_study(tmp_path, entry, message):
+    result = invoke("tune", "--workload", entry, "--app-dir", str(FIXTURES), "--target", "0.9",
+                    "--storage", f"sqlite:///{tmp_path}/study.db")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not (tmp_path / "study.db").exists()

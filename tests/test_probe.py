@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -332,3 +333,12 @@ def test_probe_on_cuda_runs_in_a_subprocess():
     assert result.isolation == "subprocess" and result.device.type == "cuda"
     assert result.max_batch_size == 64 and result.device.total_bytes > 0
     assert not torch.cuda.is_initialized()  # the caller's process never touched CUDA
+
+
+def test_cli_tune_nothing_fits_exits_4_before_creating_a_study(tmp_path):
+    db = tmp_path / "study.db"
+    out = runner.invoke(app, ["tune", "-w", "tests.test_probe:always_oom", "--device", "cpu",
+                              "--target", "0.9", "--storage", f"sqlite:///{db}", "--no-cache"])
+    assert out.exit_code == 4, out.output
+    assert "does not fit at batch 1" in out.output
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == []  # no half-made study
