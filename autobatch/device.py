@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,15 @@ def memory_info(device: torch.device) -> tuple[int, int]:
         return int(free), int(total)
     info = _meminfo()
     return info["MemAvailable"], info["MemTotal"]
+
+
+def cache_location(device: torch.device) -> str:
+    """Which hardware a cached measurement belongs to, without initialising CUDA (a probe
+    may still fork): the host (caches in a home folder shared by a cluster's nodes),
+    then the RAM size on CPU, the device index and the visible set on CUDA."""
+    where = (f"cpu/{memory_info(device)[1]}" if device.type == "cpu" else
+             f"cuda:{device.index}/{os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
+    return f"{socket.gethostname()}/{where}"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ and the configurations the study tries first.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.files import cache_dir
 from autobatch.lr_range import LRRange, lr_range_test
@@ -73,9 +75,9 @@ def cached_profile(workload: Workload, device: torch.device, max_batch: int, see
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
-    key = (f"{workload.fingerprint()}-{device}-{max_batch}-t{torch.get_num_threads()}"
-           f"-s{seed}")
-    path = cache_dir() / f"profile-{key}.json"
+    text = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
+            f"-t{torch.get_num_threads()}-s{seed}")
+    path = cache_dir() / f"profile-{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
     if use_cache and path.exists():
         try:
             return ProfileResult.load(path)

@@ -36,6 +36,7 @@ from autobatch.data import check_data, first_batch
 from autobatch.device import (
     DeviceInfo,
     allocator_settings,
+    cache_location,
     device_info,
     is_oom,
     memory_info,
@@ -229,11 +230,8 @@ def _resolve(device: str | torch.device) -> torch.device:
 
 def _cache_key(fingerprint: str, dev: torch.device, dtype: str, headroom: float,
                memory_limit: int | None, min_batch: int, max_batch: int) -> str:
-    # CPU: the machine's RAM size identifies it; CUDA: the index and the visible set
-    # (reading the device name here would initialise CUDA before the fork).
-    where = (f"cpu/{memory_info(dev)[1]}" if dev.type == "cpu" else
-             f"cuda:{dev.index}/{os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
-    text = json.dumps([CACHE_VERSION, fingerprint, where, dtype, headroom, memory_limit,
+    text = json.dumps([CACHE_VERSION, fingerprint, cache_location(dev), dtype, headroom,
+                       memory_limit,
                        min_batch, max_batch, torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

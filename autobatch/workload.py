@@ -61,6 +61,9 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.x)
 
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.x[index], self.y[index]
+
 
 Data = TensorData | Dataset
 
@@ -143,6 +146,11 @@ class Workload:
         digest.update(repr(model).encode())
         digest.update(str(sum(p.numel() for p in model.parameters())).encode())
         digest.update(f"{len(self.train_data)}/{len(self.val_data)}".encode())
+        for data in (self.train_data, self.val_data):  # the input size drives memory and time
+            if len(data):
+                x = data[0][0]
+                digest.update(f"{tuple(getattr(x, 'shape', ()))}/{getattr(x, 'dtype', '')}"
+                              .encode())
         return digest.hexdigest()[:16]
 
 

@@ -207,6 +207,13 @@ def test_fingerprint_changes_with_the_model(tiny):
     assert tiny.fingerprint() != other.fingerprint()
 
 
+def test_fingerprint_changes_with_the_input_size():
+    # same model, same sample counts: only the image side differs, and with it the memory
+    small, large = (load_workload("torchvision:resnet18", data="fake", image_size=side)
+                    for side in (32, 64))
+    assert small.fingerprint() != large.fingerprint()
+
+
 def test_entry_point_module_source_is_what_runs(tmp_path):
     (tmp_path / "user_inline.py").write_text(textwrap.dedent("""
         import torch
