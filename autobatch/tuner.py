@@ -279,6 +279,7 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         objective = make_objective(workload, prior, settings(workload, config), dev,
                                    study_deadline)
         run_trials(study, objective, n_trials=total_trials(config), deadline=study_deadline,
+                   exclusive=not supports_workers(prepared.storage_url),
                    patience=config.patience,
                    on_trial=lambda _, trial: emit(TuneEvent("trial", str(trial.number),
                                                             trial=trial)))

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from autobatch.device import resolve_device
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.prior import Prior
-from autobatch.storage import ENV_STORAGE, mask_url, open_storage
+from autobatch.storage import ENV_STORAGE, mask_url, open_storage, supports_workers
 from autobatch.study import (
     PRIOR_ATTR,
     Objective,
@@ -75,14 +75,15 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
 
 
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
-               deadline: float, patience: int | None = None,
+               deadline: float, exclusive: bool, patience: int | None = None,
                on_trial: TrialCallback | None = None) -> None:
     """Run trials one at a time until n_trials have finished, the deadline (epoch s),
     or the study has converged (see study.converged).
 
     When the remaining budget is held by running trials, wait for them: with
     heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
-    worker runs the retry.
+    worker runs the retry. exclusive: this process is the study's only worker (SQLite),
+    so on an interrupt any trial still RUNNING is its own.
     """
     callbacks = [on_trial] if on_trial else []
     heartbeat = is_heartbeat_enabled(study._storage)
@@ -114,7 +115,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             study.optimize(within_budget, n_trials=1, callbacks=callbacks, gc_after_trial=True,
                            catch=(SurplusTrial,))
         except KeyboardInterrupt:
-            if not heartbeat:  # one worker: a trial still RUNNING is the one just asked
+            if exclusive:  # a trial still RUNNING is the one Optuna had just created
                 fail_running(study, "interrupted")
             raise
 
@@ -156,6 +157,7 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline)
     run_trials(study, objective, n_trials=settings["n_trials"], deadline=deadline,
+               exclusive=not supports_workers(storage_url),
                patience=settings.get("patience"), on_trial=on_trial)
 
 

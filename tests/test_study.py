@@ -9,6 +9,7 @@ from torch import nn
 
 from autobatch import ConfigError
 from autobatch.space import SearchSpace
+from autobatch.storage import open_storage
 from autobatch.study import (
     BehindWinnersPruner,
     Objective,
@@ -23,6 +24,7 @@ from autobatch.study import (
     plateaued,
     summarize,
 )
+from autobatch.workers import run_trials
 from tests.conftest import tiny_workload
 
 CPU = torch.device("cpu")
@@ -163,6 +165,20 @@ def test_keyboard_interrupt_fails_the_trial_with_reason_interrupted():
     trial = study.trials[0]
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["fail_reason"] == "interrupted"
+
+
+def test_an_interrupt_on_a_shared_storage_closes_only_this_workers_trial(tmp_path):
+    def interrupting_loss(out, y):
+        raise KeyboardInterrupt
+
+    study = optuna.create_study(storage=open_storage(f"journal:///{tmp_path}/study.log"))
+    others = study.ask()  # another worker's trial, still running
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, objective(tiny_workload(loss_fn=interrupting_loss)), n_trials=4,
+                   deadline=math.inf, exclusive=False)
+    mine = study.trials[1]
+    assert mine.state == TrialState.FAIL and mine.user_attrs["fail_reason"] == "interrupted"
+    assert study.trials[others.number].state == TrialState.RUNNING
 
 
 def test_trials_slower_than_the_best_are_stopped_at_the_best_time():
