@@ -158,7 +158,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         steps += 1
         samples += len(y)
         elapsed = trained + clock() - started
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value) or loss_value < 0:  # < 0: no classification loss
             trained, stop = elapsed, "diverged"
             log.info("loss is %s at step %d: diverged", loss_value, steps)
             break

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch.nn.functional as F
 
-from autobatch import Budget, RunConfig, load_workload, run
+from autobatch import Budget, RunConfig, TensorData, load_workload, run
 from autobatch.train import EVAL_SHARE, FIRST_EVAL_S, next_eval_at
 from tests.conftest import tiny_workload
 
@@ -104,6 +104,31 @@ def test_divergence_stops_at_once_and_never_reports_nan():
     assert result.steps == 1
     assert result.trace == ()
     assert result.best_metric is None
+
+
+class LossTurnsBad:
+    """Cross-entropy for `good_steps` steps, then `bad`."""
+
+    def __init__(self, good_steps: int, bad: float) -> None:
+        self.good_steps, self.bad, self.calls = good_steps, bad, 0
+
+    def __call__(self, out, y):
+        self.calls += 1
+        loss = F.cross_entropy(out, y)
+        return loss if self.calls <= self.good_steps else loss * 0 + self.bad
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0])
+def test_a_loss_that_turns_bad_after_good_evaluations_stops_the_run_as_diverged(bad):
+    val = tiny_workload().val_data  # labels shifted by one: the target is never reached
+    workload = tiny_workload(loss_fn=LossTurnsBad(200, bad),
+                             val_data=TensorData(val.x, (val.y + 1) % 3))
+    result = run(workload, RunConfig(batch_size=16, lr=0.1, target=0.9,
+                                     budget=Budget(steps=1000)), device="cpu")
+    assert result.stop_reason == "diverged"
+    assert result.steps == 201
+    assert result.trace  # evaluated while the loss was still good
+    assert all(math.isfinite(p.train_loss) and p.train_loss >= 0 for p in result.trace)
 
 
 def test_on_eval_returning_true_stops_the_run():
