@@ -233,6 +233,7 @@ def record(trial: optuna.Trial, result: RunResult) -> None:
         "samples_per_s": result.samples_per_s,
         "best_metric": result.best_metric,
         "steps_to_target": result.steps_to_target,
+        "peak_memory_bytes": result.peak_memory_bytes,
     }
     for key, value in figures.items():
         if value is not None and not (isinstance(value, float) and not math.isfinite(value)):

@@ -25,7 +25,13 @@ from torch import nn
 
 from autobatch.config import RunConfig
 from autobatch.data import TrainBatches, ValBatches, check_data, logits_of
-from autobatch.device import device_name, resolve_device, synchronize
+from autobatch.device import (
+    device_name,
+    peak_memory,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
 from autobatch.files import json_safe
 from autobatch.workload import OPTIMIZERS, Workload
 
@@ -75,6 +81,9 @@ class RunResult:
     final_metric: float | None
     stop_reason: StopReason
     trace: tuple[EvalPoint, ...]
+    # the run's peak: max reserved bytes on CUDA; on CPU the process's peak resident
+    # memory (framework and data included, what a container limit counts)
+    peak_memory_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-safe dict (non-finite floats become None)."""
@@ -151,6 +160,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     hit: EvalPoint | None = None
 
     synchronize(dev)
+    reset_peak_memory(dev)
     started = clock()
     for x, y in train:
         # .item() also synchronises the device before the clock is read
@@ -204,4 +214,4 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         samples_per_s=samples / trained if trained > 0 else 0.0,
         best_metric=max(metrics) if metrics else None,
         final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(trace))
+        stop_reason=stop or "budget", trace=tuple(trace), peak_memory_bytes=peak_memory(dev))

@@ -92,7 +92,7 @@ def test_objective_records_every_figure_and_returns_time_to_target():
     trial = done[0]
     for key in ("batch_size", "lr", "momentum", "target_reached", "stop_reason", "steps",
                 "samples", "epochs", "samples_per_s", "eval_overhead_s", "best_metric",
-                "train_seconds", "measured_time_s", "curve"):
+                "train_seconds", "measured_time_s", "curve", "peak_memory_bytes"):
         assert key in trial.user_attrs, key
     assert trial.value == trial.user_attrs["measured_time_s"]
     assert trial.user_attrs["best_metric"] >= 0.95

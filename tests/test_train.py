@@ -4,6 +4,7 @@ import pytest
 import torch.nn.functional as F
 
 from autobatch import Budget, RunConfig, TensorData, load_workload, run
+from autobatch.device import rss_bytes
 from autobatch.train import EVAL_SHARE, FIRST_EVAL_S, next_eval_at
 from tests.conftest import tiny_workload
 
@@ -129,6 +130,13 @@ def test_a_loss_that_turns_bad_after_good_evaluations_stops_the_run_as_diverged(
     assert result.steps == 201
     assert result.trace  # evaluated while the loss was still good
     assert all(math.isfinite(p.train_loss) and p.train_loss >= 0 for p in result.trace)
+
+
+def test_run_reports_the_peak_resident_memory_of_its_process_on_cpu():
+    result = run(tiny_workload(), RunConfig(batch_size=16, lr=0.1, budget=Budget(steps=5)),
+                 device="cpu")
+    # the process's peak RSS (torch included): hundreds of MiB, in bytes, not KiB
+    assert rss_bytes() // 2 <= result.peak_memory_bytes <= 64 * 2**30
 
 
 def test_on_eval_returning_true_stops_the_run():
