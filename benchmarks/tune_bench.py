@@ -105,7 +105,7 @@ def plain_optuna(workload, target: float, timeout_s: float, budget_s: float,
         def per_epoch(point) -> bool:
             if int(point.epochs) > epoch[0]:
                 epoch[0] = int(point.epochs)
-                trial.report(point.metric, step=epoch[0])
+                trial.report(1 - point.metric, step=epoch[0])  # error: lower is better
                 return trial.should_prune()
             return False
 
