@@ -32,7 +32,7 @@ from torch import nn
 
 from autobatch.config import RunConfig
 from autobatch.data import Batch, TrainBatches, ValBatches, check_data
-from autobatch.device import device_name, is_oom, resolve_device, synchronize
+from autobatch.device import device_name, is_oom, release_memory, resolve_device, synchronize
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_json
 from autobatch.noise import NoiseEstimate, measure_noise
@@ -450,16 +450,28 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         eval_pass_s = _eval_pass_s(model, workload, dev, clock)
         del model, optimizer
         estimate = None
-        b_small, b_big = noise_batch_sizes(limit, n_train)
+        # below the smallest size that ran out of memory while timing
+        noise_limit = min([limit] + [s.batch_size - 1 for s in sizes if s.oom])
+        b_small, b_big = noise_batch_sizes(noise_limit, n_train)
         if noise and b_big >= 2:
             # A fresh copy, so the checkpoint does not depend on how many steps the
             # timing happened to take: the same seed gives the same estimate.
             model = copy.deepcopy(initial).to(dev)
-            estimate = measure_noise(
-                model, build_optimizer(workload, model, config), workload, dev,
-                b_small=b_small, b_big=b_big, draws=NOISE_DRAWS,
-                warmup_steps=NOISE_WARMUP_STEPS,
-                warmup_batch=min(config.batch_size, limit), seed=seed, clock=clock)
+            out_of_memory = False
+            try:
+                estimate = measure_noise(
+                    model, build_optimizer(workload, model, config), workload, dev,
+                    b_small=b_small, b_big=b_big, draws=NOISE_DRAWS,
+                    warmup_steps=NOISE_WARMUP_STEPS,
+                    warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # released outside the except block that pinned the tensors
+                log.warning("noise scale not measured: out of memory at batch %d", b_big)
+                del model
+                release_memory(dev)
 
     rows = {s.batch_size: _row(s, n_train) for s in sizes}
     rows.update({b: ProfileRow(batch_size=b, fits=False, reason=above)

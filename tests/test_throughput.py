@@ -176,6 +176,21 @@ def test_profile_marks_a_size_that_runs_out_of_memory_and_goes_on():
     assert result.beta == pytest.approx(BETA, rel=1e-9)
 
 
+def test_the_noise_scale_stays_below_a_size_that_ran_out_of_memory():
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
+    result = profile(workload, device="cpu", batch_sizes=[16, 32, 64], clock=clock)
+    assert result.noise is not None and result.noise.b_big == 32  # 64 would run out
+
+
+def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it():
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
+    result = profile(workload, device="cpu", batch_sizes=[8, 16], clock=clock)  # b_big 64
+    assert result.noise is None
+    assert [r.fits for r in result.rows] == [True, True]
+
+
 def test_profile_leaves_the_users_model_optimizer_and_rng_untouched():
     torch.manual_seed(1)
     model = nn.Linear(8, 3)
