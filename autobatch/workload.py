@@ -204,7 +204,7 @@ def _load_entry_point(spec: str, app_dir: str | Path | None) -> Workload:
     except ModuleNotFoundError as exc:
         # Only a missing *entry-point* module is ours to report; an import that fails
         # inside the user's module is their error and keeps its traceback.
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             where = f" (app dir {app_dir})" if app_dir else " (use --app-dir to add a folder)"
             raise WorkloadError(f"module {module_name!r} not found{where}") from None
         raise

@@ -104,6 +104,14 @@ def test_users_own_import_error_propagates_unchanged(fixtures_on_path):
     assert info.value.name == "autobatch_no_such_dependency"
 
 
+def test_a_missing_dependency_named_like_a_prefix_of_the_module_is_the_users_error(tmp_path):
+    # module 'mymodel' imports a missing 'my': not a missing entry point
+    (tmp_path / "mymodel.py").write_text("import my\n")
+    with pytest.raises(ModuleNotFoundError) as info:
+        load_workload("mymodel:workload", app_dir=tmp_path)
+    assert info.value.name == "my"
+
+
 def test_users_syntax_error_propagates_unchanged(tmp_path):
     (tmp_path / "user_syntax_bad.py").write_text("def workload(:\n    pass\n")
     with pytest.raises(SyntaxError):
