@@ -231,8 +231,7 @@ def _resolve(device: str | torch.device) -> torch.device:
 def _cache_key(fingerprint: str, dev: torch.device, dtype: str, headroom: float,
                memory_limit: int | None, min_batch: int, max_batch: int) -> str:
     text = json.dumps([CACHE_VERSION, fingerprint, cache_location(dev), dtype, headroom,
-                       memory_limit,
-                       min_batch, max_batch, torch.__version__])
+                       memory_limit, min_batch, max_batch, torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
