@@ -124,6 +124,15 @@ def supports_workers(url: str) -> bool:
     return backend(url) != "sqlite"
 
 
+def require_shared_storage(url: str, who: str) -> None:
+    """Refuse a storage that only one process may use (SQLite) for `who`."""
+    if not supports_workers(url):
+        raise ConfigError(
+            f"{who} cannot share SQLite storage {mask_url(url)} safely; use PostgreSQL "
+            "(--storage postgresql://user:pass@host/db) or a journal file on a shared "
+            "filesystem (--storage journal:///path/study.log)")
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for the URL, with clear one-line errors (password masked)."""
     kind = backend(url)

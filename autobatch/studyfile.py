@@ -24,7 +24,7 @@ TUNE_KEYS = ("target", "n_trials", "patience", "timeout", "trial_budget", "stora
              "batch_size", "min_batch", "max_batch", "lr", "lr_range", "momentum",
              "momentum_range", "optimizer", "verify", "verify_runs", "time", "headroom",
              "memory_limit", "seed", "output", "format", "compare", "workers", "devices",
-             "use_cache")
+             "use_cache", "artifact_dir")
 
 
 def parse_seconds(name: str, text: str | float) -> float:
@@ -76,7 +76,8 @@ def tune_config(options: dict[str, Any]) -> TuneConfig:
     fields: dict[str, Any] = {}
     for key in ("target", "n_trials", "storage", "study_name", "batch_size", "min_batch",
                 "max_batch", "lr", "momentum", "optimizer", "verify", "verify_runs",
-                "headroom", "seed", "compare", "workers", "use_cache"):
+                "headroom", "seed", "compare", "workers", "use_cache", "new_study",
+                "artifact_dir"):
         if options.get(key) is not None:
             fields[key] = options[key]
     if options.get("patience") is not None:  # 0: never stop early

@@ -24,7 +24,7 @@ from autobatch.config import check_momentum, check_positive, check_target
 from autobatch.dashboard import publish
 from autobatch.data import check_data
 from autobatch.device import device_name, resolve_device
-from autobatch.errors import ConfigError, TargetNotReachedError
+from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.prior import Prior, measure_prior, seed_trials
 from autobatch.result import TuneResult
@@ -32,6 +32,7 @@ from autobatch.storage import (
     default_storage_url,
     mask_url,
     open_storage,
+    require_shared_storage,
     storage_file,
     supports_workers,
 )
@@ -104,6 +105,7 @@ class TuneConfig:
     workers: int = 1
     devices: tuple[str, ...] | None = None
     use_cache: bool = True
+    artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
 
     def __post_init__(self) -> None:
         check_target("target", self.target)
@@ -144,12 +146,10 @@ class TuneConfig:
             raise ConfigError(f"headroom must be in [0, 0.9), got {self.headroom}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        storage = self.storage or default_storage_url()
-        if self.workers > 1 and not supports_workers(storage):
-            raise ConfigError(
-                f"{self.workers} workers cannot share SQLite storage {mask_url(storage)} "
-                "safely; use PostgreSQL (--storage postgresql://user:pass@host/db) or a "
-                "journal file on a shared filesystem (--storage journal:///path/study.log)")
+        if self.workers != 1:
+            require_shared_storage(self.storage or default_storage_url(),
+                                   f"{self.workers} workers" if self.workers else
+                                   "a study set up for `autobatch worker`s (--workers 0)")
 
     @property
     def trial_budget(self) -> float:
@@ -273,8 +273,15 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
     emit(TuneEvent("stage", "study", f"{total_trials(config) or 'open-ended'} trials, "
                    f"{config.workers} worker(s)"))
     if config.workers > 1:
-        spawn_workers(config.workers, prepared.storage_url, study.study_name,
-                      deadline=study_deadline, devices=config.devices)
+        codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
+                              deadline=study_deadline, devices=config.devices)
+        failed = sorted(c for c in codes if c != 0)
+        if failed and len(failed) == len(codes):
+            raise AutobatchError(f"every worker failed (exit codes {failed}); their errors "
+                                 "are above")
+        if failed:
+            emit(TuneEvent("stage", "workers", f"{len(failed)} of {len(codes)} workers "
+                           f"failed (exit codes {failed}); the others finished the study"))
     else:
         objective = make_objective(workload, prior, settings(workload, config), dev,
                                    study_deadline)
@@ -301,7 +308,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         study_name=study.study_name, storage=mask_url(prepared.storage_url),
         summary=summary, seconds=time.time() - started)
     try:
-        folder = publish(study, result)  # note, attributes and artifacts for the dashboard
+        # note, attributes and artifacts for the dashboard
+        folder = publish(study, result, config.artifact_dir)
     except Exception as exc:  # a presentation problem must not discard a finished tune
         log.warning("could not publish the study note and artifacts: %s", exc, exc_info=True)
     else:

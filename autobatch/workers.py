@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from autobatch.device import resolve_device
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.prior import Prior
-from autobatch.storage import ENV_STORAGE, mask_url, open_storage, supports_workers
+from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
 from autobatch.study import (
     PRIOR_ATTR,
     Objective,
@@ -147,6 +147,7 @@ def make_objective(workload, prior: Prior, settings: dict, device: torch.device,
 def work(storage_url: str, study_name: str, *, device: str = "auto",
          deadline: float = math.inf, on_trial: TrialCallback | None = None) -> None:
     """Join a study and run trials until its budget is used up."""
+    require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
     try:
         # seed None: workers sharing one seed would all suggest the same configurations
@@ -157,8 +158,7 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline)
     run_trials(study, objective, n_trials=settings["n_trials"], deadline=deadline,
-               exclusive=not supports_workers(storage_url),
-               patience=settings.get("patience"), on_trial=on_trial)
+               exclusive=False, patience=settings.get("patience"), on_trial=on_trial)
 
 
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,

@@ -46,6 +46,9 @@ def tune(
     study_name: Annotated[Optional[str], Opt(help="Default: WORKLOAD-targetT.")] = None,
     new_study: Annotated[bool, Opt(help="Start a new study instead of resuming.")] = False,
     output: Annotated[Optional[Path], Opt(help="Write the recommendation to this file.")] = None,
+    artifact_dir: Annotated[Optional[str], Opt("--artifacts", help=(
+        "Folder for the dashboard's artifacts (profile.png, probe.json, best.json); "
+        "default: beside a SQLite database, none for a server."))] = None,
     format: Annotated[Optional[str], Opt(help=(
         "json, yaml or env: print the recommendation in this format on stdout (and use it "
         "for --output)."))] = None,

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 from typer.testing import CliRunner
 
@@ -176,3 +177,16 @@ def test_tune_bad_data_exits_2_before_creating_a_study(tmp_path, entry, message)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "study.db").exists()
+
+
+def test_tune_new_study_starts_beside_a_study_with_another_target(tmp_path):
+    common = ["tune", "--workload", "user_workloads:good", "--app-dir", str(FIXTURES),
+              "--n-trials", "2", "--verify", "0", "--no-compare", "--storage",
+              f"sqlite:///{tmp_path}/study.db", "--study-name", "s"]
+    assert invoke(*common, "--target", "0.9").exit_code == 0
+    refused = invoke(*common, "--target", "0.8")
+    assert refused.exit_code == 2 and "target: 0.9 -> 0.8" in refused.stderr
+    fresh = invoke(*common, "--target", "0.8", "--new-study")
+    assert fresh.exit_code == 0, fresh.output
+    names = optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")
+    assert len(names) == 2 and "s" in names

@@ -9,6 +9,7 @@ import uuid
 
 import optuna
 import pytest
+from optuna.artifacts import get_all_artifact_meta
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
@@ -76,17 +77,34 @@ def test_two_workers_finish_exactly_the_budget_and_hide_the_password(pg_url, stu
     assert QUOTED_SECRET not in str(study.user_attrs) and SECRET not in str(study.user_attrs)
 
 
-def test_rerun_resumes_the_same_postgres_study(pg_url, study_name):
+def test_workers_that_all_fail_fail_the_tune_with_their_errors_shown(pg_url, study_name):
+    args = [a if a != "user_workloads:good" else "user_workloads:broken_in_workers"
+            for a in TUNE]
+    proc = autobatch(*args, "--n-trials", "4", "--workers", "2", "--study-name", study_name,
+                     "--storage", pg_url)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err
+    assert "a bug that only shows in worker processes" in err  # the workers' own tracebacks
+    assert "every worker failed (exit codes [1, 1])" in err
+    assert "RUNNING" not in states(pg_url, study_name)
+
+
+def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
     first = autobatch(*TUNE, "--n-trials", "3", "--storage", pg_url, "--study-name",
                       study_name)
     assert first.wait(timeout=240) == 0, first.stderr.read()
     second = autobatch(*TUNE, "--n-trials", "5", "--storage", pg_url, "--study-name",
-                       study_name)
+                       study_name, "--artifacts", str(tmp_path / "artifacts"))
     _, err = second.communicate(timeout=240)
     assert second.returncode == 0, err
     assert "resuming study" in err
     counts = states(pg_url, study_name)
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 5
+    # a server has no "beside": the dashboard's artifacts went where --artifacts said
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    names = {meta.filename for meta in get_all_artifact_meta(study)}
+    assert names == {"best.json", "probe.json", "profile.png"}
+    assert len(list((tmp_path / "artifacts").iterdir())) == 3
 
 
 def test_sigkilled_worker_trial_is_failed_and_retried_by_a_survivor(pg_url, study_name):
@@ -156,6 +174,16 @@ def test_sqlite_refuses_several_workers(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "PostgreSQL" in err
     assert not (tmp_path / "s.db").exists()  # nothing written before the refusal
+
+
+def test_sqlite_refuses_a_study_for_worker_processes_and_the_worker_command(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(ConfigError, match=r"--workers 0\) cannot share SQLite"):
+        TuneConfig(target=0.9, workers=0, storage=url)
+    proc = autobatch("worker", "--study-name", "s", "--storage", url)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "`autobatch worker` cannot share SQLite" in err
+    assert not (tmp_path / "s.db").exists()
 
 
 @pytest.mark.parametrize(("url", "message"), [
