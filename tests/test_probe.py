@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -210,14 +211,24 @@ def test_probe_real_memory_limit_on_cpu():
     # RSS readings of two separate probes scatter by over 5%, too much for a CI check.
 
 
-def test_probe_leaves_the_callers_model_untouched():
+def test_probe_leaves_the_callers_model_and_optimizer_untouched():
     user_model = Net()
+    user_optimizer = torch.optim.SGD(user_model.parameters(), lr=0.1, momentum=0.9)
+    user_model(torch.randn(4, 8)).sum().backward()
+    user_optimizer.step()
+    user_optimizer.zero_grad(set_to_none=True)
     before = {k: v.clone() for k, v in user_model.state_dict().items()}
+    optimizer_before = copy.deepcopy(user_optimizer.state_dict())
     wl = workload(model_factory=lambda: user_model)  # hands out the caller's object
-    probe(wl, device="cpu", max_batch=16)
+    probe(wl, device="cpu", max_batch=16, use_cache=False)
     after = user_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert user_model.training and next(user_model.parameters()).grad is None
+    optimizer_after = user_optimizer.state_dict()
+    assert optimizer_after["param_groups"] == optimizer_before["param_groups"]
+    assert all(torch.equal(optimizer_before["state"][i]["momentum_buffer"],
+                           optimizer_after["state"][i]["momentum_buffer"])
+               for i in optimizer_before["state"])
 
 
 def test_candidate_in_process_returns_memory_after_oom():
