@@ -110,7 +110,7 @@ def tune(
                      f"--storage URL --study-name {prepared.study.study_name}")
         return
     terminate_on_sigterm()
-    with Progress() as progress:
+    with Progress(tune_cfg.timeout_s, STARTED) as progress:
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
     if out_path is not None:
         result.write(out_path, fmt or "json")
@@ -143,9 +143,11 @@ def closing_table(result: TuneResult) -> Table:
 class Progress:
     """A live trial table on a terminal; one plain line per event otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float | None = None, started: float | None = None) -> None:
+        """timeout_s: the tune's wall-clock limit, counted from `started` (epoch seconds)."""
         self.live = stderr.is_terminal
         self.started = time.monotonic()
+        self.deadline = (started or time.time()) + timeout_s if timeout_s else None
         self.rows: list[tuple[str, ...]] = []
         self.stage = ""
         self.best: float | None = None
@@ -153,7 +155,8 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.live:
-            self._live = Live(self._render(), console=stderr, refresh_per_second=4)
+            # re-rendered on every refresh, so the clock ticks between trials
+            self._live = Live(console=stderr, refresh_per_second=4, get_renderable=self._render)
             self._live.__enter__()
         return self
 
@@ -173,13 +176,15 @@ class Progress:
             self.stage = f"{event.name}: {event.message}"
             line = self.stage
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
         else:
             stderr.print(f"[{elapsed:7.1f}s] {line}", markup=False)
 
     def _render(self) -> Table:
+        left = (f" ({max(0.0, self.deadline - time.time()):.0f}s of the timeout left)"
+                if self.deadline is not None else "")
         table = Table(title=f"{self.stage}", caption=(
-            f"elapsed {time.monotonic() - self.started:.0f}s; best "
+            f"elapsed {time.monotonic() - self.started:.0f}s{left}; best "
             + (f"{self.best:.3f}s" if self.best else "-")))
         for column in ("trial", "state", "batch", "LR", "momentum", "time to target / reason"):
             table.add_column(column)

@@ -1,7 +1,9 @@
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -190,3 +192,21 @@ def test_tune_new_study_starts_beside_a_study_with_another_target(tmp_path):
     assert fresh.exit_code == 0, fresh.output
     names = optuna.get_all_study_names(f"sqlite:///{tmp_path}/study.db")
     assert len(names) == 2 and "s" in names
+
+
+def test_live_view_shows_the_trials_the_best_and_the_time_left():
+    from rich.console import Console
+
+    from autobatch.events import TuneEvent
+    from autobatch_cli.tune import Progress
+
+    progress = Progress(timeout_s=120, started=time.time() - 20)
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=1.25,
+        user_attrs={"target_reached": True, "batch_size": 256, "lr": 0.135, "momentum": 0.95})
+    progress(TuneEvent("trial", "0", trial=trial))
+    console = Console(record=True, width=120)
+    console.print(progress._render())
+    text = console.export_text()
+    assert re.search(r"\((99|100)s of the timeout left\); best 1\.250s", text), text
+    assert re.search(r"complete\s+│\s+256\s+│\s+0\.135\s+│\s+0\.95\s+│\s+1\.250s", text), text
