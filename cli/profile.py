@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from autobatch.probe import probe as run_probe
 from autobatch.throughput import ProfileResult, parse_batch_sizes
 from autobatch.throughput import profile as run_profile
 from autobatch_cli.options import (
@@ -34,6 +35,9 @@ def profile(
     max_batch: Annotated[Optional[int], typer.Option(
         min=1, help="Largest batch that fits (e.g. from `autobatch probe`). Default: the "
              "training set size. Larger sizes are reported as not fitting.")] = None,
+    use_probe: Annotated[bool, typer.Option(
+        "--probe", help="Bound the sizes by the memory probe's largest batch (its cached "
+             "result for this workload and device when there is one).")] = False,
     knee_gain: Annotated[float, typer.Option(
         help="The knee is the largest batch whose doubling still raises samples/s by "
              "at least this fraction.")] = 0.10,
@@ -54,6 +58,12 @@ def profile(
     """Measure time per iteration, samples/s and time per epoch against batch size."""
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    if use_probe:
+        with stderr.status(f"probing {wl.name} ..."):
+            found = run_probe(wl, device=device)
+        stderr.print(f"largest batch that fits: {found.max_batch_size}"
+                     + (" (cached)" if found.from_cache else ""))
+        max_batch = min(max_batch or found.max_batch_size, found.max_batch_size)
     with stderr.status(f"profiling {wl.name} ..."):
         result = run_profile(wl, device=device, batch_sizes=sizes, max_batch=max_batch,
                              knee_gain=knee_gain, noise=noise, seed=seed)

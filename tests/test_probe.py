@@ -311,6 +311,21 @@ def always_oom() -> Workload:
     return workload(name="always-oom", model_factory=lambda: Net(1))
 
 
+def oom_from_48() -> Workload:
+    return workload(name="oom-from-48", model_factory=lambda: Net(48))
+
+
+def test_cli_profile_with_probe_stays_within_the_largest_batch_that_fits():
+    out = runner.invoke(app, ["profile", "-w", "tests.test_probe:oom_from_48", "--device",
+                              "cpu", "--probe", "--no-noise", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout)
+    assert payload["max_batch"] == 47
+    sizes = [r["batch_size"] for r in payload["rows"]]
+    assert sizes[-1] == 47 and all(b < 47 for b in sizes[:-1]) and len(sizes) >= 5
+    assert all(r["fits"] for r in payload["rows"])  # without the probe, 64 and up OOM
+
+
 def tiny_for_cli() -> Workload:
     return workload(name="cli-tiny", model_factory=lambda: Net(23))
 
