@@ -17,6 +17,8 @@ from autobatch.errors import DataError
 from autobatch.workload import Data, TensorData, Workload
 
 Batch = tuple[Tensor, Tensor]
+# Labels read from a Dataset without a label list, to check their range before training.
+LABEL_SAMPLE = 256
 
 
 def logits_of(output: object) -> Tensor:
@@ -71,7 +73,9 @@ def check_data(workload: Workload, batch_size: int, model: nn.Module,
     model.train(was_training)
     for split, data in (("training", workload.train_data), ("validation", workload.val_data)):
         labels = labels_of(data)
-        if labels is None or labels.numel() == 0:
+        if labels is None:  # a Dataset that keeps no label list: check a sample of it
+            labels = first_batch(data, LABEL_SAMPLE)[1]
+        if labels.numel() == 0:
             continue
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= n_outputs:

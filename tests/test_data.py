@@ -55,6 +55,9 @@ def test_val_batches_cover_the_set_in_order():
      r"training labels span 3..5 but the model has 3 outputs"),
     ({"val_data": TensorData(blobs(16).x, blobs(16).y - 1)}, 8,
      r"validation labels span -1..1"),
+    # a Dataset with no label list (no .targets): its labels are read from a sample
+    ({"train_data": TensorDataset(blobs(16).x, blobs(16).y + 3)}, 8,
+     r"training labels span 3..5 but the model has 3 outputs"),
 ])
 def test_check_data_rejects_unusable_data(overrides, batch, match):
     workload = tiny_workload(**overrides)
