@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import warnings
@@ -19,13 +20,15 @@ from pathlib import Path
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._rdb import models
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
 from autobatch.errors import AutobatchError, ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = "autobatch.db"
 ENV_STORAGE = "AUTOBATCH_STORAGE"
@@ -38,6 +41,8 @@ ENV_HEARTBEAT = "AUTOBATCH_HEARTBEAT_S"  # every worker of a study must agree on
 GRACE_FACTOR = 3
 # How often a failed (dead-worker) trial is re-run by a survivor.
 MAX_RETRY = 3
+# How far back from a journal's end to look for the start of a torn last line.
+TORN_SCAN_BYTES = 1 << 20
 
 
 class StorageError(AutobatchError):
@@ -141,13 +146,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if path is not None and not path.parent.is_dir():
         raise ConfigError(f"storage folder {str(path.parent)!r} does not exist")
     if kind == "journal":
+        lock = JournalFileSymlinkLock(str(path))
         try:  # a torn last line (a writer killed mid-write) is skipped by Optuna itself
-            return JournalStorage(JournalFileBackend(str(path)))
+            storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
         except (UnicodeDecodeError, ValueError) as exc:
             raise StorageError(
                 f"{str(path)!r} is not a readable study journal ({exc}); it was left "
                 "untouched: restore it from a backup, or pass --storage journal:///NEW.log"
             ) from None
+        drop_torn_line(path, lock)
+        return storage
     if kind == "sqlite":
         try:
             return optuna.storages.RDBStorage(
@@ -174,6 +182,33 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(
             f"cannot reach the {kind} server at {parsed.host}:{parsed.port or 'default port'} "
             f"({mask_url(url)}): {_reason(exc)}") from None
+
+
+def drop_torn_line(path: Path, lock: JournalFileSymlinkLock) -> None:
+    """Cut a journal's torn last line (a writer killed mid-write), under the writers' lock.
+
+    Optuna skips that line when reading, but the next record would be appended to it
+    and be lost with it (and the write fail). The torn bytes hold no readable record;
+    every complete line stays as it is.
+    """
+    if not path.exists():
+        return
+    lock.acquire()
+    try:
+        with path.open("rb+") as journal:
+            size = journal.seek(0, os.SEEK_END)
+            tail = journal.seek(max(0, size - TORN_SCAN_BYTES))
+            chunk = journal.read()
+            if not chunk or chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut < 0 and tail > 0:  # a "line" longer than any record: not torn, keep it
+                return
+            journal.truncate(tail + cut + 1)
+            log.warning("cut a torn last line of %d bytes from %s (a writer was killed "
+                        "mid-write)", len(chunk) - cut - 1, path)
+    finally:
+        lock.release()
 
 
 def _reason(exc: DatabaseError) -> str:

@@ -34,6 +34,9 @@ def test_a_torn_journal_line_is_skipped_and_the_study_is_kept(tmp_path):
         log.write(json.dumps({"op_code": 5, "worker_id": "w"})[:12])
     reopened = optuna.load_study(study_name="s", storage=open_storage(url))
     assert len(reopened.trials) == 1 and reopened.trials[0].value == 1.0
+    reopened.tell(reopened.ask(), 2.0)  # written after the torn line, not onto it
+    again = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert [t.value for t in again.trials] == [1.0, 2.0]
 
 
 def test_storage_file_names_the_file_of_local_backends(tmp_path):
