@@ -112,15 +112,16 @@ def tune(
     terminate_on_sigterm()
     with Progress(tune_cfg.timeout_s, STARTED) as progress:
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
-    if out_path is not None:
-        result.write(out_path, fmt or "json")
-        stderr.print(f"recommendation written to {out_path}")
+    # shown before the file is written: a path that fails then loses nothing on screen
     table = closing_table(result)
     if fmt:
         stderr.print(table)
         stdout.file.write(result.render(fmt))
     else:
         stdout.print(table)
+    if out_path is not None:
+        result.write(out_path, fmt or "json")
+        stderr.print(f"recommendation written to {out_path}")
 
 
 def closing_table(result: TuneResult) -> Table:

@@ -210,3 +210,17 @@ def test_live_view_shows_the_trials_the_best_and_the_time_left():
     text = console.export_text()
     assert re.search(r"\((99|100)s of the timeout left\); best 1\.250s", text), text
     assert re.search(r"complete\s+│\s+256\s+│\s+0\.135\s+│\s+0\.95\s+│\s+1\.250s", text), text
+
+
+def test_tune_output_that_cannot_be_written_fails_after_showing_the_result(tmp_path):
+    (tmp_path / "best.json").mkdir()  # exists, but as a folder: the write fails at the end
+    db = f"sqlite:///{tmp_path}/study.db"
+    result = invoke("tune", "--workload", "user_workloads:good", "--app-dir", str(FIXTURES),
+                    "--target", "0.9", "--n-trials", "2", "--verify", "0", "--no-compare",
+                    "--storage", db, "--study-name", "s", "--format", "env",
+                    "--output", str(tmp_path / "best.json"))
+    assert result.exit_code == 2, result.output
+    assert "cannot write result to" in result.stderr
+    assert "AUTOBATCH_BATCH_SIZE=" in result.stdout  # the recommendation was shown
+    study = optuna.load_study(study_name="s", storage=db)  # and the study is kept
+    assert len([t for t in study.trials if t.state.is_finished()]) == 2

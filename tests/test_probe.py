@@ -241,16 +241,19 @@ def test_candidate_in_process_returns_memory_after_oom():
             self.hog = None
             big = torch.ones(64 * 2**20 // 4 * len(x))  # 64 MiB per sample, alive in the frame
             big += 1
-            raise torch.OutOfMemoryError(OOM)
+            if len(x) >= 4:
+                raise torch.OutOfMemoryError(OOM)
+            return self.fc(x)
 
     wl = workload(model_factory=Hog)
     sample, label = _largest_input(wl)
     cand = _Candidate(workload=wl, device=torch.device("cpu"), sample=sample, label=label)
-    cand.here(1, n_eval=1)  # lazy initialisation out of the way
+    assert not cand.here(1, n_eval=1)[0].oom  # lazy initialisation out of the way
     before = rss_bytes()
     measurement, steps = cand.here(4, n_eval=1)  # 256 MiB allocated, then OOM
     assert measurement.oom and steps == 1
     assert rss_bytes() - before < 64 * 2**20
+    assert not cand.here(2, n_eval=1)[0].oom  # the next smaller attempt succeeds
 
 
 def test_probe_cache_hit_miss_and_no_cache(cache_dir):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 from torch import nn
 
-from autobatch import ConfigError
+from autobatch import ConfigError, TensorData
 from autobatch.space import SearchSpace
 from autobatch.storage import open_storage
 from autobatch.study import (
@@ -60,6 +60,21 @@ def test_censored_value_orders_by_shortfall_and_exceeds_the_budget():
     assert censored_value(10.0, 0.9, 0.5) == pytest.approx(14.0)
     assert censored_value(10.0, 0.9, None) == pytest.approx(19.0)
     assert censored_value(10.0, 0.9, 0.95) == 10.0
+
+
+def test_a_trial_that_misses_the_target_completes_with_the_censored_value():
+    val = tiny_workload().val_data  # labels shifted by one: the target is never reached
+    workload = tiny_workload(val_data=TensorData(val.x, (val.y + 1) % 3))
+    study = optuna.create_study()
+    # a budget shorter than the plateau rule's wait: the trial runs out of budget
+    study.optimize(objective(workload, trial_budget_s=0.05, bucket_base=0.01), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["target_reached"] is False
+    assert trial.user_attrs["stop_reason"] == "budget"
+    assert trial.value == pytest.approx(
+        censored_value(0.05, 0.95, trial.user_attrs["best_metric"]))
+    assert trial.value > 0.05
 
 
 def test_modeled_seconds_uses_the_step_model():

@@ -85,6 +85,23 @@ def test_resume_with_a_different_target_is_refused_listing_it(tuned):
         tune(tiny_workload(), changed, device="cpu")
 
 
+@pytest.mark.parametrize(("change", "listed"), [
+    ({"max_batch": 64}, r"max_batch: None -> 64"),
+    ({"lr_range": (0.01, 0.1)}, r"lr_range: None -> \[0.01, 0.1\]"),
+    ({"time_mode": "modeled"}, r"time_mode: 'measured' -> 'modeled'"),
+])
+def test_resume_with_other_bounds_or_time_mode_is_refused_listing_them(tuned, change, listed):
+    config, _, _ = tuned
+    with pytest.raises(ConfigError, match=listed):
+        tune(tiny_workload(), TuneConfig(**{**config.__dict__, **change}), device="cpu")
+
+
+def test_resume_with_another_workload_is_refused(tuned):
+    config, _, _ = tuned
+    with pytest.raises(ConfigError, match=r"fingerprint: '[0-9a-f]+' -> '[0-9a-f]+'"):
+        tune(tiny_workload(n_train=128), config, device="cpu")
+
+
 def test_new_study_starts_fresh_under_a_new_name(tuned):
     config, _, _ = tuned
     changed = TuneConfig(**{**config.__dict__, "target": 0.9, "new_study": True,
