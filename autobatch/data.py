@@ -74,7 +74,8 @@ def check_data(workload: Workload, batch_size: int, model: nn.Module,
     for split, data in (("training", workload.train_data), ("validation", workload.val_data)):
         labels = labels_of(data)
         if labels is None:  # a Dataset that keeps no label list: check a sample of it
-            labels = first_batch(data, LABEL_SAMPLE)[1]
+            labels = torch.as_tensor([int(data[i][1])
+                                      for i in range(min(LABEL_SAMPLE, len(data)))])
         if labels.numel() == 0:
             continue
         low, high = int(labels.min()), int(labels.max())
