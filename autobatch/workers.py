@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 
 from autobatch.device import resolve_device
 from autobatch.errors import AutobatchError, ConfigError
+from autobatch.events import trial_line
 from autobatch.prior import Prior
 from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
 from autobatch.study import (
@@ -205,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # close the trial as FAIL
     try:
-        work(url, args.study_name, device=args.device, deadline=args.deadline)
+        work(url, args.study_name, device=args.device, deadline=args.deadline,
+             on_trial=lambda _, trial: print(f"{trial_line(trial)}  (worker {os.getpid()})",
+                                             file=sys.stderr, flush=True))
     except AutobatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

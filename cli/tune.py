@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import optuna
 import typer
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
-from autobatch.events import TuneEvent
+from autobatch.events import TuneEvent, trial_line, trial_row
 from autobatch.result import TuneResult
 from autobatch.storage import mask_url
 from autobatch.studyfile import load_study_file, merge, tune_config
@@ -168,11 +168,10 @@ class Progress:
     def __call__(self, event: TuneEvent) -> None:
         elapsed = time.monotonic() - self.started
         if event.kind == "trial" and event.trial is not None:
-            row = trial_row(event.trial)
             if event.trial.user_attrs.get("target_reached") and event.trial.value is not None:
                 self.best = min(self.best or event.trial.value, event.trial.value)
-            self.rows.append(row)
-            line = "trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6} {}".format(*row)
+            self.rows.append(trial_row(event.trial))
+            line = trial_line(event.trial)
         else:
             self.stage = f"{event.name}: {event.message}"
             line = self.stage
@@ -192,16 +191,3 @@ class Progress:
         for row in self.rows[-15:]:
             table.add_row(*row)
         return table
-
-
-def trial_row(trial: Any) -> tuple[str, ...]:
-    attrs = trial.user_attrs
-    if trial.state.name == "COMPLETE" and attrs.get("target_reached"):
-        outcome = f"{trial.value:.3f}s"
-    elif trial.state.name == "COMPLETE":
-        outcome = f"not reached (best {attrs.get('best_metric', 0):.3f})"
-    else:
-        outcome = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
-    return (str(trial.number), trial.state.name.lower(), str(attrs.get("batch_size", "-")),
-            f"{attrs['lr']:.3g}" if "lr" in attrs else "-",
-            f"{attrs['momentum']:.3g}" if "momentum" in attrs else "-", outcome)

@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 import optuna
 import typer
 
+from autobatch.events import trial_line
 from autobatch.storage import ENV_STORAGE, default_storage_url
 from autobatch.workers import work
 from autobatch_cli.output import exits_cleanly, stderr, terminate_on_sigterm
-from autobatch_cli.tune import trial_row
 
 
 @exits_cleanly
@@ -26,7 +26,6 @@ def worker(
     terminate_on_sigterm()
 
     def show(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        stderr.print("trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6} {}".format(
-            *trial_row(trial)), markup=False)
+        stderr.print(trial_line(trial), markup=False)
 
     work(storage or default_storage_url(), study_name, device=device, on_trial=show)
