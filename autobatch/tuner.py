@@ -49,7 +49,7 @@ from autobatch.study import (
     sampler,
     summarize,
 )
-from autobatch.verify import recommendation, verify
+from autobatch.verify import recommendation, unreliable, verify
 from autobatch.workers import SETTINGS_ATTR, make_objective, run_trials, spawn_workers
 from autobatch.workload import Workload
 
@@ -301,10 +301,13 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
             "raise --trial-budget, lower --target, or widen the bounds")
     candidates = verify(workload, config, prior, reached, dev, deadline, emit)
+    best = recommendation(candidates)
+    if warning := unreliable(best):
+        emit(TuneEvent("stage", "warning", warning))
     result = TuneResult.build(
         workload=workload, config=config, device=device_name(dev), prior_probe=prior.probe,
         prior_profile=prior.profile, lr_range=prior.lr_range, b_star=prior.b_star,
-        space=prior.space, candidates=candidates, best=recommendation(candidates),
+        space=prior.space, candidates=candidates, best=best,
         study_name=study.study_name, storage=mask_url(prepared.storage_url),
         summary=summary, seconds=time.time() - started)
     try:

@@ -82,3 +82,13 @@ def recommendation(candidates: list[Candidate]) -> Candidate:
     if not measured:
         return tuned[0]
     return min(measured, key=lambda c: (-c.reached_share(), c.median()))
+
+
+def unreliable(best: Candidate) -> str | None:
+    """A warning when the recommendation missed the target in most of its re-runs."""
+    if not best.runs or best.median() is not None:
+        return None
+    reached = sum(r is not None for r in best.runs)
+    return (f"the recommendation reached the target in only {reached} of its {len(best.runs)} "
+            "re-runs: no tuned configuration was reliable; raise --trial-budget or lower "
+            "--target")

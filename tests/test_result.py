@@ -88,3 +88,11 @@ def test_recommendation_is_the_best_median_among_reliable_tuned_candidates():
     assert recommendation([mostly, fast_but_flaky]) is mostly
     # nothing re-measured (verification skipped): the study's best, listed first
     assert recommendation([candidate(name="x", runs=()), reference]).name == "x"
+
+
+def test_a_recommendation_that_mostly_missed_the_target_is_flagged():
+    from autobatch.verify import unreliable
+
+    assert unreliable(candidate(runs=(1.0, 2.0, None))) is None  # reached 2 of 3
+    assert unreliable(candidate(runs=())) is None  # not re-measured (--verify 0)
+    assert "only 1 of its 3 re-runs" in unreliable(candidate(runs=(1.0, None, None)))
