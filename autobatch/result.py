@@ -72,15 +72,19 @@ class Candidate:
         value = statistics.median(math.inf if r is None else r for r in self.runs)
         return value if math.isfinite(value) else None
 
+    def reached(self) -> int:
+        """Runs that reached the target."""
+        return sum(r is not None for r in self.runs)
+
     def reached_share(self) -> float:
-        return sum(r is not None for r in self.runs) / len(self.runs) if self.runs else 0.0
+        return self.reached() / len(self.runs) if self.runs else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "batch_size": self.batch_size, "lr": self.lr,
                 "momentum": self.momentum, "optimizer": self.optimizer, "tuned": self.tuned,
                 "trial_number": self.trial_number, "study_value": self.study_value,
                 "runs": list(self.runs), "median_s": self.median(),
-                "reached": sum(r is not None for r in self.runs)}
+                "reached": self.reached()}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -88,7 +88,6 @@ def unreliable(best: Candidate) -> str | None:
     """A warning when the recommendation missed the target in most of its re-runs."""
     if not best.runs or best.median() is not None:
         return None
-    reached = sum(r is not None for r in best.runs)
-    return (f"the recommendation reached the target in only {reached} of its {len(best.runs)} "
-            "re-runs: no tuned configuration was reliable; raise --trial-budget or lower "
-            "--target")
+    return (f"the recommendation reached the target in only {best.reached()} of its "
+            f"{len(best.runs)} re-runs: no tuned configuration was reliable; raise "
+            "--trial-budget or lower --target")

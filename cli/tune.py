@@ -134,7 +134,7 @@ def closing_table(result: TuneResult) -> Table:
         mark = " *" if cand is result.best else ""
         table.add_row(f"{cand.name}{mark}", str(cand.batch_size), f"{cand.lr:.3g}",
                       f"{cand.momentum:.3g}", f"{median:.3f}s" if median else "-",
-                      f"{sum(r is not None for r in cand.runs)}/{len(cand.runs)}")
+                      f"{cand.reached()}/{len(cand.runs)}")
     table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
                      f"momentum {data['momentum']:.4g}; study {data['study']['name']!r} in "
                      f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s")
