@@ -40,6 +40,12 @@ def tiny_workload(n_train: int = 256, n_val: int = 64, **overrides) -> Workload:
     return Workload(**fields)
 
 
+def unreachable_workload(**overrides) -> Workload:
+    """tiny_workload with its validation labels shifted by one: no target is ever reached."""
+    val = blobs(64, seed=0)
+    return tiny_workload(val_data=TensorData(val.x, (val.y + 1) % 3), **overrides)
+
+
 @pytest.fixture
 def tiny() -> Workload:
     return tiny_workload()

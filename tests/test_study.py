@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 from torch import nn
 
-from autobatch import ConfigError, TensorData
+from autobatch import ConfigError
 from autobatch.space import SearchSpace
 from autobatch.storage import open_storage
 from autobatch.study import (
@@ -25,7 +25,7 @@ from autobatch.study import (
     summarize,
 )
 from autobatch.workers import run_trials
-from tests.conftest import tiny_workload
+from tests.conftest import tiny_workload, unreachable_workload
 
 CPU = torch.device("cpu")
 
@@ -63,8 +63,7 @@ def test_censored_value_orders_by_shortfall_and_exceeds_the_budget():
 
 
 def test_a_trial_that_misses_the_target_completes_with_the_censored_value():
-    val = tiny_workload().val_data  # labels shifted by one: the target is never reached
-    workload = tiny_workload(val_data=TensorData(val.x, (val.y + 1) % 3))
+    workload = unreachable_workload()
     study = optuna.create_study()
     # a budget shorter than the plateau rule's wait: the trial runs out of budget
     study.optimize(objective(workload, trial_budget_s=0.05, bucket_base=0.01), n_trials=1)

@@ -3,10 +3,10 @@ import math
 import pytest
 import torch.nn.functional as F
 
-from autobatch import Budget, RunConfig, TensorData, load_workload, run
+from autobatch import Budget, RunConfig, load_workload, run
 from autobatch.device import rss_bytes
 from autobatch.train import EVAL_SHARE, FIRST_EVAL_S, next_eval_at
-from tests.conftest import tiny_workload
+from tests.conftest import tiny_workload, unreachable_workload
 
 
 class FakeClock:
@@ -121,9 +121,7 @@ class LossTurnsBad:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0])
 def test_a_loss_that_turns_bad_after_good_evaluations_stops_the_run_as_diverged(bad):
-    val = tiny_workload().val_data  # labels shifted by one: the target is never reached
-    workload = tiny_workload(loss_fn=LossTurnsBad(200, bad),
-                             val_data=TensorData(val.x, (val.y + 1) % 3))
+    workload = unreachable_workload(loss_fn=LossTurnsBad(200, bad))
     result = run(workload, RunConfig(batch_size=16, lr=0.1, target=0.9,
                                      budget=Budget(steps=1000)), device="cpu")
     assert result.stop_reason == "diverged"
