@@ -1,9 +1,7 @@
 """autobatch: the batch size, learning rate and momentum that reach a target accuracy
 in the least wall-clock time on this hardware, without running out of memory."""
 
-__version__ = "0.1.0"  # before the imports: submodules read it
-
-from autobatch.config import Budget, RunConfig
+from autobatch.config import Budget, RunConfig, TuneConfig
 from autobatch.errors import (
     AutobatchError,
     ConfigError,
@@ -13,12 +11,13 @@ from autobatch.errors import (
     TargetNotReachedError,
     WorkloadError,
 )
-from autobatch.probe import ProbeResult, probe
+from autobatch.hyperparams import Hyperparams, Recipe
+from autobatch.measure import ProbeResult, ProfileResult, probe, profile
 from autobatch.result import TuneResult
-from autobatch.throughput import ProfileResult, profile
 from autobatch.train import EvalPoint, RunResult, run
-from autobatch.tuner import TuneConfig, tune
-from autobatch.workload import Recipe, TensorData, Workload, load_workload
+from autobatch.tuner import tune
+from autobatch.version import __version__ as __version__
+from autobatch.workloads import TensorData, Workload, load_workload
 
 __all__ = [
     "AutobatchError",
@@ -28,6 +27,7 @@ __all__ = [
     "DeviceError",
     "DoesNotFitError",
     "EvalPoint",
+    "Hyperparams",
     "ProbeResult",
     "ProfileResult",
     "Recipe",

@@ -8,22 +8,29 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 from autobatch.errors import ConfigError
+from autobatch.hyperparams import (
+    Hyperparams,
+    OptimizerName,
+    check_momentum,
+    check_optimizer,
+    check_positive,
+)
+from autobatch.storage import default_storage_url, require_shared_storage
 
-OptimizerName = Literal["sgd", "adam"]
+TimeMode = Literal["measured", "modeled"]
 
-
-def check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
-def check_momentum(name: str, value: float) -> None:
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+# Share of a --timeout the study may use; the rest is kept for verification.
+STUDY_SHARE = 0.7
+DEFAULT_TRIALS = 40
+# Finished trials in a row without a better time after which the study stops.
+DEFAULT_PATIENCE = 12
+DEFAULT_TRIAL_BUDGET_S = 60.0
+# With a --timeout, one trial may take at most this share of it.
+TRIAL_SHARE = 0.15
 
 
 def check_target(name: str, value: float) -> None:
@@ -106,36 +113,150 @@ class Budget:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig:
-    """One training configuration.
+class RunConfig(Hyperparams):
+    """One training run: a recipe (the Hyperparams fields) and how it is trained.
 
-    batch_size: samples per optimizer step (>= 1). lr: learning rate (> 0).
-    momentum: SGD momentum, or Adam's beta1, in [0, 1). target: validation metric to
-    reach, in (0, 1]; None trains for the whole budget. optimizer: None uses the
-    workload's own optimizer factory. eval_resolution: relative precision of the
-    time to target; evaluation runs whenever training time has grown by this
-    fraction since the last evaluation.
+    target: validation metric to reach, in (0, 1]; None trains for the whole budget.
+    eval_resolution: relative precision of the time to target; evaluation runs
+    whenever training time has grown by this fraction since the last evaluation.
     """
 
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
     target: float | None = None
     budget: Budget = Budget(seconds=60.0)
     seed: int = 0
-    optimizer: OptimizerName | None = None
     eval_resolution: float = 0.05
 
     def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        check_positive("lr", self.lr)
-        check_momentum("momentum", self.momentum)
+        super().__post_init__()
         if self.target is not None:
             check_target("target", self.target)
-        if self.optimizer not in (None, "sgd", "adam"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not (0.0 < self.eval_resolution <= 1.0):
             raise ConfigError(
                 f"eval_resolution must be in (0, 1], got {self.eval_resolution!r}")
+
+    @classmethod
+    def of(cls, hparams: Hyperparams, **run: Any) -> RunConfig:
+        """A run of the recipe `hparams`; `run` sets target, budget, seed, eval_resolution."""
+        return cls(**hparams.to_dict(), **run)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchBounds:
+    """What the user fixed or bounded; the study searches the rest. None: not fixed."""
+
+    batch_size: int | None = None
+    min_batch: int = 1
+    max_batch: int | None = None
+    lr: float | None = None
+    lr_range: tuple[float, float] | None = None
+    momentum: float | None = None
+    momentum_range: tuple[float, float] = (0.0, 0.99)
+    optimizer: OptimizerName | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.min_batch < 1:
+            raise ConfigError(f"min_batch must be >= 1, got {self.min_batch}")
+        if self.max_batch is not None and self.max_batch < self.min_batch:
+            raise ConfigError(
+                f"min_batch {self.min_batch} is larger than max_batch {self.max_batch}")
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        if self.lr_range is not None:
+            low, high = self.lr_range
+            if not (0 < low <= high):
+                raise ConfigError(f"lr_range must satisfy 0 < low <= high, got {low}:{high}")
+        if self.momentum is not None:
+            check_momentum("momentum", self.momentum)
+        low, high = self.momentum_range
+        if not (0 <= low <= high < 1):
+            raise ConfigError(
+                f"momentum_range must satisfy 0 <= low <= high < 1, got {low}:{high}")
+        check_optimizer("optimizer", self.optimizer)
+
+    @property
+    def bounds(self) -> SearchBounds:
+        """Just the bounds (a TuneConfig without the rest)."""
+        return SearchBounds(**{f.name: getattr(self, f.name) for f in fields(SearchBounds)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-shaped (ranges as lists), as a study stores it."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self.bounds).items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneConfig(SearchBounds):
+    """What to tune and within which bounds (the SearchBounds fields). Times in seconds.
+
+    n_trials counts finished trials of the study in total, so rerunning resumes;
+    None with a timeout means as many as fit. The study stops sooner once `patience`
+    finished trials in a row did not cut the best time to target by 5% (None: never).
+    trial_budget_s: the most training time one trial may take (default: 60 s, or 15%
+    of the timeout if less).
+    lr_range: LR bounds at the anchor batch with momentum 0.9 (replaces the LR
+    range test). verify: how many of the best configurations
+    are re-measured, each `verify_runs` times with fresh seeds.
+    """
+
+    target: float
+    n_trials: int | None = None
+    timeout_s: float | None = None
+    patience: int | None = DEFAULT_PATIENCE
+    trial_budget_s: float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    new_study: bool = False
+    verify: int = 3
+    verify_runs: int = 3
+    time_mode: TimeMode = "measured"
+    headroom: float = 0.1
+    memory_limit: int | None = None
+    compare: bool = True
+    seed: int = 0
+    workers: int = 1
+    devices: tuple[str, ...] | None = None
+    use_cache: bool = True
+    artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
+
+    def __post_init__(self) -> None:
+        check_target("target", self.target)
+        if self.n_trials is not None and self.n_trials < 1:
+            raise ConfigError(f"n_trials must be >= 1, got {self.n_trials}")
+        if self.timeout_s is not None:
+            check_positive("timeout", self.timeout_s)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be >= 1 (or None: never stop early), got "
+                              f"{self.patience}")
+        if self.trial_budget_s is not None:
+            check_positive("trial_budget", self.trial_budget_s)
+        super().__post_init__()
+        if self.verify < 0 or self.verify_runs < 1:
+            raise ConfigError(f"verify must be >= 0 and verify_runs >= 1, got "
+                              f"{self.verify} and {self.verify_runs}")
+        if self.time_mode not in ("measured", "modeled"):
+            raise ConfigError(f"time_mode must be measured or modeled, got {self.time_mode!r}")
+        if not 0 <= self.headroom < 0.9:
+            raise ConfigError(f"headroom must be in [0, 0.9), got {self.headroom}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.workers != 1:
+            require_shared_storage(self.storage or default_storage_url(),
+                                   f"{self.workers} workers" if self.workers else
+                                   "a study set up for `autobatch worker`s (--workers 0)")
+
+    @property
+    def total_trials(self) -> int | None:
+        """The study's trial budget: n_trials, else as many as fit in the timeout, else
+        DEFAULT_TRIALS."""
+        if self.n_trials is not None:
+            return self.n_trials
+        return None if self.timeout_s else DEFAULT_TRIALS
+
+    @property
+    def trial_budget(self) -> float:
+        if self.trial_budget_s is not None:
+            return self.trial_budget_s
+        default = DEFAULT_TRIAL_BUDGET_S
+        return min(default, TRIAL_SHARE * self.timeout_s) if self.timeout_s else default

@@ -19,21 +19,25 @@ import os
 import platform
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from autobatch.errors import DeviceError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'; a torch.device as is."""
+    if isinstance(spec, torch.device):
+        return spec
     match = _DEVICE_RE.match(spec.strip().lower())
     if not match or (match[1] != "cuda" and match[2] is not None):
         raise DeviceError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
@@ -83,6 +87,21 @@ def is_oom(exc: BaseException) -> bool:
         text = str(exc)
         return any(m.lower() in text.lower() for m in _OOM_MESSAGES)
     return False
+
+
+def run_or_oom(fn: Callable[[], T], device: torch.device) -> T | None:
+    """fn(), or None when it ran out of memory (see is_oom; any other error propagates).
+
+    The memory is released after the except block has ended: until then the
+    exception's traceback keeps the failing frames, and their tensors, alive.
+    """
+    try:
+        return fn()
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+    release_memory(device)
+    return None
 
 
 def release_memory(device: torch.device) -> None:

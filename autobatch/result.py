@@ -13,78 +13,28 @@ Schema (version 1), all times in seconds:
 from __future__ import annotations
 
 import json
-import math
-import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import optuna
-
-from autobatch import __version__
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
-
-if TYPE_CHECKING:
-    from autobatch.lr_range import LRRange
-    from autobatch.probe import ProbeResult
-    from autobatch.space import SearchSpace
-    from autobatch.throughput import ProfileResult
-    from autobatch.tuner import TuneConfig
-    from autobatch.workload import Workload
+from autobatch.search import Prior
+from autobatch.verify import Candidate
+from autobatch.version import __version__
 
 SCHEMA_VERSION = 1
 Format = Literal["json", "yaml", "env"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Candidate:
-    """One configuration and its re-measured times (None: target not reached)."""
+class StudyInfo:
+    """Where the study lives: its name, its storage (password masked), trials by state."""
 
     name: str
-    batch_size: int
-    lr: float
-    momentum: float
-    optimizer: str | None
-    tuned: bool
-    trial_number: int | None = None
-    study_value: float | None = None
-    runs: tuple[float | None, ...] = ()
-
-    @classmethod
-    def from_trial(cls, trial: optuna.trial.FrozenTrial, optimizer: str | None) -> Candidate:
-        attrs = trial.user_attrs
-        return cls(name=f"trial {trial.number}", batch_size=attrs["batch_size"],
-                   lr=attrs["lr"], momentum=attrs["momentum"], optimizer=optimizer, tuned=True,
-                   trial_number=trial.number, study_value=trial.value)
-
-    def key(self) -> tuple[int, float, float]:
-        return (self.batch_size, round(self.lr, 10), round(self.momentum, 10))
-
-    def with_run(self, seconds: float | None) -> Candidate:
-        return replace(self, runs=(*self.runs, seconds))
-
-    def median(self) -> float | None:
-        """Median over runs, a run that missed the target counting as infinitely slow."""
-        if not self.runs:
-            return None
-        value = statistics.median(math.inf if r is None else r for r in self.runs)
-        return value if math.isfinite(value) else None
-
-    def reached(self) -> int:
-        """Runs that reached the target."""
-        return sum(r is not None for r in self.runs)
-
-    def reached_share(self) -> float:
-        return self.reached() / len(self.runs) if self.runs else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "batch_size": self.batch_size, "lr": self.lr,
-                "momentum": self.momentum, "optimizer": self.optimizer, "tuned": self.tuned,
-                "trial_number": self.trial_number, "study_value": self.study_value,
-                "runs": list(self.runs), "median_s": self.median(),
-                "reached": self.reached()}
+    storage: str
+    trials: dict[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,32 +47,31 @@ class TuneResult:
     best: Candidate
     candidates: tuple[Candidate, ...]
     prior: dict[str, Any]
-    study: dict[str, Any]
+    study: StudyInfo
     tuning_seconds: float
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
-    def build(cls, *, workload: Workload, config: TuneConfig, device: str,
-              prior_probe: ProbeResult, prior_profile: ProfileResult,
-              lr_range: LRRange | None, b_star: float, space: SearchSpace,
-              candidates: list[Candidate], best: Candidate, study_name: str, storage: str,
-              summary: dict[str, int], seconds: float) -> TuneResult:
-        noise = prior_profile.noise
-        prior = {
-            "max_batch_size": prior_probe.max_batch_size,
-            "peak_bytes": prior_probe.peak_bytes,
-            "usable_bytes": prior_probe.usable_bytes,
-            "alpha_s": prior_profile.alpha, "beta_s": prior_profile.beta,
-            "b_sat": prior_profile.b_sat, "knee": prior_profile.knee,
+    def build(cls, *, workload: str, target: float, device: str, prior: Prior,
+              candidates: list[Candidate], best: Candidate, study: StudyInfo,
+              seconds: float) -> TuneResult:
+        profile, space = prior.profile, prior.space
+        noise = profile.noise
+        facts = {
+            "max_batch_size": prior.probe.max_batch_size,
+            "peak_bytes": prior.probe.peak_bytes,
+            "usable_bytes": prior.probe.usable_bytes,
+            "alpha_s": profile.alpha, "beta_s": profile.beta,
+            "b_sat": profile.b_sat, "knee": profile.knee,
             "b_simple": noise.b_simple if noise else None,
-            "b_star": b_star,
-            "lr_range": [lr_range.low, lr_range.high] if lr_range else space.lr_range,
+            "b_star": prior.b_star,
+            "lr_range": ([prior.lr_range.low, prior.lr_range.high] if prior.lr_range
+                         else space.lr_range),
             "batch_sizes": list(space.batch_sizes),
             "anchor_batch": space.anchor_batch,
         }
-        return cls(workload=workload.name, target=config.target, device=device, best=best,
-                   candidates=tuple(candidates), prior=prior,
-                   study={"name": study_name, "storage": storage, "trials": summary},
+        return cls(workload=workload, target=target, device=device, best=best,
+                   candidates=tuple(candidates), prior=facts, study=study,
                    tuning_seconds=seconds)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,16 +84,13 @@ class TuneResult:
             "workload": self.workload,
             "target": self.target,
             "device": self.device,
-            "batch_size": self.best.batch_size,
-            "lr": self.best.lr,
-            "momentum": self.best.momentum,
-            "optimizer": self.best.optimizer,
+            **self.best.hparams.to_dict(),
             "expected_time_to_target_s": expected,
             "spread": {"min": min(runs) if runs else None, "max": max(runs) if runs else None,
                        "runs": len(self.best.runs), "reached": len(runs)},
             "candidates": [c.to_dict() for c in self.candidates],
             "prior": self.prior,
-            "study": self.study,
+            "study": asdict(self.study),
             "tuning_seconds": self.tuning_seconds,
         })
 
@@ -155,8 +101,7 @@ class TuneResult:
         if fmt == "yaml":
             return "\n".join(_yaml_lines(data, 0)) + "\n"
         if fmt == "env":
-            env = {"BATCH_SIZE": data["batch_size"], "LR": data["lr"],
-                   "MOMENTUM": data["momentum"], "OPTIMIZER": data["optimizer"] or "",
+            env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict()},
                    "TIME_TO_TARGET_S": data["expected_time_to_target_s"]}
             return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
         raise ConfigError(f"format must be json, yaml or env, got {fmt!r}")

@@ -1,4 +1,4 @@
-"""Study files (TOML) and the conversion of user-facing option values into a TuneConfig.
+"""Study files (TOML), and tune's options as given turned into a TuneConfig.
 
 A study file holds the same settings as `autobatch tune`'s options, with the same
 names (dashes or underscores); options given on the command line win:
@@ -12,19 +12,13 @@ names (dashes or underscores); options given on the command line win:
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from autobatch.config import Budget, parse_bytes
+from autobatch.config import Budget, TuneConfig, parse_bytes
 from autobatch.errors import ConfigError
-from autobatch.tuner import TuneConfig
-
-WORKLOAD_KEYS = ("workload", "data", "image_size", "num_classes", "app_dir", "device")
-TUNE_KEYS = ("target", "n_trials", "patience", "timeout", "trial_budget", "storage", "study_name",
-             "batch_size", "min_batch", "max_batch", "lr", "lr_range", "momentum",
-             "momentum_range", "optimizer", "verify", "verify_runs", "time", "headroom",
-             "memory_limit", "seed", "output", "format", "compare", "workers", "devices",
-             "use_cache", "artifact_dir")
+from autobatch.workloads import all_options
 
 
 def parse_seconds(name: str, text: str | float) -> float:
@@ -46,58 +40,103 @@ def parse_range(name: str, text: str | list[float]) -> tuple[float, float]:
     return low, high
 
 
-def load_study_file(path: str | Path) -> dict[str, Any]:
-    """Read a study file; unknown keys are an error naming them."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"study file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
-    options = {key.replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(options) - set(WORKLOAD_KEYS) - set(TUNE_KEYS))
-    if unknown:
-        raise ConfigError(f"study file {str(path)!r} has unknown keys: {', '.join(unknown)}")
-    return options
+# TuneConfig fields whose option value is text to parse (or 0 for None: patience)
+PARSED = ("patience", "lr_range", "momentum_range", "devices", "memory_limit")
 
 
-def merge(file_options: dict[str, Any], cli_options: dict[str, Any]) -> dict[str, Any]:
-    """Command-line values (not None) over study-file values."""
-    merged = dict(file_options)
-    merged.update({k: v for k, v in cli_options.items() if v is not None})
-    return merged
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions:
+    """`autobatch tune`'s options as a user gives them, on the command line or in a
+    study file, under the same names (None: not given). Text values (durations, ranges,
+    memory sizes, device lists) are parsed by tune_config(). workload_options: the
+    options of the workload's kind (see autobatch.workloads.kinds)."""
 
+    workload: str | None = None
+    device: str | None = None
+    target: float | None = None
+    n_trials: int | None = None
+    patience: int | None = None
+    timeout: str | float | None = None
+    trial_budget: str | float | None = None
+    storage: str | None = None
+    study_name: str | None = None
+    new_study: bool | None = None
+    output: str | None = None
+    format: str | None = None
+    artifact_dir: str | None = None
+    batch_size: int | None = None
+    min_batch: int | None = None
+    max_batch: int | None = None
+    lr: float | None = None
+    lr_range: str | list[float] | None = None
+    momentum: float | None = None
+    momentum_range: str | list[float] | None = None
+    optimizer: str | None = None
+    verify: int | None = None
+    verify_runs: int | None = None
+    time: str | None = None
+    headroom: float | None = None
+    memory_limit: str | int | None = None
+    workers: int | None = None
+    devices: str | None = None
+    compare: bool | None = None
+    use_cache: bool | None = None
+    seed: int | None = None
+    workload_options: dict[str, Any] = field(default_factory=dict)
 
-def tune_config(options: dict[str, Any]) -> TuneConfig:
-    """A validated TuneConfig from merged options (text values parsed here)."""
-    if options.get("target") is None:
-        raise ConfigError("target is required (--target 0.9, or target = 0.9 in --config)")
-    fields: dict[str, Any] = {}
-    for key in ("target", "n_trials", "storage", "study_name", "batch_size", "min_batch",
-                "max_batch", "lr", "momentum", "optimizer", "verify", "verify_runs",
-                "headroom", "seed", "compare", "workers", "use_cache", "new_study",
-                "artifact_dir"):
-        if options.get(key) is not None:
-            fields[key] = options[key]
-    if options.get("patience") is not None:  # 0: never stop early
-        fields["patience"] = options["patience"] or None
-    if options.get("timeout") is not None:
-        fields["timeout_s"] = parse_seconds("timeout", options["timeout"])
-    if options.get("trial_budget") is not None:
-        fields["trial_budget_s"] = parse_seconds("trial_budget", options["trial_budget"])
-    for key in ("lr_range", "momentum_range"):
-        if options.get(key) is not None:
-            fields[key] = parse_range(key, options[key])
-    if options.get("devices") is not None:
-        devices = tuple(d.strip() for d in str(options["devices"]).split(",") if d.strip())
-        if not devices or not all(d.isdigit() for d in devices):
-            raise ConfigError(f"devices must look like 0,1,2,3, got {options['devices']!r}")
-        fields["devices"] = devices
-        fields.setdefault("workers", len(devices))
-    if options.get("time") is not None:
-        fields["time_mode"] = options["time"]
-    if options.get("memory_limit") is not None:
-        limit = options["memory_limit"]
-        fields["memory_limit"] = limit if isinstance(limit, int) else parse_bytes(limit)
-    return TuneConfig(**fields)
+    @classmethod
+    def from_file(cls, path: str | Path) -> TuneOptions:
+        """Read a study file; unknown keys are an error naming them."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"study file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
+        options = {key.replace("-", "_"): value for key, value in raw.items()}
+        names = {f.name for f in fields(cls)} - {"workload_options"}
+        kind_names = {o.name for o in all_options()}
+        unknown = sorted(set(options) - names - kind_names)
+        if unknown:
+            raise ConfigError(f"study file {str(path)!r} has unknown keys: {', '.join(unknown)}")
+        return cls(**{k: v for k, v in options.items() if k in names},
+                   workload_options={k: v for k, v in options.items() if k in kind_names})
+
+    def over(self, base: TuneOptions) -> TuneOptions:
+        """These options where given, else base's (the command line over a study file)."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)
+                 if f.name != "workload_options" and getattr(self, f.name) is not None}
+        workload_options = {**base.workload_options,
+                            **{k: v for k, v in self.workload_options.items() if v is not None}}
+        return replace(base, **given, workload_options=workload_options)
+
+    def tune_config(self) -> TuneConfig:
+        """A validated TuneConfig (text values parsed here)."""
+        if self.target is None:
+            raise ConfigError("target is required (--target 0.9, or target = 0.9 in --config)")
+        # options named as TuneConfig's fields pass as they are, except those parsed below
+        same = {f.name for f in fields(TuneConfig)} - set(PARSED)
+        config: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                                  if f.name in same and getattr(self, f.name) is not None}
+        if self.patience is not None:  # 0: never stop early
+            config["patience"] = self.patience or None
+        if self.timeout is not None:
+            config["timeout_s"] = parse_seconds("timeout", self.timeout)
+        if self.trial_budget is not None:
+            config["trial_budget_s"] = parse_seconds("trial_budget", self.trial_budget)
+        for key in ("lr_range", "momentum_range"):
+            if getattr(self, key) is not None:
+                config[key] = parse_range(key, getattr(self, key))
+        if self.devices is not None:
+            devices = tuple(d.strip() for d in str(self.devices).split(",") if d.strip())
+            if not devices or not all(d.isdigit() for d in devices):
+                raise ConfigError(f"devices must look like 0,1,2,3, got {self.devices!r}")
+            config["devices"] = devices
+            config.setdefault("workers", len(devices))
+        if self.time is not None:
+            config["time_mode"] = self.time
+        if self.memory_limit is not None:
+            limit = self.memory_limit
+            config["memory_limit"] = limit if isinstance(limit, int) else parse_bytes(limit)
+        return TuneConfig(**config)

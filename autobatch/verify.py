@@ -7,21 +7,21 @@ the recommendation is the best *median*, not the study's luckiest draw.
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 import torch
 
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
-from autobatch.prior import Prior, comparisons
-from autobatch.result import Candidate
+from autobatch.hyperparams import Hyperparams
+from autobatch.search import SEED_LR_FRACTION, Prior, powers_of_two
 from autobatch.train import run
-from autobatch.workload import Workload
-
-if TYPE_CHECKING:
-    from autobatch.tuner import TuneConfig
+from autobatch.workloads import Workload
 
 # Comparisons are censored at this multiple of the study's best time (+1 s).
 CENSOR_FACTOR = 4
@@ -32,34 +32,105 @@ FINISH_RESERVE_S = 3.0
 MIN_RUN_S = 0.5
 
 
-def verify(workload: Workload, config: TuneConfig, prior: Prior,
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One configuration and its re-measured times (None: target not reached)."""
+
+    name: str
+    hparams: Hyperparams
+    tuned: bool
+    trial_number: int | None = None
+    study_value: float | None = None
+    runs: tuple[float | None, ...] = ()
+
+    @classmethod
+    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> Candidate:
+        return cls(name=f"trial {trial.number}", hparams=Hyperparams.from_dict(trial.user_attrs),
+                   tuned=True, trial_number=trial.number, study_value=trial.value)
+
+    def with_run(self, seconds: float | None) -> Candidate:
+        return replace(self, runs=(*self.runs, seconds))
+
+    def median(self) -> float | None:
+        """Median over runs, a run that missed the target counting as infinitely slow."""
+        if not self.runs:
+            return None
+        value = statistics.median(math.inf if r is None else r for r in self.runs)
+        return value if math.isfinite(value) else None
+
+    def reached(self) -> int:
+        """Runs that reached the target."""
+        return sum(r is not None for r in self.runs)
+
+    def reached_share(self) -> float:
+        return self.reached() / len(self.runs) if self.runs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.hparams.to_dict(), "tuned": self.tuned,
+                "trial_number": self.trial_number, "study_value": self.study_value,
+                "runs": list(self.runs), "median_s": self.median(),
+                "reached": self.reached()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyPlan:
+    """What to re-measure. finalists: how many of the study's best configurations (0:
+    none, the study's best is recommended as measured); runs: fresh-seed runs of each;
+    budget_s: the most training time of one run; compare: also the reference recipe
+    and the largest batch with the sqrt rule; fixed_batch: the user's fixed batch size."""
+
+    target: float
+    finalists: int = 3
+    runs: int = 3
+    budget_s: float = 60.0
+    compare: bool = True
+    fixed_batch: int | None = None
+
+
+def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Candidate]:
+    """The reference recipe, and the largest batch that fits with the LR scaled by the
+    square-root rule from the LR range test's anchor."""
+    out = []
+    if workload.reference is not None:
+        out.append(Candidate(name="reference recipe", hparams=workload.reference.hparams,
+                             tuned=False))
+    largest = max(powers_of_two(1, prior.probe.max_batch_size)) \
+        if plan.fixed_batch is None else plan.fixed_batch
+    if prior.lr_range is not None:
+        lr = (prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
+              * math.sqrt(largest / prior.lr_range.batch_size))
+        out.append(Candidate(name="largest batch + sqrt rule", tuned=False,
+                             hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9)))
+    return out
+
+
+def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
            reached: list[optuna.trial.FrozenTrial], device: torch.device,
            deadline: float, emit: EventCallback) -> list[Candidate]:
     """Re-measure the best few configurations and the comparisons, interleaved."""
     ranked = sorted(reached, key=lambda t: t.value)
     candidates: list[Candidate] = []
     for trial in ranked:
-        cand = Candidate.from_trial(trial, config.optimizer)
-        if all(cand.key() != c.key() for c in candidates):
+        cand = Candidate.from_trial(trial)
+        if all(cand.hparams.key() != c.hparams.key() for c in candidates):
             candidates.append(cand)
-        if len(candidates) >= max(config.verify, 1):
+        if len(candidates) >= max(plan.finalists, 1):
             break
-    if config.compare:
-        candidates += comparisons(workload, prior, config)
-    if config.verify == 0:
+    if plan.compare:
+        candidates += comparisons(workload, prior, plan)
+    if plan.finalists == 0:
         return candidates
     # enough to measure the usual recipes, without waiting for hopeless ones
-    budget = min(config.trial_budget, CENSOR_FACTOR * ranked[0].value + 1.0)
-    for rep in range(config.verify_runs):
+    budget = min(plan.budget_s, CENSOR_FACTOR * ranked[0].value + 1.0)
+    for rep in range(plan.runs):
         for i, cand in enumerate(candidates):
             time_left = deadline - FINISH_RESERVE_S - time.time()
             if time_left < MIN_RUN_S:
                 emit(TuneEvent("verify", "deadline", "timeout reached: verification cut short"))
                 return candidates
-            run_config = RunConfig(batch_size=cand.batch_size, lr=cand.lr,
-                                   momentum=cand.momentum, target=config.target,
-                                   budget=Budget(seconds=min(budget, time_left)),
-                                   seed=VERIFY_SEED + rep, optimizer=cand.optimizer)
+            run_config = RunConfig.of(cand.hparams, target=plan.target,
+                                      budget=Budget(seconds=min(budget, time_left)),
+                                      seed=VERIFY_SEED + rep)
             result = run(workload, run_config, device=device)
             if not result.target_reached and result.stop_reason == "budget" \
                     and time_left < budget:

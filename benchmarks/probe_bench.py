@@ -36,11 +36,11 @@ from autobatch.device import (
     reset_peak_memory,
     rss_bytes,
 )
-from autobatch.forked import ChildOutOfMemory, anon_bytes, run_in_child
-from autobatch.probe import _Candidate, _largest_input
-from autobatch.probe import probe as run_probe
+from autobatch.measure import _Candidate, _largest_input
+from autobatch.measure import probe as run_probe
+from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
 from autobatch.train import build_optimizer, run, train_step
-from autobatch.workload import Workload, load_workload
+from autobatch.workloads import Workload, load_workload
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADROOM = 0.1

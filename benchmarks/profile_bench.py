@@ -28,18 +28,18 @@ from pathlib import Path
 import torch
 
 import autobatch
-from autobatch.data import TrainBatches
-from autobatch.noise import exact_noise_scale, measure_noise
-from autobatch.throughput import (
+from autobatch.measure import (
     NOISE_DRAWS,
     NOISE_WARMUP_STEPS,
     _profile_config,
+    exact_noise_scale,
     fit_step_time,
+    measure_noise,
     noise_batch_sizes,
     profile,
 )
-from autobatch.train import build_optimizer, train_step
-from autobatch.workload import Workload, load_workload
+from autobatch.train import TrainBatches, build_optimizer, train_step
+from autobatch.workloads import Workload, load_workload
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 HEADING = "## Throughput profile"
@@ -66,7 +66,7 @@ def fit_check(workload: Workload, runs: int) -> list[str]:
 
 
 def autobatch_sizes(workload: Workload) -> tuple[int, ...]:
-    from autobatch.throughput import auto_batch_sizes
+    from autobatch.measure.throughput import auto_batch_sizes
 
     return auto_batch_sizes(len(workload.train_data))
 

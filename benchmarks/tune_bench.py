@@ -34,9 +34,9 @@ from pathlib import Path
 import optuna
 
 from autobatch import Budget, RunConfig, load_workload, run
-from autobatch.lr_range import lr_range_test, smooth
-from autobatch.probe import probe
-from autobatch.tuner import TuneConfig, tune
+from autobatch.config import TuneConfig
+from autobatch.measure import lr_range_test, probe, smooth
+from autobatch.tuner import tune
 from benchmarks.report import machine_lines, write_section
 
 GRID_BATCHES = [8, 16, 32, 64, 128, 256, 512, 1024]

@@ -1,31 +1,33 @@
 """`autobatch dashboard`: optuna-dashboard on the study storage, safely launched.
 
-The storage URL travels to the server process in $AUTOBATCH_STORAGE, never on its
-command line, where `ps` would show a password to every user of the machine.
+The server runs in this process. A password belongs in $AUTOBATCH_STORAGE, not in
+--storage: `ps` shows command lines to every user of the machine.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.panel import Panel
 
-from autobatch.dashboard import is_loopback
-from autobatch.errors import ConfigError
+from autobatch.errors import AutobatchError, ConfigError
+from autobatch.report import is_loopback, serve
 from autobatch.storage import (
-    ENV_STORAGE,
     default_storage_url,
     mask_url,
     open_storage,
     storage_file,
 )
-from autobatch_cli.output import exits_cleanly, stderr
+from autobatch_cli.output import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    exits_cleanly,
+    stderr,
+    terminate_on_sigterm,
+)
 
 
 def exposure_warning(host: str, port: int) -> Panel:
@@ -61,22 +63,16 @@ def dashboard(
         raise ConfigError(f"--artifacts folder {str(artifacts)!r} does not exist")
     if not is_loopback(host):
         stderr.print(exposure_warning(host, port))
-    command = [sys.executable, "-m", "autobatch.dashboard", "--host", host, "--port", str(port)]
-    if artifacts is not None:  # the default folder is derived from the URL in the child
-        command += ["--artifacts", str(artifacts)]
     shown = f"[{host}]" if ":" in host else host
     stderr.print(f"optuna-dashboard on {mask_url(url)} at http://{shown}:{port}/ "
                  "(Ctrl-C to stop)", markup=False)
-    child = subprocess.Popen(command, env={**os.environ, ENV_STORAGE: url})
-
-    def forward(signum: int, frame: Any) -> None:
-        child.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
+    terminate_on_sigterm()
     try:
-        code = child.wait()
-    except KeyboardInterrupt:  # the child got the same Ctrl-C from the terminal
-        code = child.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    raise typer.Exit(code)
+        serve(url, host=host, port=port, artifacts=artifacts)
+    except Terminated:
+        raise typer.Exit(EXIT_TERMINATED) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:
+        raise AutobatchError(f"cannot serve {mask_url(url)} on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None

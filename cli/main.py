@@ -11,16 +11,14 @@ from rich.table import Table
 from autobatch.config import Budget, RunConfig
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
-from autobatch.workloads import BUILTINS
+from autobatch.workloads import KINDS
 from autobatch_cli.options import (
-    AppDirOpt,
-    DataOpt,
     DeviceOpt,
-    ImageSizeOpt,
     JsonOpt,
-    NumClassesOpt,
     SeedOpt,
     WorkloadOpt,
+    WorkloadOptions,
+    with_workload_options,
     workload_from,
 )
 from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
@@ -40,15 +38,14 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to s
 
 @app.command()
 def workloads() -> None:
-    """List the built-in workloads."""
-    for name, builtin in BUILTINS.items():
-        stdout.print(f"{name:<14} {builtin.description}")
-    stdout.print(f"{'torchvision:M':<14} any torchvision classification model M "
-                 "(weights none) with --data PATH|fake")
-    stdout.print(f"{'module:func':<14} your own: a function returning an autobatch.Workload")
+    """List the built-in workloads and the other kinds of workload names."""
+    for kind in KINDS:
+        for name, description in kind.entries:
+            stdout.print(f"{name:<14} {description}")
 
 
 @app.command()
+@with_workload_options
 @exits_cleanly
 def run(
     workload: WorkloadOpt,
@@ -66,19 +63,14 @@ def run(
         help="sgd or adam. Default: the workload's own optimizer.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
-    data: DataOpt = None,
-    image_size: ImageSizeOpt = None,
-    num_classes: NumClassesOpt = None,
-    app_dir: AppDirOpt = None,
     json_output: JsonOpt = False,
+    workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Train one configuration until the target, the budget, or divergence."""
     parsed_budget = Budget.parse(budget)
-    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    wl = workload_from(workload, workload_options)
     recipe = wl.recipe(batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer)
-    config = RunConfig(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-                       optimizer=recipe.optimizer, target=target, budget=parsed_budget,
-                       seed=seed)
+    config = RunConfig.of(recipe, target=target, budget=parsed_budget, seed=seed)
     stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
                  f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
                  f"target {target if target is not None else '-'}, budget {config.budget}")

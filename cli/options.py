@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
 
 import typer
 
-from autobatch.workload import Workload, load_workload
+from autobatch.workloads import Workload, all_options, load_workload
 
 WorkloadOpt = Annotated[str, typer.Option(
     "--workload", "-w",
     help="Built-in name (see `autobatch workloads`), torchvision:MODEL, or module:function.")]
-DataOpt = Annotated[Optional[str], typer.Option(
-    help="Images for torchvision workloads: an ImageFolder path, a CIFAR-10 folder, or 'fake'.")]
-ImageSizeOpt = Annotated[Optional[int], typer.Option(
-    help="Image side in pixels for torchvision workloads (fake: default 224).")]
-NumClassesOpt = Annotated[Optional[int], typer.Option(
-    help="Classes for --data fake (default 10).")]
-AppDirOpt = Annotated[Optional[Path], typer.Option(
-    help="Folder put first on sys.path before importing a module:function workload.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for model initialisation and shuffling.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print strict JSON on stdout.")]
+WorkloadOptions = dict[str, Any]
 
 
-def workload_from(workload: str, data: str | None, image_size: int | None,
-                  num_classes: int | None, app_dir: Path | None) -> Workload:
-    return load_workload(workload, data=data, image_size=image_size,
-                         num_classes=num_classes, app_dir=app_dir)
+def with_workload_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command every workload kind's options (autobatch.workloads.kinds declares
+    them); it receives them, None where not given, as `workload_options`."""
+    options = all_options()
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for name, p in signature.parameters.items() if name != "workload_options"]
+    params += [inspect.Parameter(
+        o.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=Annotated[Optional[o.type], typer.Option(help=o.help)]) for o in options]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        given = {o.name: kwargs.pop(o.name) for o in options}
+        return command(**kwargs, workload_options=given)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # what typer reads
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # inspect would otherwise show the command's own signature
+    return wrapper
+
+
+def workload_from(workload: str, options: WorkloadOptions) -> Workload:
+    return load_workload(workload, **options)

@@ -8,16 +8,14 @@ import typer
 from rich.table import Table
 
 from autobatch.config import parse_bytes
-from autobatch.probe import ProbeResult
-from autobatch.probe import probe as run_probe
+from autobatch.measure import ProbeResult
+from autobatch.measure import probe as run_probe
 from autobatch_cli.options import (
-    AppDirOpt,
-    DataOpt,
     DeviceOpt,
-    ImageSizeOpt,
     JsonOpt,
-    NumClassesOpt,
     WorkloadOpt,
+    WorkloadOptions,
+    with_workload_options,
     workload_from,
 )
 from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
@@ -25,6 +23,7 @@ from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
 GIB = 1024 ** 3
 
 
+@with_workload_options
 @exits_cleanly
 def probe(
     workload: WorkloadOpt,
@@ -39,16 +38,13 @@ def probe(
              "resident memory. Default: available RAM (CPU) or free device memory.")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Probe afresh instead of reusing a cached result.")] = False,
-    data: DataOpt = None,
-    image_size: ImageSizeOpt = None,
-    num_classes: NumClassesOpt = None,
-    app_dir: AppDirOpt = None,
     json_output: JsonOpt = False,
+    workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the largest batch that trains (forward, backward, optimizer step, evaluation)
     within the memory, by a few real steps at a few batch sizes."""
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
-    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    wl = workload_from(workload, workload_options)
     with stderr.status(f"probing {wl.name} ..."):
         result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
                            headroom=headroom, memory_limit=limit, use_cache=not no_cache)

@@ -8,23 +8,23 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from autobatch.probe import probe as run_probe
-from autobatch.throughput import ProfileResult, parse_batch_sizes
-from autobatch.throughput import profile as run_profile
+from autobatch.measure import ProfileResult
+from autobatch.measure import probe as run_probe
+from autobatch.measure import profile as run_profile
+from autobatch.measure.throughput import parse_batch_sizes
 from autobatch_cli.options import (
-    AppDirOpt,
-    DataOpt,
     DeviceOpt,
-    ImageSizeOpt,
     JsonOpt,
-    NumClassesOpt,
     SeedOpt,
     WorkloadOpt,
+    WorkloadOptions,
+    with_workload_options,
     workload_from,
 )
 from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
 
 
+@with_workload_options
 @exits_cleanly
 def profile(
     workload: WorkloadOpt,
@@ -49,15 +49,12 @@ def profile(
         help="Write the profile as JSON here (input for later stages).")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
-    data: DataOpt = None,
-    image_size: ImageSizeOpt = None,
-    num_classes: NumClassesOpt = None,
-    app_dir: AppDirOpt = None,
     json_output: JsonOpt = False,
+    workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Measure time per iteration, samples/s and time per epoch against batch size."""
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
-    wl = workload_from(workload, data, image_size, num_classes, app_dir)
+    wl = workload_from(workload, workload_options)
     if use_probe:
         with stderr.status(f"probing {wl.name} ..."):
             found = run_probe(wl, device=device)
@@ -70,7 +67,7 @@ def profile(
     if save is not None:
         result.save(save)
     if plot is not None:
-        from autobatch.plots import plot_profile
+        from autobatch.report.plots import plot_profile
 
         plot_profile(result, plot)
         stderr.print(f"plot written to {plot}")

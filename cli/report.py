@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from autobatch.report import write_report
+from autobatch.report.page import write_report
 from autobatch.storage import default_storage_url
 from autobatch_cli.output import exits_cleanly, stderr, stdout
 

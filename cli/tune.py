@@ -11,21 +11,24 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from autobatch.config import TuneConfig
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
+from autobatch.report import publish
 from autobatch.result import TuneResult
-from autobatch.storage import mask_url
-from autobatch.studyfile import load_study_file, merge, tune_config
+from autobatch.storage import default_storage_url, mask_url, open_storage
+from autobatch.studyfile import TuneOptions
 from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
-from autobatch_cli.options import workload_from
+from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
 from autobatch_cli.output import exits_cleanly, stderr, stdout, terminate_on_sigterm
 
 Opt = typer.Option
 
 
+@with_workload_options
 @exits_cleanly
 def tune(
     workload: Annotated[Optional[str], Opt("--workload", "-w", help=(
@@ -81,27 +84,32 @@ def tune(
         "Reuse cached probe and profile results of this workload and device."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
-    data: Annotated[Optional[str], Opt(help="Images for torchvision workloads.")] = None,
-    image_size: Annotated[Optional[int], Opt(help="Image side for torchvision.")] = None,
-    num_classes: Annotated[Optional[int], Opt(help="Classes for --data fake.")] = None,
-    app_dir: Annotated[Optional[Path], Opt(help="Folder for module:function.")] = None,
+    workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the batch size, LR and momentum that reach --target fastest."""
-    cli = dict(locals())
-    options = merge(load_study_file(config) if config else {}, cli)
-    fmt = options.get("format")
+    given = TuneOptions(
+        workload=workload, device=device, target=target, n_trials=n_trials, patience=patience,
+        timeout=timeout, trial_budget=trial_budget, storage=storage, study_name=study_name,
+        new_study=new_study, output=str(output) if output else None, format=format,
+        artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,
+        max_batch=max_batch, lr=lr, lr_range=lr_range, momentum=momentum,
+        momentum_range=momentum_range, optimizer=optimizer, verify=verify, time=time_mode,
+        headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
+        compare=compare, use_cache=use_cache, seed=seed,
+        workload_options=workload_options or {})
+    options = given.over(TuneOptions.from_file(config)) if config else given
+    fmt = options.format
     if fmt not in (None, "json", "yaml", "env"):
         raise ConfigError(f"--format must be json, yaml or env, got {fmt!r}")
-    if not options.get("workload"):
+    if not options.workload:
         raise ConfigError("--workload is required (or workload = ... in --config)")
-    tune_cfg = tune_config(options)
-    wl = workload_from(options["workload"], options.get("data"), options.get("image_size"),
-                       options.get("num_classes"), options.get("app_dir"))
-    out_path = Path(options["output"]) if options.get("output") else None
+    tune_cfg = options.tune_config()
+    wl = workload_from(options.workload, options.workload_options)
+    out_path = Path(options.output) if options.output else None
     if out_path is not None and not out_path.parent.is_dir():
         raise ConfigError(f"--output folder {str(out_path.parent)!r} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces it
-    device = resolve_device(options.get("device") or "auto")
+    device = resolve_device(options.device or "auto")
     if tune_cfg.workers == 0:
         with Progress() as progress:
             prepared = prepare(wl, tune_cfg, device, progress)
@@ -112,6 +120,7 @@ def tune(
     terminate_on_sigterm()
     with Progress(tune_cfg.timeout_s, STARTED) as progress:
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
+        publish_quietly(result, tune_cfg, progress)
     # shown before the file is written: a path that fails then loses nothing on screen
     table = closing_table(result)
     if fmt:
@@ -124,6 +133,21 @@ def tune(
         stderr.print(f"recommendation written to {out_path}")
 
 
+def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) -> None:
+    """The note, result and artifacts for the dashboard; a presentation problem must
+    not discard a finished tune, so it is a warning."""
+    url = config.storage or default_storage_url()
+    try:
+        study = optuna.load_study(study_name=result.study.name, storage=open_storage(url))
+        folder = publish(study, result, config.artifact_dir)
+    except Exception as exc:
+        progress(TuneEvent("stage", "warning", f"could not publish the study note and "
+                                               f"artifacts: {exc}"))
+    else:
+        if folder is not None:
+            progress(TuneEvent("stage", "dashboard", f"artifacts in {folder}"))
+
+
 def closing_table(result: TuneResult) -> Table:
     data = result.to_dict()
     table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}")
@@ -132,8 +156,9 @@ def closing_table(result: TuneResult) -> Table:
     for cand in result.candidates:
         median = cand.median()
         mark = " *" if cand is result.best else ""
-        table.add_row(f"{cand.name}{mark}", str(cand.batch_size), f"{cand.lr:.3g}",
-                      f"{cand.momentum:.3g}", f"{median:.3f}s" if median else "-",
+        hp = cand.hparams
+        table.add_row(f"{cand.name}{mark}", str(hp.batch_size), f"{hp.lr:.3g}",
+                      f"{hp.momentum:.3g}", f"{median:.3f}s" if median else "-",
                       f"{cand.reached()}/{len(cand.runs)}")
     table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
                      f"momentum {data['momentum']:.4g}; study {data['study']['name']!r} in "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Annotated, Optional
 
 import optuna
 import typer
 
 from autobatch.events import trial_line
+from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
-from autobatch.workers import work
 from autobatch_cli.output import exits_cleanly, stderr, terminate_on_sigterm
 
 
@@ -20,12 +22,16 @@ def worker(
         help=f"Storage URL (default ${ENV_STORAGE}; prefer the variable: it keeps a "
              "password out of the process list).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    deadline: Annotated[float, typer.Option(hidden=True, help=(
+        "Stop starting trials at this time (epoch seconds): how `tune --workers N` "
+        "shares its --timeout."))] = math.inf,
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     terminate_on_sigterm()
 
     def show(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        stderr.print(trial_line(trial), markup=False)
+        stderr.print(f"{trial_line(trial)}  (worker {os.getpid()})", markup=False)
 
-    work(storage or default_storage_url(), study_name, device=device, on_trial=show)
+    work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
+         on_trial=show)

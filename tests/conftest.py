@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from autobatch import TensorData, Workload
+from autobatch import Hyperparams, TensorData, Workload
+from autobatch.verify import Candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -44,6 +45,14 @@ def unreachable_workload(**overrides) -> Workload:
     """tiny_workload with its validation labels shifted by one: no target is ever reached."""
     val = blobs(64, seed=0)
     return tiny_workload(val_data=TensorData(val.x, (val.y + 1) % 3), **overrides)
+
+
+def candidate(name: str = "trial 3", runs: tuple = (1.0, 2.0, None), tuned: bool = True,
+              trial_number: int | None = 3, **recipe) -> Candidate:
+    """A verified candidate: batch 256, LR 0.3, momentum 0.9 unless `recipe` says else."""
+    hparams = Hyperparams(**{"batch_size": 256, "lr": 0.3, "momentum": 0.9, **recipe})
+    return Candidate(name=name, hparams=hparams, tuned=tuned, trial_number=trial_number,
+                     study_value=1.1, runs=runs)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import autobatch
 
 PUBLIC = {
     "AutobatchError", "Budget", "ConfigError", "DataError", "DeviceError", "DoesNotFitError",
-    "EvalPoint", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
+    "EvalPoint", "Hyperparams", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
     "TargetNotReachedError", "TensorData", "TuneConfig", "TuneResult", "Workload",
     "WorkloadError", "load_workload", "probe", "profile", "run", "tune",
 }
@@ -10,8 +10,17 @@ PUBLIC = {
 
 def test_public_api_is_declared_once_and_pinned():
     assert set(autobatch.__all__) == PUBLIC
-    for name in PUBLIC:
-        assert getattr(autobatch, name) is not None
+    namespace: dict = {}
+    exec("from autobatch import *", namespace)
+    assert set(namespace) - {"__builtins__"} == PUBLIC
+    undocumented = [name for name in PUBLIC if not (getattr(autobatch, name).__doc__ or "")
+                    .strip()]
+    assert undocumented == []
+
+
+def test_recipe_is_the_hyperparams_type_under_its_old_name():
+    assert autobatch.Recipe is autobatch.Hyperparams
+    assert issubclass(autobatch.RunConfig, autobatch.Hyperparams)
 
 
 def test_every_error_has_its_documented_exit_code():
@@ -28,7 +37,8 @@ def test_the_library_does_not_import_the_cli():
     import subprocess
     import sys
 
-    code = ("import sys, autobatch, autobatch.tuner, autobatch.report, autobatch.workers; "
+    code = ("import sys, autobatch, autobatch.tuner, autobatch.report.page, "
+            "autobatch.search.workers; "
             "print(sorted(m for m in ('typer', 'autobatch_cli') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import FIXTURES
-from tests.test_scaleout import autobatch
+from tests.search.test_scaleout import autobatch
 
 
 def running_trials(db) -> int:

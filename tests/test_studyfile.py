@@ -3,14 +3,8 @@ from pathlib import Path
 import pytest
 
 from autobatch import ConfigError
-from autobatch.studyfile import (
-    load_study_file,
-    merge,
-    parse_range,
-    parse_seconds,
-    tune_config,
-)
-from autobatch.workload import load_workload
+from autobatch.studyfile import TuneOptions, parse_range, parse_seconds
+from autobatch.workloads import load_workload
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
 
@@ -22,45 +16,49 @@ def test_the_study_files_we_ship_exist():
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_every_study_file_loads_and_validates(path):
-    options = load_study_file(path)
-    config = tune_config(options)
-    assert 0 < config.target <= 1
-    if not options["workload"].startswith("torchvision:"):
-        assert load_workload(options["workload"]).name == options["workload"]
+    options = TuneOptions.from_file(path)
+    config = options.tune_config()
+    assert config.target == options.target
+    if options.workload.startswith("torchvision:"):
+        assert options.workload_options["data"]  # the kind's options land with the kind
+    else:
+        assert load_workload(options.workload).name == options.workload
 
 
 def test_command_line_values_override_the_file():
-    merged = merge({"target": 0.9, "timeout": "2m"}, {"target": 0.95, "timeout": None})
-    assert merged == {"target": 0.95, "timeout": "2m"}
+    file = TuneOptions(target=0.9, timeout="2m", workload_options={"data": "a", "image_size": 32})
+    cli = TuneOptions(target=0.95, timeout=None, workload_options={"data": "b", "app_dir": None})
+    assert cli.over(file) == TuneOptions(target=0.95, timeout="2m",
+                                         workload_options={"data": "b", "image_size": 32})
 
 
 def test_unknown_keys_are_named(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('workload = "digits-cnn"\ntarget = 0.9\nbatchsize = 3\n')
     with pytest.raises(ConfigError, match="unknown keys: batchsize"):
-        load_study_file(path)
+        TuneOptions.from_file(path)
 
 
 def test_bad_toml_and_missing_file_are_reported(tmp_path):
     (tmp_path / "bad.toml").write_text("target = = 1")
     with pytest.raises(ConfigError, match="is not valid TOML"):
-        load_study_file(tmp_path / "bad.toml")
+        TuneOptions.from_file(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="does not exist"):
-        load_study_file(tmp_path / "absent.toml")
+        TuneOptions.from_file(tmp_path / "absent.toml")
 
 
 def test_text_values_are_parsed():
-    config = tune_config({"target": 0.9, "timeout": "10m", "lr_range": "1e-3:1",
-                          "momentum_range": [0.5, 0.95], "memory_limit": "1GiB",
-                          "trial_budget": "30s", "time": "modeled"})
+    config = TuneOptions(target=0.9, timeout="10m", lr_range="1e-3:1",
+                         momentum_range=[0.5, 0.95], memory_limit="1GiB",
+                         trial_budget="30s", time="modeled").tune_config()
     assert config.timeout_s == 600 and config.trial_budget == 30
     assert config.lr_range == (1e-3, 1.0) and config.momentum_range == (0.5, 0.95)
     assert config.memory_limit == 2**30 and config.time_mode == "modeled"
 
 
 def test_trial_budget_defaults_to_a_share_of_the_timeout():
-    assert tune_config({"target": 0.9, "timeout": "100s"}).trial_budget == 15.0
-    assert tune_config({"target": 0.9}).trial_budget == 60.0
+    assert TuneOptions(target=0.9, timeout="100s").tune_config().trial_budget == 15.0
+    assert TuneOptions(target=0.9).tune_config().trial_budget == 60.0
 
 
 @pytest.mark.parametrize(("options", "match"), [
@@ -78,7 +76,7 @@ def test_trial_budget_defaults_to_a_share_of_the_timeout():
 ])
 def test_bad_options_name_the_problem(options, match):
     with pytest.raises(ConfigError, match=match):
-        tune_config(options)
+        TuneOptions(**options).tune_config()
 
 
 def test_parsers_directly():

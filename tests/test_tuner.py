@@ -6,10 +6,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import autobatch.keys as keys
 from autobatch import ConfigError, TargetNotReachedError
-from autobatch.prior import Prior, seed_trials
-from autobatch.study import CONTRACT_ATTR, METRIC_NAME, PRIOR_ATTR, converged
-from autobatch.tuner import TuneConfig, tune
+from autobatch.config import TuneConfig
+from autobatch.search.prior import Prior, seed_trials
+from autobatch.search.study import METRIC_NAME, converged
+from autobatch.tuner import tune
 from tests.conftest import tiny_workload
 
 
@@ -43,7 +45,7 @@ def test_study_has_metric_name_attributes_prior_and_contract(tuned):
     config, _, _ = tuned
     study = load(config)
     assert study.metric_names == [METRIC_NAME]
-    assert PRIOR_ATTR in study.user_attrs and CONTRACT_ATTR in study.user_attrs
+    assert keys.PRIOR in study.user_attrs and keys.CONTRACT in study.user_attrs
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 6
     for trial in study.trials:
@@ -56,7 +58,7 @@ def test_the_first_trials_are_the_seeded_predictions(tuned):
     config, _, _ = tuned
     study = load(config)
 
-    seeds = seed_trials(Prior.from_dict(study.user_attrs[PRIOR_ATTR]))
+    seeds = seed_trials(Prior.from_dict(study.user_attrs[keys.PRIOR]))
     assert [t.params for t in study.trials[:len(seeds)]] == seeds
 
 
@@ -107,7 +109,7 @@ def test_new_study_starts_fresh_under_a_new_name(tuned):
     changed = TuneConfig(**{**config.__dict__, "target": 0.9, "new_study": True,
                             "n_trials": 2, "verify": 0})
     result = tune(tiny_workload(), changed, device="cpu")
-    assert result.study["name"].startswith("tiny-") and result.study["name"] != "tiny"
+    assert result.study.name.startswith("tiny-") and result.study.name != "tiny"
     assert len(load(config).trials) >= 6  # the old study is untouched
 
 

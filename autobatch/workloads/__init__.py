@@ -1,28 +1,35 @@
-"""Built-in workloads: data generated or shipped offline, so they run anywhere."""
+"""Workloads: what to train (Workload), and the kinds of names that load one.
 
-from __future__ import annotations
+Kinds are asked in order: the built-in names, ``torchvision:MODEL``, then a user's
+``module:function`` (the catch-all). A new kind is a module with a KIND, registered
+here before the catch-all.
+"""
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from autobatch.workloads import builtin, entry_point, vision
+from autobatch.workloads.builtin import BUILTINS
+from autobatch.workloads.kinds import (
+    KINDS,
+    KindOption,
+    WorkloadKind,
+    all_options,
+    kind_of,
+    load_workload,
+    register,
+)
+from autobatch.workloads.workload import (
+    OPTIMIZERS,
+    Data,
+    OptimizerFactory,
+    TensorData,
+    Workload,
+    correct_count,
+)
 
-from autobatch.workload import Workload
-from autobatch.workloads import digits, mnist1d
+for _kind in (builtin.KIND, vision.KIND, entry_point.KIND):
+    register(_kind)
 
-
-@dataclass(frozen=True)
-class Builtin:
-    factory: Callable[[], Workload]
-    description: str
-
-
-BUILTINS: dict[str, Builtin] = {
-    "mnist1d-cnn": Builtin(
-        mnist1d.cnn_workload,
-        "MNIST-1D, the paper's CNN (3 Conv1d x 25 channels, 5,210 params); 3,200 train / 800 val"),
-    "mnist1d-mlp": Builtin(
-        mnist1d.mlp_workload,
-        "MNIST-1D, the paper's MLP (40-100-100-10, 15,210 params); 3,200 train / 800 val"),
-    "digits-cnn": Builtin(
-        digits.cnn_workload,
-        "scikit-learn digits 8x8, small CNN (2 conv + linear); 1,151 train / 287 val"),
-}
+__all__ = [
+    "BUILTINS", "KINDS", "OPTIMIZERS", "Data", "KindOption", "OptimizerFactory", "TensorData",
+    "Workload", "WorkloadKind", "all_options", "correct_count", "kind_of", "load_workload",
+    "register",
+]

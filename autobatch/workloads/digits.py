@@ -10,7 +10,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from autobatch.workload import Recipe, TensorData, Workload
+from autobatch.hyperparams import Recipe
+from autobatch.workloads.workload import TensorData, Workload
 
 SPLIT_SEED = 0
 REFERENCE = Recipe(batch_size=32, lr=1e-3, momentum=0.9, optimizer="adam")

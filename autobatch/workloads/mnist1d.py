@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from autobatch.errors import ConfigError
 from autobatch.files import cache_dir, write_atomic
-from autobatch.workload import Recipe, TensorData, Workload
+from autobatch.hyperparams import Recipe
+from autobatch.workloads.workload import TensorData, Workload
 
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0

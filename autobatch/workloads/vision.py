@@ -15,7 +15,9 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from autobatch.errors import DataError, WorkloadError
-from autobatch.workload import Recipe, Workload
+from autobatch.hyperparams import Recipe
+from autobatch.workloads.kinds import KindOption, WorkloadKind
+from autobatch.workloads.workload import Workload
 
 FAKE_TRAIN_SIZE = 2048
 FAKE_VAL_SIZE = 64  # random labels: evaluation only needs to exercise the code
@@ -134,3 +136,21 @@ def _from_path(path: Path, image_size: int | None) -> tuple[Dataset, Dataset, in
         raise DataError(f"no images found under {str(path)!r}: {exc}") from None
     train_idx, val_idx = _split(len(full_train))
     return Subset(full_train, train_idx), Subset(full_val, val_idx), len(full_train.classes)
+
+
+def load(spec: str, data: str | None = None, image_size: int | None = None,
+         num_classes: int | None = None) -> Workload:
+    return torchvision_workload(spec.removeprefix("torchvision:"), data=data,
+                                image_size=image_size, num_classes=num_classes)
+
+
+KIND = WorkloadKind(
+    name="torchvision", usage="torchvision:MODEL",
+    entries=(("torchvision:M", "any torchvision classification model M (weights none) with "
+                               "--data PATH|fake"),),
+    matches=lambda spec: spec.startswith("torchvision:"), load=load,
+    options=(KindOption("data", str, "Images for torchvision workloads: an ImageFolder path, "
+                                     "a CIFAR-10 folder, or 'fake'."),
+             KindOption("image_size", int, "Image side in pixels for torchvision workloads "
+                                           "(fake: default 224)."),
+             KindOption("num_classes", int, "Classes for --data fake (default 10).")))

@@ -1,0 +1,90 @@
+"""Hyperparams: the one value for everything a training recipe holds.
+
+The search space produces it, a workload's reference recipe is one, a run trains
+with one (RunConfig extends it), verification and the result file carry it, and the
+trial attributes are derived from it here. A new recipe field (a schedule, gradient
+accumulation, precision) is one new field below: every user reads and writes the
+fields generically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from autobatch.errors import ConfigError
+
+OptimizerName = Literal["sgd", "adam"]
+OPTIMIZER_NAMES = ("sgd", "adam")
+
+
+def check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                       and value > 0):
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def check_momentum(name: str, value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)
+                                       and 0.0 <= value < 1.0):
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+
+
+def check_batch(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_optimizer(name: str, value: str | None) -> None:
+    if value not in (None, *OPTIMIZER_NAMES):
+        raise ConfigError(f"{name} must be 'sgd' or 'adam', got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hyperparams:
+    """One training recipe.
+
+    batch_size: samples per optimizer step (>= 1). lr: learning rate (> 0).
+    momentum: SGD momentum, or Adam's beta1, in [0, 1). optimizer: 'sgd', 'adam', or
+    None for the workload's own optimizer factory.
+    """
+
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    optimizer: OptimizerName | None = None
+
+    def __post_init__(self) -> None:
+        check_batch("batch_size", self.batch_size)
+        check_positive("lr", self.lr)
+        check_momentum("momentum", self.momentum)
+        check_optimizer("optimizer", self.optimizer)
+
+    @property
+    def hparams(self) -> Hyperparams:
+        """Just the recipe (a RunConfig without its target, budget and seed)."""
+        return Hyperparams(**{f.name: getattr(self, f.name) for f in fields(Hyperparams)})
+
+    def key(self) -> tuple[Any, ...]:
+        """Equal for the same recipe up to float noise (deduplicates candidates)."""
+        return tuple(round(v, 10) if isinstance(v, float) else v
+                     for v in (getattr(self, f.name) for f in fields(Hyperparams)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self.hparams)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hyperparams:
+        """From to_dict()'s output or a trial's user attributes (other keys ignored)."""
+        return Hyperparams(**{f.name: data[f.name] for f in fields(Hyperparams)
+                              if f.name in data})
+
+    def describe(self) -> str:
+        """'batch 256, lr 0.135, momentum 0.95' (+ optimizer when it is not the default)."""
+        text = f"batch {self.batch_size}, lr {self.lr:.4g}, momentum {self.momentum:.4g}"
+        return text + (f", optimizer {self.optimizer}" if self.optimizer else "")
+
+
+# The name a workload's reference recipe has always had.
+Recipe = Hyperparams

@@ -1,0 +1,36 @@
+"""The names under which autobatch stores facts in an Optuna study: one place for all.
+
+Trial user attributes hold every measured figure of a trial (what the dashboard
+shows); study user attributes hold what a resumed study or a worker needs.
+"""
+
+from __future__ import annotations
+
+# ---- trial user attributes (besides the Hyperparams fields, stored under their names)
+TARGET_REACHED = "target_reached"
+STOP_REASON = "stop_reason"
+PRUNE_REASON = "prune_reason"
+FAIL_REASON = "fail_reason"
+STEPS = "steps"
+SAMPLES = "samples"
+EPOCHS = "epochs"
+TRAIN_SECONDS = "train_seconds"
+EVAL_OVERHEAD_S = "eval_overhead_s"
+SAMPLES_PER_S = "samples_per_s"
+BEST_METRIC = "best_metric"
+STEPS_TO_TARGET = "steps_to_target"
+PEAK_MEMORY_BYTES = "peak_memory_bytes"
+MEASURED_TIME_S = "measured_time_s"
+MODELED_TIME_S = "modeled_time_s"
+CURVE = "curve"  # [[training seconds, metric], ...] per evaluation
+
+# ---- study user attributes
+CONTRACT = "autobatch_contract"  # what a resumed study must share with its first run
+PRIOR = "autobatch_prior"  # the measurements and the search space
+SETTINGS = "autobatch_settings"  # what a worker needs to rebuild the objective
+RESULT = "autobatch_result"  # the verified recommendation (best.json's content)
+
+
+def reason(attrs: dict) -> str | None:
+    """Why a trial was pruned or failed (None when it was neither)."""
+    return attrs.get(PRUNE_REASON) or attrs.get(FAIL_REASON)

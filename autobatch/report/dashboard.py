@@ -1,0 +1,161 @@
+"""What optuna-dashboard shows beside the trials: a study note, artifacts, and the launcher.
+
+publish() runs at the end of tune(): it stores the recommendation (the best.json
+document) as the study user attribute keys.RESULT, so `autobatch report` can show it
+later; writes a markdown note (probe, profile, recommendation against the reference
+recipe); and uploads profile.png, probe.json and best.json with Optuna's artifact
+API. Artifacts live in a FileSystemArtifactStore folder: `<db>-artifacts` beside a
+SQLite database, or a folder the caller names (server databases have no "beside").
+
+The launcher, `python -m autobatch.report.dashboard --host H --port P [--artifacts DIR]`,
+reads the storage URL from $AUTOBATCH_STORAGE: a command line is visible to every
+user through `ps`, a process's environment only to its owner.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+
+import autobatch.keys as keys
+from autobatch.report.page import (
+    COMPARISON_HEADER,
+    Facts,
+    comparison,
+    probe_facts,
+    profile_facts,
+    profile_png,
+)
+from autobatch.result import TuneResult
+from autobatch.search import summarize
+from autobatch.storage import mask_url, open_storage, storage_file
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_SUFFIX = "-artifacts"
+
+
+def artifact_folder(url: str, folder: str | Path | None = None) -> Path | None:
+    """`folder` if given, else `<stem>-artifacts` beside a SQLite or journal file, else
+    None (a database server has no "beside")."""
+    if folder is not None:
+        return Path(folder)
+    file = storage_file(url)
+    return file.with_name(file.stem + ARTIFACT_SUFFIX) if file is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` resolves to is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False  # unresolvable: let the server fail, but warn first
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _facts(facts: Facts) -> str:
+    # "B*": a bare * would end the bold early
+    return "\n".join("- **" + label.replace("*", r"\*") + f"**: {value}"
+                      for label, value in facts)
+
+
+def study_note(study: optuna.Study, result: TuneResult) -> str:
+    """The markdown note: what was measured, what was chosen, and against what."""
+    data = result.to_dict()
+    prior = study.user_attrs.get(keys.PRIOR)
+    headline, rows = comparison(data)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summarize(study).items()))
+    parts = [
+        f"## autobatch: {result.workload} to {result.target:g} on {result.device}",
+        f"**Recommendation**: {headline}.",
+        _markdown_table(COMPARISON_HEADER, rows) if rows else "",
+        "Candidates were re-measured with fresh seeds; times are seconds of training to "
+        "the target, evaluation excluded.",
+    ]
+    if prior is not None:
+        parts += ["### Memory probe", _facts(probe_facts(prior["probe"])),
+                  "### Throughput profile", _facts(profile_facts(prior))]
+    parts += [
+        "### Study",
+        f"- **objective**: `time_to_target_s` (minimised; a trial that misses the target "
+        f"scores budget x (1 + shortfall))\n- **trials**: {counts}\n"
+        f"- **storage**: `{result.study.storage}`\n"
+        f"- **tuning time**: {result.tuning_seconds:.0f} s",
+        "Intermediate values are the validation error at step = **milliseconds of "
+        "training**, so the chart compares batch sizes at equal time. Each trial's user "
+        "attributes hold its batch, LR, momentum, steps, samples/s and stop/prune reason. "
+        "Artifacts: `profile.png`, `probe.json`, `best.json`; the full page: "
+        "`autobatch report --out report.html`.",
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def publish(study: optuna.Study, result: TuneResult,
+            artifact_dir: str | Path | None = None) -> Path | None:
+    """Store the recommendation in the study, write the note, upload the artifacts.
+
+    Artifacts go to `artifact_dir`, else beside a SQLite database; with neither, only
+    the attribute and the note are written. A rerun replaces the note and rewrites the
+    artifacts in place (no duplicates). Returns the artifact folder used, or None.
+    """
+    from optuna_dashboard import save_note  # imported here: ~1 s that only this needs
+
+    # tune() masks already; a caller's own TuneResult might not
+    result = replace(result, study=replace(result.study, storage=mask_url(result.study.storage)))
+    study.set_user_attr(keys.RESULT, result.to_dict())
+    save_note(study, study_note(study, result))
+    folder = artifact_folder(result.study.storage, artifact_dir)
+    if folder is None:
+        return None
+    prior = study.user_attrs.get(keys.PRIOR)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        store = FileSystemArtifactStore(folder)
+        existing = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {"best.json": result.render("json").encode()}
+            if prior is not None:
+                files["probe.json"] = json.dumps(prior["probe"], indent=2).encode()
+                files["profile.png"] = profile_png(prior)
+            for name, content in files.items():
+                path = Path(tmp) / name
+                path.write_bytes(content)
+                if name in existing:
+                    with path.open("rb") as handle:
+                        store.write(existing[name], handle)
+                else:
+                    upload_artifact(artifact_store=store, file_path=str(path),
+                                    study_or_trial=study)
+    except OSError as exc:  # the study and note are safe; artifacts are a convenience
+        log.warning("artifacts not written to %s: %s", folder, exc.strerror or exc)
+        return None
+    return folder
+
+
+def serve(url: str, *, host: str, port: int, artifacts: Path | None) -> None:
+    """Run optuna-dashboard on `url` until interrupted (blocks). Artifacts: the folder
+    given, else the one beside the storage file when it exists."""
+    from optuna_dashboard import run_server
+
+    folder = artifact_folder(url, artifacts)
+    store = FileSystemArtifactStore(folder) if folder is not None and folder.is_dir() else None
+    run_server(open_storage(url), host=host, port=port, artifact_store=store)

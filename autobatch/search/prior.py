@@ -1,0 +1,158 @@
+"""The prior: what the measurements say before any trial.
+
+The probe bounds the batch, the profile and the noise scale predict the best batch
+B* = sqrt(B_sat * B_crit) and cap where more batch stops paying, the LR range test
+bounds the LR. From these come the search space, the time buckets of the pruner,
+and the configurations the study tries first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autobatch.config import SearchBounds
+from autobatch.device import cache_location
+from autobatch.events import EventCallback, TuneEvent
+from autobatch.files import cache_dir
+from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
+from autobatch.search.space import (
+    SearchSpace,
+    batch_candidates,
+    nearest_power_of_two,
+    predicted_best_batch,
+)
+from autobatch.workloads import Workload
+
+log = logging.getLogger(__name__)
+
+# Time buckets start after this many steps at the predicted best batch.
+BUCKET_BASE_STEPS = 30
+# Seeded trials start at this fraction of the LR range test's loss minimum: the
+# minimum itself sits at the edge of stability.
+SEED_LR_FRACTION = 1 / 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prior:
+    """What the measurements say before any trial; stored in the study to resume."""
+
+    probe: ProbeResult
+    profile: ProfileResult
+    lr_range: LRRange | None
+    b_star: float
+    space: SearchSpace
+    bucket_base: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe.to_dict(), "profile": self.profile.to_dict(),
+                "lr_range": self.lr_range.to_dict() if self.lr_range else None,
+                "b_star": self.b_star, "space": self.space.to_dict(),
+                "bucket_base": self.bucket_base}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prior:
+        return cls(probe=ProbeResult.from_dict(data["probe"]),
+                   profile=ProfileResult.from_dict(data["profile"]),
+                   lr_range=LRRange.from_dict(data["lr_range"]) if data["lr_range"] else None,
+                   b_star=data["b_star"], space=SearchSpace.from_dict(data["space"]),
+                   bucket_base=data["bucket_base"])
+
+
+def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
+                   use_cache: bool) -> ProfileResult:
+    """The throughput profile, from the cache when this workload, device, batch range and
+    thread count were profiled before (a profile of a shared machine is noisy anyway;
+    reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
+    text = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
+            f"-t{torch.get_num_threads()}-s{seed}")
+    path = cache_dir() / f"profile-{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+    if use_cache and path.exists():
+        try:
+            return ProfileResult.load(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable profile cache %s: %s", path, exc)
+    result = profile(workload, device=device, max_batch=max_batch, seed=seed)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.save(path)
+    return result
+
+
+def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
+                  emit: EventCallback, *, headroom: float, memory_limit: int | None,
+                  use_cache: bool, seed: int) -> Prior:
+    """Probe, profile (both cached), LR range test; the search space they define within
+    the user's bounds. headroom, memory_limit: the probe's (see measure.probe)."""
+    emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
+    low, high = ((bounds.batch_size, bounds.batch_size) if bounds.batch_size is not None
+                 else (bounds.min_batch, bounds.max_batch))
+    fit = probe(workload, device=device, min_batch=low, max_batch=high,
+                headroom=headroom, memory_limit=memory_limit,
+                use_cache=use_cache)
+    emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
+                   f"{' (cached)' if fit.from_cache else ''}"))
+    emit(TuneEvent("stage", "profile", "timing steps against batch size"))
+    prof = cached_profile(workload, device, fit.max_batch_size, seed, use_cache)
+    b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
+    b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
+    b_star = predicted_best_batch(b_sat, b_crit)
+    emit(TuneEvent("stage", "profile",
+                   f"B_sat {b_sat:.0f}, B_simple {b_crit:.0f}, knee {prof.knee}, "
+                   f"predicted best batch {b_star:.0f}"))
+    if bounds.batch_size is not None:
+        batches = [bounds.batch_size]
+    else:
+        batches = batch_candidates(min_batch=bounds.min_batch, max_batch=fit.max_batch_size,
+                                   b_star=b_star, knee=prof.knee or fit.max_batch_size)
+    anchor = nearest_power_of_two(b_star, batches) if bounds.batch_size is None \
+        else bounds.batch_size
+    sweep = None
+    lr_range = bounds.lr_range
+    if bounds.lr is None and lr_range is None:
+        emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
+        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed)
+        lr_range = (sweep.low, sweep.high)
+        emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}"))
+    space = SearchSpace(batch_sizes=tuple(batches), anchor_batch=anchor, lr_range=lr_range,
+                        lr_fixed=bounds.lr, momentum_range=bounds.momentum_range,
+                        momentum_fixed=bounds.momentum, optimizer=bounds.optimizer)
+    step_s = prof.predict_iter_s(anchor) or 0.01
+    return Prior(probe=fit, profile=prof, lr_range=sweep, b_star=b_star, space=space,
+                 bucket_base=BUCKET_BASE_STEPS * step_s)
+
+
+def seed_trials(prior: Prior) -> list[dict[str, Any]]:
+    """Configurations to try first: B* with the LR from the range test (momentum 0.9,
+    and 0.95 at the same effective LR), a third of that LR, its neighbours with the
+    linear and square-root rules, and the largest batch with the sqrt rule."""
+    space = prior.space
+    if prior.lr_range is not None:
+        lr0 = prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
+    elif space.lr_range is not None:  # the user's bounds: start in their middle
+        lr0 = math.sqrt(space.lr_range[0] * space.lr_range[1])
+    else:
+        lr0 = 0.0  # the LR is fixed; raw_params() leaves it out
+    anchor = space.anchor_batch
+    batches = sorted(space.batch_sizes)
+    up = [b for b in batches if b > anchor]
+    down = [b for b in batches if b < anchor]
+    # (batch, lr0, scaling, momentum); lr0 keeps lr / (1 - momentum) fixed, so the
+    # second seed has the first's effective LR with more averaging of the gradients
+    wanted = [(anchor, lr0, 1.0, 0.9), (anchor, lr0, 1.0, 0.95), (anchor, lr0 / 3, 1.0, 0.9)]
+    if up:
+        wanted += [(up[0], lr0, 1.0, 0.9), (up[0], lr0, 0.5, 0.9)]
+    if down:
+        wanted.append((down[-1], lr0, 0.5, 0.9))
+    wanted.append((batches[-1], lr0, 0.5, 0.9))
+    seeds: list[dict[str, Any]] = []
+    for batch, lr, scaling, momentum in wanted:
+        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling, momentum=momentum)
+        if params and params not in seeds:
+            seeds.append(params)
+    return seeds

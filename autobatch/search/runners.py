@@ -1,0 +1,113 @@
+"""The trial-runner seam: how the objective gets one configuration trained.
+
+A runner takes a RunConfig and an `on_eval` callback, trains, and returns the
+RunResult. `on_eval` receives every evaluation point and answers True to stop (the
+pruner speaks through it). The objective knows only this protocol, so where and how a
+trial trains (this process, a child process, a torch.distributed job, a framework's
+own trainer, a user's script) is the runner's business.
+
+- InProcessRunner: autobatch's training loop in this process (the default on CPU).
+- SubprocessRunner: the same loop in a fresh Python process that rebuilds the
+  workload from its spec and streams evaluation points back over a pipe. A sticky
+  CUDA error or a crash in native code ends that process, not the study (the trial
+  fails with reason 'crashed'); used for CUDA trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+import autobatch.frames as frames
+from autobatch.config import RunConfig
+from autobatch.errors import AutobatchError
+from autobatch.train import EvalCallback, RunResult, run
+from autobatch.workloads import Workload
+
+log = logging.getLogger(__name__)
+
+# Ctrl-C reaches the whole process group: the parent decides, and ends the child; set
+# first, so an early Ctrl-C prints no traceback from the child's imports.
+CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+         "from autobatch.search.trial_child import main; main(int(sys.argv[1]), int(sys.argv[2]))")
+
+
+class TrialRunner(Protocol):
+    device: torch.device  # where memory is released after an out-of-memory error
+
+    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+        """Train `config`; on_eval(point) -> True stops the run (stop_reason 'stopped').
+
+        A run that runs out of memory raises an error that device.is_oom() recognises.
+        """
+        ...
+
+
+class TrialCrashed(AutobatchError):
+    """The process that trained the trial died without reporting an outcome."""
+
+
+@dataclass(frozen=True)
+class InProcessRunner:
+    workload: Workload
+    device: torch.device
+
+    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+        return run(self.workload, config, device=self.device, on_eval=on_eval)
+
+
+@dataclass(frozen=True)
+class SubprocessRunner:
+    """Train in a child Python process; the workload travels as its spec (how
+    load_workload() built it), so only loaded workloads can run here."""
+
+    workload_spec: dict[str, Any]
+    device: torch.device
+
+    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w))
+        os.close(to_child_r)
+        os.close(from_child_w)
+        reader = frames.Reader(from_child_r)
+        try:
+            frames.send(to_child_w, (self.workload_spec, config, str(self.device)))
+            while (message := reader.next()) is not None and message[0] == "eval":
+                frames.send(to_child_w, bool(on_eval(message[1])))
+            status = child.wait()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            os.close(to_child_w)
+            os.close(from_child_r)
+        if message is None:
+            raise TrialCrashed(f"the trial's process died without reporting (exit status "
+                               f"{status}): a crash in native code or a sticky CUDA error")
+        kind, *payload = message
+        if kind == "oom":
+            raise torch.OutOfMemoryError(payload[0])
+        if kind == "error":
+            error, text = payload
+            raise error from frames.RemoteTraceback(text)
+        return payload[0]
+
+
+def runner_for(workload: Workload, device: torch.device) -> TrialRunner:
+    """The subprocess runner for CUDA trials (isolation), in-process otherwise."""
+    if device.type == "cuda":
+        if workload.spec is not None:
+            return SubprocessRunner(workload.spec, device)
+        log.warning("workload %r was built in code, not loaded by name, so its CUDA trials "
+                    "run in this process (a sticky CUDA error ends the study)", workload.name)
+    return InProcessRunner(workload, device)

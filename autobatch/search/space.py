@@ -1,0 +1,129 @@
+"""The search space over batch size, LR and momentum, built from measurements.
+
+LR is coupled to batch size and momentum, so the sampler learns one relation
+instead of one LR per batch:
+
+    lr = lr0 * (B / B0) ** lr_scaling * (1 - momentum) / (1 - 0.9)
+
+lr0 is the LR at the anchor batch B0 with momentum 0.9 (where the LR range test
+ran); lr_scaling = 1 is the linear rule, 0.5 the square-root rule; the momentum
+factor keeps the effective step lr / (1 - momentum) constant, which is what the
+SGD noise scale lr * N / (B * (1 - momentum)) depends on. Momentum is searched as
+1 - momentum on a log scale, so 0.9, 0.99 and 0.999 are equally easy to reach.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from autobatch.errors import ConfigError
+from autobatch.hyperparams import Hyperparams, OptimizerName
+
+ANCHOR_MOMENTUM = 0.9
+
+
+def powers_of_two(low: int, high: int) -> list[int]:
+    """Powers of two in [low, high]."""
+    out, b = [], 1
+    while b <= high:
+        if b >= low:
+            out.append(b)
+        b *= 2
+    return out
+
+
+def nearest_power_of_two(value: float, candidates: list[int]) -> int:
+    """The candidate closest to value on a log scale."""
+    return min(candidates, key=lambda b: abs(math.log2(b) - math.log2(max(value, 1e-9))))
+
+
+def predicted_best_batch(b_sat: float, b_crit: float) -> float:
+    """B* = sqrt(B_sat * B_crit): where T(B) = S(B) * t(B) is smallest."""
+    return math.sqrt(max(b_sat, 1.0) * max(b_crit, 1.0))
+
+
+def batch_candidates(*, min_batch: int, max_batch: int, b_star: float, knee: int) -> list[int]:
+    """Batches worth trying: powers of two from B*/8 up to the largest that fits, capped
+    at 4x B* or 2x the throughput knee, whichever is larger (past both, more batch buys
+    neither throughput nor fewer steps). Never empty: falls back to max_batch."""
+    low = max(min_batch, int(b_star / 8))
+    high = min(max_batch, max(int(4 * b_star), 2 * knee))
+    return powers_of_two(low, high) or [max_batch]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """What the study may choose. A field with one value (or a fixed value) is not searched."""
+
+    batch_sizes: tuple[int, ...]
+    anchor_batch: int
+    lr_range: tuple[float, float] | None = None
+    lr_fixed: float | None = None
+    momentum_range: tuple[float, float] = (0.0, 0.99)
+    momentum_fixed: float | None = None
+    lr_scaling_range: tuple[float, float] = (0.0, 1.0)
+    optimizer: OptimizerName | None = None  # fixed: None is the workload's own
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes!r}")
+        if (self.lr_range is None) == (self.lr_fixed is None):
+            raise ConfigError("give exactly one of an LR range or a fixed LR")
+        if self.lr_range is not None:
+            low, high = self.lr_range
+            if not (0 < low <= high):
+                raise ConfigError(f"LR range must satisfy 0 < low <= high, got {low}:{high}")
+        low, high = self.momentum_range
+        if not (0 <= low <= high < 1):
+            raise ConfigError(
+                f"momentum range must satisfy 0 <= low <= high < 1, got {low}:{high}")
+
+    def suggest(self, trial: optuna.Trial) -> Hyperparams:
+        batch = (self.batch_sizes[0] if len(self.batch_sizes) == 1
+                 else trial.suggest_categorical("batch_size", list(self.batch_sizes)))
+        if self.momentum_fixed is not None:
+            momentum = self.momentum_fixed
+        else:
+            low, high = self.momentum_range
+            momentum = 1.0 - trial.suggest_float("one_minus_momentum", 1.0 - high, 1.0 - low,
+                                                 log=True)
+        if self.lr_fixed is not None:
+            return Hyperparams(batch_size=int(batch), lr=self.lr_fixed, momentum=momentum,
+                               optimizer=self.optimizer)
+        lr0 = trial.suggest_float("lr0", *self.lr_range, log=True)
+        scaling = trial.suggest_float("lr_scaling", *self.lr_scaling_range)
+        return Hyperparams(batch_size=int(batch), momentum=momentum, optimizer=self.optimizer,
+                           lr=self.coupled_lr(int(batch), lr0, scaling, momentum))
+
+    def coupled_lr(self, batch: int, lr0: float, scaling: float, momentum: float) -> float:
+        return (lr0 * (batch / self.anchor_batch) ** scaling
+                * (1.0 - momentum) / (1.0 - ANCHOR_MOMENTUM))
+
+    def raw_params(self, *, batch: int, lr0: float, scaling: float,
+                   momentum: float = ANCHOR_MOMENTUM) -> dict[str, Any]:
+        """Optuna parameters that make suggest() return this configuration (to enqueue)."""
+        params: dict[str, Any] = {}
+        if len(self.batch_sizes) > 1:
+            params["batch_size"] = batch
+        if self.momentum_fixed is None:
+            low, high = self.momentum_range
+            params["one_minus_momentum"] = min(max(1.0 - momentum, 1.0 - high), 1.0 - low)
+        if self.lr_fixed is None:
+            params["lr0"] = min(max(lr0, self.lr_range[0]), self.lr_range[1])
+            params["lr_scaling"] = scaling
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        fields = dict(data)
+        for key in ("batch_sizes", "lr_range", "momentum_range", "lr_scaling_range"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)

@@ -1,0 +1,186 @@
+"""Running a study's trials: in this process, or in N worker processes on one storage.
+
+Every worker, local or on another machine (`autobatch worker`), rebuilds the same
+objective from what the study stores (the workload's spec, the settings and the
+prior), so joining needs only the storage URL and the study name. The global trial
+budget counts finished (COMPLETE or PRUNED) trials, and no trial starts while
+running ones already hold the rest of it; a trial of a worker that died is failed
+by the heartbeat and re-run by a survivor, and does not count.
+
+Local workers are `autobatch worker` processes; they read the storage URL from
+$AUTOBATCH_STORAGE, never from the command line, so a password does not show in
+the process list.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+import torch
+from optuna.storages import fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import TrialState
+
+import autobatch.keys as keys
+from autobatch.device import resolve_device
+from autobatch.errors import ConfigError
+from autobatch.search.objective import Objective, interrupt_reason
+from autobatch.search.prior import Prior
+from autobatch.search.pruning import pruner
+from autobatch.search.runners import TrialCrashed, runner_for
+from autobatch.search.settings import WorkerSettings
+from autobatch.search.study import converged, fail_running, sampler
+from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
+from autobatch.workloads import Workload, load_workload
+
+WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+class SurplusTrial(Exception):
+    """Another worker started the budget's last trial at the same moment as this one."""
+
+
+def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
+    """Fail a trial that concurrent starts pushed past the budget (reason over_budget).
+
+    Two workers can both see one trial left and both start one. The slot goes to the
+    lower trial number (numbers are handed out in creation order), so exactly one of
+    them runs, whichever of them checks first.
+    """
+    ahead = [t for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+        if t.number < trial.number]
+    if len(ahead) >= n_trials:
+        trial.set_user_attr(keys.FAIL_REASON, "over_budget")
+        raise SurplusTrial(f"another worker took the last of the {n_trials}-trial budget")
+
+
+def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
+               deadline: float, exclusive: bool, patience: int | None = None,
+               on_trial: TrialCallback | None = None) -> None:
+    """Run trials one at a time until n_trials have finished, the deadline (epoch s),
+    or the study has converged (see study.converged).
+
+    When the remaining budget is held by running trials, wait for them: with
+    heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
+    worker runs the retry. exclusive: this process is the study's only worker (SQLite),
+    so on an interrupt any trial still RUNNING is its own.
+    """
+    callbacks = [on_trial] if on_trial else []
+    heartbeat = is_heartbeat_enabled(study._storage)
+
+    def within_budget(trial: optuna.Trial) -> float:
+        # one guard from the trial's creation on: a signal can land while claiming
+        with interrupt_reason(trial):
+            if n_trials is not None:
+                claim(study, trial, n_trials)
+            return objective.evaluate(trial)
+
+    while time.time() < deadline:
+        if heartbeat:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                fail_stale_trials(study)
+        if patience and converged(study.get_trials(deepcopy=False), patience):
+            return
+        if n_trials is not None:
+            finished = count(study, TrialState.COMPLETE, TrialState.PRUNED)
+            if finished >= n_trials:
+                return
+            if finished + count(study, TrialState.RUNNING) >= n_trials:
+                if not heartbeat:
+                    return  # without heartbeats a dead worker's trial is never freed
+                time.sleep(WAIT_S)
+                continue
+        try:
+            study.optimize(within_budget, n_trials=1, callbacks=callbacks, gc_after_trial=True,
+                           catch=(SurplusTrial, TrialCrashed))
+        except KeyboardInterrupt:
+            if exclusive:  # a trial still RUNNING is the one Optuna had just created
+                fail_running(study, "interrupted")
+            raise
+
+
+def objective_from_study(study: optuna.Study, device: torch.device,
+                         deadline: float) -> tuple[Objective, WorkerSettings]:
+    """The objective a study was set up for, rebuilt from its stored settings."""
+    stored = study.user_attrs.get(keys.SETTINGS)
+    if stored is None or keys.PRIOR not in study.user_attrs:
+        raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
+                          "run autobatch tune --workers 0 first")
+    settings = WorkerSettings.from_dict(stored)
+    workload = load_workload(**settings.workload)
+    prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
+    return make_objective(workload, prior, settings, device, deadline), settings
+
+
+def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
+                   device: torch.device, deadline: float) -> Objective:
+    profile = prior.profile
+    step_model = ((profile.alpha, profile.beta)
+                  if profile.alpha is not None and profile.beta is not None else None)
+    return Objective(runner=runner_for(workload, device), space=prior.space,
+                     target=settings.target, trial_budget_s=settings.trial_budget_s,
+                     bucket_base=prior.bucket_base, time_mode=settings.time_mode,
+                     step_model=step_model, deadline=deadline, seed=settings.seed)
+
+
+def work(storage_url: str, study_name: str, *, device: str = "auto",
+         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> None:
+    """Join a study and run trials until its budget is used up."""
+    require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
+    storage = open_storage(storage_url)
+    try:
+        # seed None: workers sharing one seed would all suggest the same configurations
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=sampler(None), pruner=pruner())
+    except KeyError:
+        raise ConfigError(
+            f"no study {study_name!r} in {mask_url(storage_url)}") from None
+    objective, settings = objective_from_study(study, resolve_device(device), deadline)
+    run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
+               exclusive=False, patience=settings.patience, on_trial=on_trial)
+
+
+def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
+                  devices: Sequence[str] | None = None) -> list[int]:
+    """Start n worker processes on the study and wait for them; their exit codes.
+
+    With devices, worker i sees only devices[i % len(devices)] (CUDA_VISIBLE_DEVICES).
+    Ctrl-C or SIGTERM here is passed on (as SIGTERM) to the workers, which close their
+    trials.
+    """
+    env = {**os.environ, ENV_STORAGE: storage_url}
+    procs = []
+    for i in range(n):
+        worker_env = dict(env)
+        device = "auto"
+        if devices:
+            worker_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+            device = "cuda"
+        cmd = [sys.executable, "-m", "autobatch_cli", "worker", "--study-name", study_name,
+               "--device", device]
+        if math.isfinite(deadline):
+            cmd += ["--deadline", str(deadline)]
+        procs.append(subprocess.Popen(cmd, env=worker_env))
+    try:
+        return [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)  # handled even by a worker that ignores SIGINT
+        for p in procs:
+            p.wait()
+        raise

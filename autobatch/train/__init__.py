@@ -1,0 +1,19 @@
+"""Training: the one loop every stage shares, its run setup and its batches."""
+
+from autobatch.train.data import Batch, TrainBatches, ValBatches, check_data, first_batch, logits_of
+from autobatch.train.loop import Clock, EvalCallback, EvalPoint, RunResult, StopReason, run
+from autobatch.train.setup import (
+    RunSetup,
+    build_optimizer,
+    evaluate,
+    setup_run,
+    train_batches,
+    train_step,
+    val_batches,
+)
+
+__all__ = [
+    "Batch", "Clock", "EvalCallback", "EvalPoint", "RunResult", "RunSetup", "StopReason",
+    "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate", "first_batch",
+    "logits_of", "run", "setup_run", "train_batches", "train_step", "val_batches",
+]

@@ -1,0 +1,149 @@
+"""How batches are drawn from a workload's data, and the checks run before training.
+
+In-memory TensorData is moved to the device once and batched by index (no
+DataLoader overhead, which would dominate a millisecond step); any other Dataset
+goes through a DataLoader with worker processes and pinned memory on CUDA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from autobatch.errors import DataError
+from autobatch.workloads import Data, TensorData, Workload
+
+Batch = tuple[Tensor, Tensor]
+# Labels read from a Dataset without a label list, to check their range before training.
+LABEL_SAMPLE = 256
+
+
+def logits_of(output: object) -> Tensor:
+    """The prediction tensor of a model output (tuple outputs and `.logits` objects)."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise DataError(f"model returned {type(output).__name__}; expected a Tensor of logits")
+
+
+def labels_of(data: Data) -> Tensor | None:
+    """All labels of a data set when they can be read without loading inputs."""
+    if isinstance(data, TensorData):
+        return data.y
+    if isinstance(data, Subset):
+        parent = labels_of(data.dataset)
+        return None if parent is None else parent[torch.as_tensor(data.indices)]
+    targets = getattr(data, "targets", None)
+    return None if targets is None else torch.as_tensor(targets)
+
+
+def first_batch(data: Data, size: int) -> Batch:
+    """The first `size` samples (in order) as one batch, on the CPU."""
+    if isinstance(data, TensorData):
+        return data.x[:size], data.y[:size]
+    samples = [data[i] for i in range(min(size, len(data)))]
+    return (torch.stack([torch.as_tensor(s[0]) for s in samples]),
+            torch.as_tensor([int(s[1]) for s in samples]))
+
+
+def check_data(workload: Workload, batch_size: int, model: nn.Module,
+               device: torch.device) -> None:
+    """Fail before training on data that cannot work: empty, too small, bad labels."""
+    name = workload.name
+    n_train, n_val = len(workload.train_data), len(workload.val_data)
+    if n_train == 0:
+        raise DataError(f"workload {name!r}: the training set is empty")
+    if n_val == 0:
+        raise DataError(f"workload {name!r}: the validation set is empty")
+    if n_train < batch_size:
+        raise DataError(f"workload {name!r}: the training set has {n_train} samples, "
+                        f"fewer than one batch of {batch_size}")
+    x, _ = first_batch(workload.val_data, 2)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        n_outputs = logits_of(model(x.to(device))).shape[-1]
+    model.train(was_training)
+    for split, data in (("training", workload.train_data), ("validation", workload.val_data)):
+        labels = labels_of(data)
+        if labels is None:  # a Dataset that keeps no label list: check a sample of it
+            labels = torch.as_tensor([int(data[i][1])
+                                      for i in range(min(LABEL_SAMPLE, len(data)))])
+        if labels.numel() == 0:
+            continue
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= n_outputs:
+            raise DataError(
+                f"workload {name!r}: {split} labels span {low}..{high} but the model "
+                f"has {n_outputs} outputs (labels must be in 0..{n_outputs - 1})")
+
+
+def to_device(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
+    """A loader's batches on the device (asynchronous copies from pinned memory)."""
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class TrainBatches:
+    """An endless, reshuffled-every-epoch stream of full training batches on the device."""
+
+    def __init__(self, data: Data, batch_size: int, device: torch.device, *, seed: int,
+                 num_workers: int = 0) -> None:
+        self.batch_size = batch_size
+        self.size = len(data)
+        self.batches_per_epoch = self.size // batch_size
+        self._device = device
+        self._generator = torch.Generator().manual_seed(seed)
+        self._data = data
+        self._loader: DataLoader | None = None
+        if isinstance(data, TensorData):
+            self._x, self._y = data.x.to(device), data.y.to(device)
+        else:
+            self._loader = DataLoader(
+                data, batch_size=batch_size, shuffle=True, drop_last=True,
+                num_workers=num_workers, generator=self._generator,
+                pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield from self._epoch()
+
+    def _epoch(self) -> Iterator[Batch]:
+        if self._loader is not None:
+            yield from to_device(self._loader, self._device)
+            return
+        perm = torch.randperm(self.size, generator=self._generator).to(self._device)
+        for i in range(self.batches_per_epoch):
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self._x[idx], self._y[idx]
+
+
+class ValBatches:
+    """The validation set in order, in large batches; reusable across evaluations."""
+
+    def __init__(self, data: Data, batch_size: int, device: torch.device,
+                 num_workers: int = 0) -> None:
+        self.size = len(data)
+        self._device = device
+        self._batch_size = batch_size
+        self._loader: DataLoader | None = None
+        if isinstance(data, TensorData):
+            self._x, self._y = data.x.to(device), data.y.to(device)
+        else:
+            self._loader = DataLoader(
+                data, batch_size=batch_size, num_workers=num_workers,
+                pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._loader is not None:
+            yield from to_device(self._loader, self._device)
+            return
+        for start in range(0, self.size, self._batch_size):
+            yield self._x[start:start + self._batch_size], self._y[start:start + self._batch_size]

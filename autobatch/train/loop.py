@@ -1,0 +1,188 @@
+"""The one training loop: train a configuration until target, budget or divergence.
+
+Every later stage (probe, profiler, study trials) reuses it, so the time to target
+means the same thing everywhere: seconds of training (data loading, forward,
+backward, optimizer step; the device synchronised before each clock read), with
+evaluation passes excluded and reported separately.
+
+Evaluation is scheduled geometrically in training time: the next one runs once
+training time has grown by `eval_resolution` (5%) since the last, so the reported
+time to target overestimates the true crossing by at most that fraction plus one
+step, whatever the run length, while the number of evaluations stays logarithmic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from autobatch.config import RunConfig
+from autobatch.device import (
+    device_name,
+    peak_memory,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
+from autobatch.files import json_safe
+from autobatch.train.data import check_data
+from autobatch.train.setup import evaluate, setup_run, train_batches, train_step, val_batches
+from autobatch.workloads import Workload
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["target", "budget", "diverged", "stopped"]
+Clock = Callable[[], float]
+# The first evaluation waits for at least this much training (seconds), so the
+# slow first steps at a new shape do not trigger a burst of evaluations.
+FIRST_EVAL_S = 0.02
+# Evaluation may cost at most this fraction of training time: after an evaluation
+# that took e seconds, the next waits for at least e / EVAL_SHARE of training.
+EVAL_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One evaluation: where training stood and what the validation metric was."""
+
+    train_seconds: float
+    steps: int
+    samples: int
+    epochs: float
+    train_loss: float
+    metric: float
+    eval_seconds: float
+
+
+# Called after every evaluation; True stops the run (stop_reason 'stopped').
+EvalCallback = Callable[[EvalPoint], bool | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """The outcome of one training run. Times in seconds; metric in [0, 1]."""
+
+    workload: str
+    device: str
+    config: RunConfig
+    target_reached: bool
+    time_to_target_s: float | None
+    steps_to_target: int | None
+    samples_to_target: int | None
+    steps: int
+    samples: int
+    epochs: float
+    train_seconds: float
+    eval_seconds: float
+    samples_per_s: float
+    best_metric: float | None
+    final_metric: float | None
+    stop_reason: StopReason
+    trace: tuple[EvalPoint, ...]
+    # the run's peak: max reserved bytes on CUDA; on CPU the process's peak resident
+    # memory (framework and data included, what a container limit counts)
+    peak_memory_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A strict-JSON-safe dict (non-finite floats become None)."""
+        return json_safe(asdict(self))
+
+
+def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> float:
+    """Training time of the next evaluation: geometric, and never costlier than EVAL_SHARE.
+
+    Without a target, intermediate evaluations decide nothing: only the final one runs.
+    """
+    if config.target is None:
+        return math.inf
+    return max(trained * (1.0 + config.eval_resolution), trained + eval_seconds / EVAL_SHARE)
+
+
+def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "auto",
+        on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter) -> RunResult:
+    """Train `workload` with `config` from a fresh model; return the result and trace.
+
+    on_eval is called after every evaluation; returning True stops the run with
+    stop_reason 'stopped' (the study's pruner uses this).
+    """
+    dev = resolve_device(device)
+    setup = setup_run(workload, config, dev, seed=config.seed)
+    model, optimizer = setup.model, setup.optimizer
+    check_data(workload, config.batch_size, model, dev)
+    train = train_batches(workload, config.batch_size, dev, seed=config.seed)
+    val = val_batches(workload, dev)
+    budget = config.budget
+    max_steps = budget.steps if budget.steps is not None else math.inf
+    max_seconds = budget.seconds if budget.seconds is not None else math.inf
+    max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
+
+    trace: list[EvalPoint] = []
+    steps = samples = 0
+    trained = eval_total = 0.0
+    loss_sum, loss_count = 0.0, 0
+    next_eval = FIRST_EVAL_S if config.target is not None else math.inf
+    stop: StopReason | None = None
+    hit: EvalPoint | None = None
+
+    synchronize(dev)
+    reset_peak_memory(dev)
+    started = clock()
+    for x, y in train:
+        # .item() also synchronises the device before the clock is read
+        loss_value = train_step(model, optimizer, workload, x, y).item()
+        steps += 1
+        samples += len(y)
+        elapsed = trained + clock() - started
+        if not math.isfinite(loss_value) or loss_value < 0:  # < 0: no classification loss
+            trained, stop = elapsed, "diverged"
+            log.info("loss is %s at step %d: diverged", loss_value, steps)
+            break
+        loss_sum += loss_value
+        loss_count += 1
+        out_of_budget = steps >= max_steps or elapsed >= max_seconds or samples >= max_samples
+        if elapsed < next_eval and not out_of_budget:
+            continue
+        trained = elapsed
+        eval_started = clock()
+        metric = evaluate(model, workload, val)
+        synchronize(dev)
+        eval_seconds = clock() - eval_started
+        eval_total += eval_seconds
+        point = EvalPoint(train_seconds=trained, steps=steps, samples=samples,
+                          epochs=samples / len(workload.train_data),
+                          train_loss=loss_sum / loss_count, metric=metric,
+                          eval_seconds=eval_seconds)
+        trace.append(point)
+        loss_sum, loss_count = 0.0, 0
+        if config.target is not None and metric >= config.target:
+            hit, stop = point, "target"
+            break
+        if out_of_budget:
+            stop = "budget"
+            break
+        if on_eval is not None and on_eval(point):
+            stop = "stopped"
+            break
+        next_eval = next_eval_at(trained, eval_seconds, config)
+        synchronize(dev)
+        started = clock()
+
+    metrics = [p.metric for p in trace]
+    return RunResult(
+        workload=workload.name, device=device_name(dev), config=config,
+        target_reached=hit is not None,
+        time_to_target_s=hit.train_seconds if hit else None,
+        steps_to_target=hit.steps if hit else None,
+        samples_to_target=hit.samples if hit else None,
+        steps=steps, samples=samples, epochs=samples / len(workload.train_data),
+        train_seconds=trained, eval_seconds=eval_total,
+        samples_per_s=samples / trained if trained > 0 else 0.0,
+        best_metric=max(metrics) if metrics else None,
+        final_metric=metrics[-1] if metrics else None,
+        stop_reason=stop or "budget", trace=tuple(trace), peak_memory_bytes=peak_memory(dev))

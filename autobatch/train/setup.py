@@ -1,0 +1,73 @@
+"""Run setup, once for every stage: the seeded model on the device, its optimizer, and
+the batch streams. Training, the probe, the profiler, the LR range test and the noise
+scale all start a run here, so they train the same thing the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autobatch.hyperparams import Hyperparams
+from autobatch.train.data import TrainBatches, ValBatches, logits_of
+from autobatch.workloads import OPTIMIZERS, Workload
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def build_optimizer(workload: Workload, model: nn.Module,
+                    hparams: Hyperparams) -> torch.optim.Optimizer:
+    """The recipe's optimizer by name, else the workload's own factory."""
+    factory = OPTIMIZERS[hparams.optimizer] if hparams.optimizer else workload.optimizer_factory
+    return factory(model.parameters(), hparams.lr, hparams.momentum)
+
+
+def setup_run(workload: Workload, hparams: Hyperparams, device: torch.device, *,
+              seed: int | None = None, model: nn.Module | None = None) -> RunSetup:
+    """A fresh model from the workload's factory (after seeding torch with `seed`, when
+    given), or `model`, moved to the device in training mode, with its optimizer."""
+    if model is None:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = workload.model_factory()
+    model = model.to(device).train()
+    return RunSetup(model=model, optimizer=build_optimizer(workload, model, hparams))
+
+
+def train_batches(workload: Workload, batch_size: int, device: torch.device, *,
+                  seed: int) -> TrainBatches:
+    return TrainBatches(workload.train_data, batch_size, device, seed=seed,
+                        num_workers=workload.num_workers)
+
+
+def val_batches(workload: Workload, device: torch.device) -> ValBatches:
+    return ValBatches(workload.val_data, workload.eval_batch_size, device,
+                      num_workers=workload.num_workers)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workload,
+               x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer update (forward, backward, step); returns the loss, not synchronised."""
+    loss = workload.loss_fn(logits_of(model(x)), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, workload: Workload, batches: ValBatches) -> float:
+    """Validation metric: the workload's metric summed over the set, divided by its size."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64)
+    for x, y in batches:
+        total += workload.metric_fn(logits_of(model(x)), y).double().cpu()
+    model.train(was_training)
+    return float(total) / batches.size

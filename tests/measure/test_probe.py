@@ -1,0 +1,374 @@
+
+"""The memory probe on real torch on the CPU: late OOMs, errors, a real memory limit, cache."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from typer.testing import CliRunner
+
+from autobatch import ConfigError, DeviceError, DoesNotFitError, TensorData, Workload, probe
+from autobatch.config import parse_bytes
+from autobatch.device import rss_bytes
+from autobatch.measure.probe import ProbeResult, _Candidate, _largest_input
+from autobatch_cli.main import app
+from tests.conftest import blobs
+
+PROBE_TESTS = __name__  # this module, as a module:function workload spec
+OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
+_seen = {"batch": 0}  # last training batch, shared by model and optimizer within a process
+
+
+class Net(nn.Module):
+    """Linear(8, 3) that raises a CUDA-style OOM in one phase from batch `oom_from` on."""
+
+    def __init__(self, oom_from: int = 10**9, phase: str = "forward",
+                 error: Exception | None = None) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+        self.oom_from, self.phase, self.error = oom_from, phase, error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            _seen["batch"] = len(x)
+            if self.phase == "forward" and len(x) >= self.oom_from:
+                raise self.error or torch.OutOfMemoryError(OOM)
+        elif self.phase == "eval" and _seen["batch"] >= self.oom_from:
+            raise torch.OutOfMemoryError(OOM)  # training state + eval batch do not fit
+        return self.fc(x)
+
+
+class StepOom(torch.optim.SGD):
+    """SGD whose step runs out of memory from batch `oom_from` (optimizer state)."""
+
+    oom_from = 10**9
+
+    def step(self, closure=None):
+        if _seen["batch"] >= self.oom_from:
+            raise torch.OutOfMemoryError(OOM)
+        return super().step(closure)
+
+
+def workload(n_train: int = 64, **overrides) -> Workload:
+    fields = dict(name="probe-tiny", model_factory=Net, train_data=blobs(n_train),
+                  val_data=blobs(16), eval_batch_size=8)
+    fields.update(overrides)
+    return Workload(**fields)
+
+
+def step_oom_factory(oom_from: int):
+    def factory(params, lr, momentum):
+        opt = StepOom(params, lr=lr, momentum=momentum)
+        opt.oom_from = oom_from
+        return opt
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("case", ["forward", "optimizer_step", "evaluation"])
+def test_probe_never_reports_a_batch_that_runs_out_of_memory_late(case):
+    wl = {"forward": workload(model_factory=lambda: Net(23)),
+          "optimizer_step": workload(optimizer_factory=step_oom_factory(23)),
+          "evaluation": workload(model_factory=lambda: Net(23, phase="eval"))}[case]
+    result = probe(wl, device="cpu")
+    assert result.max_batch_size == 22
+    assert {a.outcome for a in result.attempts if a.batch_size >= 23} == {"oom"}
+    assert all(a.outcome == "fit" for a in result.attempts if a.batch_size <= 22)
+    assert len(result.attempts) <= 10
+    # Every started step counts, including the one that failed, plus a 1-step warm-up.
+    assert result.train_steps == 2 + sum(a.train_steps for a in result.attempts)
+
+
+class Sequences(Dataset):
+    """1-D sequences of length 8, except one of length 40: the worst case."""
+
+    def __init__(self, n: int, long_at: int | None) -> None:
+        self.n, self.long_at = n, long_at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        length = 40 if i == self.long_at else 8
+        return torch.ones(1, length), i % 3
+
+
+class SeqNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] * x.shape[-1] > 400:  # memory grows with batch x length
+            raise torch.OutOfMemoryError(OOM)
+        return self.conv(x).mean(-1)
+
+
+def test_probe_uses_the_largest_input():
+    wl = Workload(name="seq", model_factory=SeqNet, train_data=Sequences(64, long_at=37),
+                  val_data=Sequences(8, long_at=None), eval_batch_size=4)
+    assert _largest_input(wl)[0].shape == (1, 40)
+    result = probe(wl, device="cpu")
+    assert result.max_batch_size == 10  # 10 x 40 = 400; the short inputs would allow 50
+
+
+class UserBug(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                   UserBug("bad label")])
+def test_probe_propagates_non_oom_errors_unchanged(error):
+    wl = workload(model_factory=lambda: Net(8, error=error))
+    with pytest.raises(type(error), match=re.escape(str(error))) as info:
+        probe(wl, device="cpu")
+    assert type(info.value) is type(error)
+    assert "in forward" in str(info.value.__cause__)  # the child's traceback
+
+
+def test_probe_nothing_fits_raises_with_peak_and_usable():
+    wl = workload(model_factory=lambda: Net(1))
+    with pytest.raises(DoesNotFitError, match=r"does not fit at batch 1: peak out of memory, "
+                                              r"usable [\d.]+ GiB") as info:
+        probe(wl, device="cpu")
+    assert info.value.exit_code == 4
+
+
+def test_probe_memory_limit_below_the_real_peak_does_not_fit():
+    wl = workload()
+    limit = rss_bytes() + 2 * 2**20  # above the fixed estimate, below a real step
+    with pytest.raises(DoesNotFitError, match=r"does not fit at batch 1: peak "
+                                              r"(out of memory|[\d.]+ GiB), usable [\d.]+ GiB"):
+        probe(wl, device="cpu", memory_limit=limit)
+
+
+class Wide(nn.Module):
+    """Memory-heavy, compute-light: each layer keeps a 128 KiB activation per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scales = nn.ParameterList(nn.Parameter(torch.ones(32768)) for _ in range(4))
+        self.head = nn.Linear(32768, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for s in self.scales:
+            x = torch.tanh(x * s)
+        return self.head(x)
+
+
+def wide_workload() -> Workload:
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.randn(512, 32768, generator=g), torch.randint(0, 3, (512,)))
+    return Workload(name="wide", model_factory=Wide, train_data=data,
+                    val_data=TensorData(data.x[:16], data.y[:16]), eval_batch_size=16)
+
+
+PROBE_IN_FRESH_PROCESS = """
+import json, sys
+from autobatch.device import rss_bytes
+from autobatch.measure.probe import probe
+from tests.measure.test_probe import wide_workload
+wl = wide_workload()
+limit = rss_bytes() + 512 * 2**20  # room for the ~170 MiB model and ~200 samples
+result = probe(wl, device="cpu", memory_limit=limit, headroom=0.1, use_cache=False)
+json.dump({"limit": limit, **result.to_dict()}, sys.stdout)
+"""
+
+
+def test_probe_real_memory_limit_on_cpu():
+    # A fresh process, as `autobatch probe` runs: the limit counts the whole process,
+    # and a test runner that has grown by a gigabyte is not what users probe from.
+    proc = subprocess.run([sys.executable, "-c", PROBE_IN_FRESH_PROCESS], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    limit = result["limit"]
+    assert result["limited_by"] == "memory" and result["isolation"] == "fork-per-candidate"
+    assert result["usable_bytes"] == limit and result["budget_bytes"] == int(limit * 0.9)
+    assert result["peak_bytes"] <= result["budget_bytes"]
+    assert 8 < result["max_batch_size"] < 512
+    # Bounded. (The goal of <= 6 candidates is measured by the benchmark on resnet18; here
+    # RSS readings scatter by tens of MiB near the budget and cost 0-2 more verifications
+    # depending on the machine's load, which a CI test must not turn into a coin toss.)
+    assert len(result["attempts"]) <= 10
+    # About 1 MiB per sample: 4 x 128 KiB activations plus their tanh results.
+    assert 0.5 * 2**20 < result["bytes_per_sample"] < 3 * 2**20
+    # How close the answer is to the true maximum is measured by the benchmark (98%):
+    # RSS readings of two separate probes scatter by over 5%, too much for a CI check.
+
+
+def test_probe_leaves_the_callers_model_and_optimizer_untouched():
+    user_model = Net()
+    user_optimizer = torch.optim.SGD(user_model.parameters(), lr=0.1, momentum=0.9)
+    user_model(torch.randn(4, 8)).sum().backward()
+    user_optimizer.step()
+    user_optimizer.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in user_model.state_dict().items()}
+    optimizer_before = copy.deepcopy(user_optimizer.state_dict())
+    wl = workload(model_factory=lambda: user_model)  # hands out the caller's object
+    probe(wl, device="cpu", max_batch=16, use_cache=False)
+    after = user_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert user_model.training and next(user_model.parameters()).grad is None
+    optimizer_after = user_optimizer.state_dict()
+    assert optimizer_after["param_groups"] == optimizer_before["param_groups"]
+    assert all(torch.equal(optimizer_before["state"][i]["momentum_buffer"],
+                           optimizer_after["state"][i]["momentum_buffer"])
+               for i in optimizer_before["state"])
+
+
+def test_candidate_in_process_returns_memory_after_oom():
+    class Hog(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            self.hog = None
+            big = torch.ones(64 * 2**20 // 4 * len(x))  # 64 MiB per sample, alive in the frame
+            big += 1
+            if len(x) >= 4:
+                raise torch.OutOfMemoryError(OOM)
+            return self.fc(x)
+
+    wl = workload(model_factory=Hog)
+    sample, label = _largest_input(wl)
+    cand = _Candidate(workload=wl, device=torch.device("cpu"), sample=sample, label=label)
+    assert not cand.here(1, n_eval=1)[0].oom  # lazy initialisation out of the way
+    before = rss_bytes()
+    measurement, steps = cand.here(4, n_eval=1)  # 256 MiB allocated, then OOM
+    assert measurement.oom and steps == 1
+    assert rss_bytes() - before < 64 * 2**20
+    assert not cand.here(2, n_eval=1)[0].oom  # the next smaller attempt succeeds
+
+
+def test_probe_cache_hit_miss_and_no_cache(cache_dir):
+    wl = workload(model_factory=lambda: Net(23))
+    first = probe(wl, device="cpu")
+    again = probe(wl, device="cpu")
+    assert not first.from_cache and again.from_cache
+    assert again.max_batch_size == first.max_batch_size and again.attempts == first.attempts
+    assert len(list(cache_dir.glob("probe-*.json"))) == 1
+    assert not probe(wl, device="cpu", use_cache=False).from_cache
+    assert not probe(wl, device="cpu", headroom=0.2).from_cache  # another key
+    assert len(list(cache_dir.glob("probe-*.json"))) == 2
+    for path in cache_dir.glob("probe-*.json"):
+        path.write_text("{torn")  # a corrupt cache file is ignored and rewritten
+    assert not probe(wl, device="cpu").from_cache
+    assert probe(wl, device="cpu").from_cache
+
+
+def test_probe_result_json_round_trip(tmp_path):
+    result = probe(workload(model_factory=lambda: Net(23)), device="cpu", use_cache=False)
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert ProbeResult.from_dict(json.loads(text)) == result
+    result.save(tmp_path / "r.json")
+    assert ProbeResult.load(tmp_path / "r.json") == result
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(min_batch=8, max_batch=4), ConfigError, "min_batch 8 is larger than max_batch 4"),
+    (dict(min_batch=0), ConfigError, "min_batch must be an integer >= 1, got 0"),
+    (dict(max_batch=65), ConfigError, "max_batch 65 is larger than the training set"),
+    (dict(headroom=0.9), ConfigError, r"headroom must be in \[0, 0.9\), got 0.9"),
+    (dict(headroom=-0.1), ConfigError, "headroom"),
+    (dict(memory_limit=10 * 2**20), ConfigError, "below the model's fixed memory"),
+    (dict(device="cuda"), DeviceError, "CUDA is not available"),
+])
+def test_probe_rejects_bad_options_before_any_candidate(kwargs, error, match):
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(error, match=match):
+        probe(workload(), **kwargs)
+
+
+@pytest.mark.parametrize("text, value", [("1.5GiB", 1536 * 2**20), ("512MiB", 512 * 2**20),
+                                         ("2GB", 2 * 10**9), ("4G", 4 * 2**30),
+                                         ("4096", 4096)])
+def test_parse_bytes(text, value):
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "1.5 GiBs", "-1GB", "0"])
+def test_parse_bytes_rejects(text):
+    with pytest.raises(ConfigError, match="memory size"):
+        parse_bytes(text)
+
+
+def always_oom() -> Workload:
+    return workload(name="always-oom", model_factory=lambda: Net(1))
+
+
+def oom_from_48() -> Workload:
+    return workload(name="oom-from-48", model_factory=lambda: Net(48))
+
+
+def test_cli_profile_with_probe_stays_within_the_largest_batch_that_fits():
+    out = runner.invoke(app, ["profile", "-w", PROBE_TESTS + ":oom_from_48", "--device",
+                              "cpu", "--probe", "--no-noise", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout)
+    assert payload["max_batch"] == 47
+    sizes = [r["batch_size"] for r in payload["rows"]]
+    assert sizes[-1] == 47 and all(b < 47 for b in sizes[:-1]) and len(sizes) >= 5
+    assert all(r["fits"] for r in payload["rows"])  # without the probe, 64 and up OOM
+
+
+def tiny_for_cli() -> Workload:
+    return workload(name="cli-tiny", model_factory=lambda: Net(23))
+
+
+runner = CliRunner()
+
+
+def test_cli_probe_nothing_fits_exits_4():
+    out = runner.invoke(app, ["probe", "-w", PROBE_TESTS + ":always_oom", "--device", "cpu"])
+    assert out.exit_code == 4, out.output
+    assert "does not fit at batch 1" in out.output
+
+
+def test_cli_probe_json_is_strict_and_bad_options_exit_2():
+    out = runner.invoke(app, ["probe", "-w", PROBE_TESTS + ":tiny_for_cli", "--device", "cpu",
+                              "--memory-limit", "8GiB", "--no-cache", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(c))
+    assert payload["max_batch_size"] == 22 and payload["memory_limit_bytes"] == 8 * 2**30
+    human = runner.invoke(app, ["probe", "-w", PROBE_TESTS + ":tiny_for_cli", "--device", "cpu"])
+    assert human.exit_code == 0 and "max batch size" in human.output
+    for bad in (["--headroom", "0.95"], ["--memory-limit", "lots"], ["--min-batch", "9",
+                                                                      "--max-batch", "3"]):
+        out = runner.invoke(app, ["probe", "-w", PROBE_TESTS + ":tiny_for_cli", *bad])
+        assert out.exit_code == 2, (bad, out.output)
+
+
+@pytest.mark.gpu
+def test_probe_on_cuda_runs_in_a_subprocess():
+    result = probe(workload(), device="cuda", use_cache=False)
+    assert result.isolation == "subprocess" and result.device.type == "cuda"
+    assert result.max_batch_size == 64 and result.device.total_bytes > 0
+    assert not torch.cuda.is_initialized()  # the caller's process never touched CUDA
+
+
+def test_cli_tune_nothing_fits_exits_4_before_creating_a_study(tmp_path):
+    db = tmp_path / "study.db"
+    out = runner.invoke(app, ["tune", "-w", PROBE_TESTS + ":always_oom", "--device", "cpu",
+                              "--target", "0.9", "--storage", f"sqlite:///{db}", "--no-cache"])
+    assert out.exit_code == 4, out.output
+    assert "does not fit at batch 1" in out.output
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == []  # no half-made study

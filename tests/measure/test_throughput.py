@@ -1,0 +1,281 @@
+"""The throughput profiler: exact arithmetic with a fake clock, real torch on the CPU."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from autobatch import ConfigError, ProfileResult, profile
+from autobatch.measure.throughput import (
+    MAX_WARMUP_STEPS,
+    REPEATS,
+    auto_batch_sizes,
+    find_knee,
+    fit_step_time,
+    parse_batch_sizes,
+)
+from autobatch_cli.main import app
+from tests.conftest import FIXTURES, tiny_workload
+
+ALPHA, BETA = 2e-3, 1e-5  # the fake device: t(B) = 2 ms + 10 us * B
+
+
+class FakeClock:
+    """A clock that only moves when the fake device computes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_linear_factory(clock: FakeClock, *, oom_from: int | None = None,
+                         beta: float = BETA):
+    """A linear model whose forward pass costs exactly ALPHA + beta * batch on `clock`.
+
+    The class is local so deepcopy (which the profiler does) keeps the same clock: a
+    closure is copied by reference.
+    """
+
+    class TimedLinear(nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if oom_from is not None and len(x) >= oom_from and self.training:
+                raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+            clock.now += ALPHA + beta * len(x)
+            return super().forward(x)
+
+    return lambda: TimedLinear(8, 3)
+
+
+def step_times(sizes):
+    return [ALPHA + BETA * b for b in sizes]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("auto", None), (" AUTO ", None), ("8,16,32", (8, 16, 32)), ("32, 8 ,8,", (8, 32)),
+])
+def test_parse_batch_sizes_accepts_auto_and_lists(text, expected):
+    assert parse_batch_sizes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", "8,x", "1.5", "0", "8,-1"])
+def test_parse_batch_sizes_rejects_bad_lists_naming_the_option(text):
+    with pytest.raises(ConfigError, match="--batch-sizes"):
+        parse_batch_sizes(text, name="--batch-sizes")
+
+
+@pytest.mark.parametrize("max_batch, expected", [
+    (3200, (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3200)),
+    (256, (8, 16, 32, 64, 128, 256)),
+    (100, (4, 8, 16, 32, 64, 100)),
+    (20, (1, 2, 4, 8, 16, 20)),
+    (1, (1,)),
+])
+def test_auto_batch_sizes_are_powers_of_two_plus_the_maximum(max_batch, expected):
+    assert auto_batch_sizes(max_batch) == expected
+
+
+def test_fit_step_time_recovers_an_exact_line():
+    sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
+    fit = fit_step_time(sizes, step_times(sizes))
+    assert fit.alpha == pytest.approx(ALPHA, rel=1e-9)
+    assert fit.beta == pytest.approx(BETA, rel=1e-9)
+    assert fit.b_sat == pytest.approx(200.0, rel=1e-9)
+    assert fit.error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fit_step_time_shrugs_off_one_size_timed_during_a_load_burst():
+    sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
+    times = step_times(sizes)
+    times[5] *= 3  # another process stole the CPU while batch 256 was timed
+    fit = fit_step_time(sizes, times)
+    plain = fit_step_time(sizes[:5] + sizes[6:], times[:5] + times[6:])
+    assert fit.alpha == pytest.approx(ALPHA, rel=0.05)
+    assert fit.beta == pytest.approx(BETA, rel=0.05)
+    assert plain.alpha == pytest.approx(ALPHA, rel=1e-9)
+
+
+def test_fit_step_time_flat_times_give_no_saturation_batch():
+    fit = fit_step_time([8, 16, 32], [1e-3, 1e-3, 1e-3])
+    assert (fit.alpha, fit.beta, fit.b_sat) == (pytest.approx(1e-3), 0.0, None)
+
+
+def test_fit_step_time_needs_two_distinct_sizes():
+    with pytest.raises(ConfigError, match="2 distinct batch sizes"):
+        fit_step_time([8, 8], [1e-3, 1e-3])
+
+
+@pytest.mark.parametrize("gain, knee", [
+    # thr(2B)/thr(B) = 2(a + bB)/(a + 2bB) >= 1 + g  <=>  B <= a(1 - g) / (2 g b)
+    (0.10, 512),  # B <= 900
+    (0.50, 64),  # B <= 100
+    (0.90, 8),  # B <= 5.3: not even 8 -> 16 pays, the knee is the smallest batch
+])
+def test_find_knee_is_the_largest_batch_whose_doubling_still_pays(gain, knee):
+    sizes = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    throughput = [b / t for b, t in zip(sizes, step_times(sizes))]
+    assert find_knee(sizes, throughput, gain) == knee
+
+
+def test_find_knee_interpolates_an_unmeasured_doubling():
+    # Throughput B / (a + bB) at 100 and 400: the doubling of 100 (200) is interpolated.
+    sizes = [100, 400]
+    throughput = [b / t for b, t in zip(sizes, step_times(sizes))]
+    assert find_knee(sizes, throughput, 0.10) == 100
+    assert find_knee([100], [1.0], 0.10) is None
+
+
+def test_profile_with_a_fake_clock_measures_the_fake_device_exactly():
+    clock = FakeClock()
+    workload = tiny_workload(n_train=512, model_factory=timed_linear_factory(clock))
+    sizes = [8, 16, 32, 64, 128, 256, 512]
+    result = profile(workload, device="cpu", batch_sizes=sizes, noise=False, clock=clock)
+    assert [r.batch_size for r in result.rows] == sizes
+    for row, expected in zip(result.rows, step_times(sizes)):
+        assert row.fits and row.repeats == REPEATS
+        assert row.iter_s == pytest.approx(expected, rel=1e-9)
+        assert row.iter_s_min == pytest.approx(row.iter_s_max, rel=1e-9)
+        assert row.samples_per_s == pytest.approx(row.batch_size / expected, rel=1e-9)
+        assert row.steps_per_epoch == 512 // row.batch_size
+        assert row.epoch_s == pytest.approx(row.steps_per_epoch * expected, rel=1e-9)
+        assert row.data_wait == 0.0 and not row.input_bound
+        assert row.warmup_steps < MAX_WARMUP_STEPS  # constant times: stable at once
+    assert result.alpha == pytest.approx(ALPHA, rel=1e-9)
+    assert result.beta == pytest.approx(BETA, rel=1e-9)
+    assert result.b_sat == pytest.approx(200.0, rel=1e-9)
+    assert result.knee == 256  # B <= 900, and 512 cannot be doubled inside the range
+    assert result.eval_pass_s == pytest.approx(ALPHA + BETA * 64, rel=1e-9)  # 64 val samples
+    assert result.seconds == pytest.approx(clock.now)
+    assert result.predict_iter_s(1000) == pytest.approx(ALPHA + BETA * 1000)
+
+
+def test_profile_reports_sizes_above_the_maximum_as_not_fitting():
+    result = profile(tiny_workload(n_train=256), device="cpu", batch_sizes=[8, 16, 64, 512],
+                     max_batch=32, noise=False)
+    rows = {r.batch_size: r for r in result.rows}
+    assert rows[8].fits and rows[16].fits
+    assert not rows[64].fits and rows[64].reason == "above max_batch 32"
+    assert rows[64].iter_s is None
+    unbounded = profile(tiny_workload(n_train=256), device="cpu", batch_sizes=[16, 512],
+                        noise=False)
+    assert unbounded.rows[1].reason == "larger than the training set"
+    assert unbounded.alpha is None and unbounded.knee is None  # one size: nothing to fit
+
+
+def test_profile_marks_a_size_that_runs_out_of_memory_and_goes_on():
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
+    result = profile(workload, device="cpu", batch_sizes=[16, 32, 64, 128], noise=False,
+                     clock=clock)
+    assert [(r.batch_size, r.fits, r.reason) for r in result.rows] == [
+        (16, True, None), (32, True, None), (64, False, "out of memory"),
+        (128, False, "out of memory")]
+    assert result.beta == pytest.approx(BETA, rel=1e-9)
+
+
+def test_the_noise_scale_stays_below_a_size_that_ran_out_of_memory():
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
+    result = profile(workload, device="cpu", batch_sizes=[16, 32, 64], clock=clock)
+    assert result.noise is not None and result.noise.b_big == 32  # 64 would run out
+
+
+def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it():
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
+    result = profile(workload, device="cpu", batch_sizes=[8, 16], clock=clock)  # b_big 64
+    assert result.noise is None
+    assert [r.fits for r in result.rows] == [True, True]
+
+
+def test_profile_leaves_the_users_model_optimizer_and_rng_untouched():
+    torch.manual_seed(1)
+    model = nn.Linear(8, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 8)).sum().backward()
+    optimizer.step()
+    # A factory that hands out the user's own instance, as `lambda: model` does.
+    workload = tiny_workload(model_factory=lambda: model)
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    momentum = [s["momentum_buffer"].clone() for s in optimizer.state.values()]
+    rng = torch.get_rng_state()
+
+    result = profile(workload, device="cpu", batch_sizes=[8, 32])
+
+    assert result.noise is not None
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, params[key])
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert all(torch.equal(s["momentum_buffer"], m)
+               for s, m in zip(optimizer.state.values(), momentum))
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_profile_result_is_strict_json_and_survives_a_save_load_round_trip(tmp_path):
+    clock = FakeClock()
+    workload = tiny_workload(model_factory=timed_linear_factory(clock))
+    result = profile(workload, device="cpu", batch_sizes=[8, 16, 1000], max_batch=64,
+                     clock=clock)
+    path = tmp_path / "profile.json"
+    result.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temp file left
+    payload = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert payload["rows"][2]["fits"] is False and payload["rows"][2]["iter_s"] is None
+    assert ProfileResult.load(path) == result
+    flat_clock = FakeClock()
+    flat = profile(tiny_workload(model_factory=timed_linear_factory(flat_clock, beta=0.0)),
+                   device="cpu", batch_sizes=[8, 16], noise=False, clock=flat_clock)
+    assert flat.beta == 0.0 and flat.to_dict()["b_sat"] is None  # null, never inf/NaN
+    json.dumps(flat.to_dict(), allow_nan=False)
+
+
+def test_profile_save_to_an_unwritable_path_is_a_config_error(tmp_path):
+    result = profile(tiny_workload(), device="cpu", batch_sizes=[8, 16], noise=False)
+    with pytest.raises(ConfigError, match="cannot write profile"):
+        result.save(tmp_path / "missing" / "profile.json")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"knee_gain": 0.0}, "knee_gain"), ({"max_batch": 0}, "max_batch"),
+    ({"batch_sizes": []}, "batch_sizes"), ({"batch_sizes": [0, 8]}, "batch_sizes"),
+])
+def test_profile_rejects_bad_arguments_naming_them(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        profile(tiny_workload(), device="cpu", **kwargs)
+
+
+runner = CliRunner()
+GOOD = ["--workload", "user_workloads:good", "--app-dir", str(FIXTURES), "--device", "cpu"]
+
+
+@pytest.mark.parametrize("value", ["", "8,x", "abc", "0"])
+def test_cli_profile_bad_batch_sizes_exit_2_naming_the_option(value):
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", value])
+    assert result.exit_code == 2
+    assert "--batch-sizes" in result.stderr
+
+
+def test_cli_profile_json_is_strict_and_complete(tmp_path):
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,32,64,512",
+                                 "--max-batch", "64", "--json",
+                                 "--save", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(c))
+    assert [r["fits"] for r in payload["rows"]] == [True, True, True, True, False]
+    assert payload["alpha"] >= 0 and payload["beta"] >= 0 and payload["knee"] in (8, 16, 32)
+    noise = payload["noise"]
+    assert noise["draws"] >= 32 and noise["b_small"] < noise["b_big"] <= 64
+    assert ProfileResult.load(tmp_path / "p.json").workload == "user-good"
+
+
+def test_cli_profile_table_lists_each_size_and_the_fit():
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,256", "--no-noise"])
+    assert result.exit_code == 0, result.output
+    assert "no fit" in result.stdout and "training" in result.stdout  # may wrap
+    assert "t(B) =" in result.stdout and "knee" in result.stdout
+    assert "B_simple" not in result.stdout

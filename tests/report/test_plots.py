@@ -1,0 +1,37 @@
+"""The profile picture: a real PNG of a sensible size, and clear errors."""
+
+import pytest
+
+from autobatch import ConfigError, profile
+from autobatch.report.plots import plot_profile
+from tests.conftest import tiny_workload
+from tests.measure.test_throughput import FakeClock, timed_linear_factory
+
+
+@pytest.fixture(scope="module")
+def result():
+    clock = FakeClock()
+    return profile(tiny_workload(n_train=512, model_factory=timed_linear_factory(clock)),
+                   device="cpu", batch_sizes=[8, 16, 32, 64, 128, 256, 1024], clock=clock)
+
+
+def test_plot_profile_writes_a_png_of_sensible_size(result, tmp_path):
+    import matplotlib.image
+
+    path = plot_profile(result, tmp_path / "profile.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert 1200 <= width <= 2400 and 400 <= height <= 900
+    assert path.stat().st_size > 20_000  # curves, labels and legends, not a blank canvas
+
+
+def test_plot_profile_to_an_unwritable_path_is_a_config_error(result, tmp_path):
+    with pytest.raises(ConfigError, match="cannot write plot"):
+        plot_profile(result, tmp_path / "missing" / "profile.png")
+
+
+def test_plot_profile_with_nothing_measured_is_a_config_error(tmp_path):
+    nothing = profile(tiny_workload(), device="cpu", batch_sizes=[64], max_batch=32,
+                      noise=False)
+    with pytest.raises(ConfigError, match="no batch size"):
+        plot_profile(nothing, tmp_path / "p.png")

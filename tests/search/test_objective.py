@@ -1,0 +1,174 @@
+"""The objective: time to target, censored misses, prune reasons, interrupts."""
+
+import math
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+from optuna.trial import TrialState
+from torch import nn
+
+from autobatch.search.objective import Objective, censored_value, modeled_seconds
+from autobatch.search.pruning import bucket_step
+from autobatch.search.runners import InProcessRunner
+from autobatch.search.space import SearchSpace
+from autobatch.search.workers import run_trials
+from autobatch.storage import open_storage
+from tests.conftest import tiny_workload, unreachable_workload
+
+CPU = torch.device("cpu")
+
+
+def test_censored_value_orders_by_shortfall_and_exceeds_the_budget():
+    assert censored_value(10.0, 0.9, 0.8) == pytest.approx(11.0)
+    assert censored_value(10.0, 0.9, 0.5) == pytest.approx(14.0)
+    assert censored_value(10.0, 0.9, None) == pytest.approx(19.0)
+    assert censored_value(10.0, 0.9, 0.95) == 10.0
+
+
+def test_a_trial_that_misses_the_target_completes_with_the_censored_value():
+    workload = unreachable_workload()
+    study = optuna.create_study()
+    # a budget shorter than the plateau rule's wait: the trial runs out of budget
+    study.optimize(objective(workload, trial_budget_s=0.05, bucket_base=0.01), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["target_reached"] is False
+    assert trial.user_attrs["stop_reason"] == "budget"
+    assert trial.value == pytest.approx(
+        censored_value(0.05, 0.95, trial.user_attrs["best_metric"]))
+    assert trial.value > 0.05
+
+
+def test_modeled_seconds_uses_the_step_model():
+    assert modeled_seconds(100, 256, 0.003, 1e-5) == pytest.approx(100 * (0.003 + 0.00256))
+
+
+def objective(workload=None, **overrides) -> Objective:
+    fields = dict(runner=InProcessRunner(workload or tiny_workload(), CPU),
+                  space=SearchSpace(batch_sizes=(16, 32), anchor_batch=32, lr_range=(0.05, 0.5)),
+                  target=0.95, trial_budget_s=10.0, bucket_base=0.01)
+    fields.update(overrides)
+    return Objective(**fields)
+
+
+def test_objective_records_every_figure_and_returns_time_to_target():
+    study = optuna.create_study()
+    study.optimize(objective(), n_trials=3)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done, [t.user_attrs for t in study.trials]
+    trial = done[0]
+    for key in ("batch_size", "lr", "momentum", "target_reached", "stop_reason", "steps",
+                "samples", "epochs", "samples_per_s", "eval_overhead_s", "best_metric",
+                "train_seconds", "measured_time_s", "curve", "peak_memory_bytes"):
+        assert key in trial.user_attrs, key
+    assert trial.value == trial.user_attrs["measured_time_s"]
+    assert trial.user_attrs["best_metric"] >= 0.95
+
+
+def test_modeled_time_mode_uses_steps_times_step_model():
+    study = optuna.create_study()
+    study.optimize(objective(time_mode="modeled", step_model=(0.5, 0.0)), n_trials=1)
+    trial = study.trials[0]
+    assert trial.value == pytest.approx(0.5 * trial.user_attrs["steps_to_target"])
+    assert "measured_time_s" in trial.user_attrs
+
+
+def test_divergence_is_pruned_with_a_reason_and_never_reports_nan():
+    nan_loss = tiny_workload(loss_fn=lambda out, y: F.cross_entropy(out, y) * math.nan)
+    study = optuna.create_study()
+    study.optimize(objective(nan_loss), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["prune_reason"] == "diverged"
+    assert all(math.isfinite(v) for v in trial.intermediate_values.values())
+
+
+class OOMAt(nn.Module):
+    """A model that runs out of memory at batches of `limit` or more."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.linear = nn.Linear(8, 3)
+
+    def forward(self, x):
+        if self.training and len(x) >= self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.linear(x)
+
+
+def test_oom_in_a_trial_is_pruned_and_the_study_goes_on():
+    workload = tiny_workload(model_factory=lambda: OOMAt(32))
+    obj = objective(workload)
+    study = optuna.create_study()
+    study.enqueue_trial(obj.space.raw_params(batch=32, lr0=0.2, scaling=0.0))
+    study.enqueue_trial(obj.space.raw_params(batch=16, lr0=0.2, scaling=0.0))
+    study.optimize(obj, n_trials=2)
+    first, second = study.trials
+    assert first.state == TrialState.PRUNED and first.user_attrs["prune_reason"] == "oom"
+    assert second.state == TrialState.COMPLETE and second.user_attrs["batch_size"] == 16
+
+
+def test_a_non_oom_error_fails_the_trial_and_propagates():
+    def broken():
+        raise RuntimeError("shape mismatch in user code")
+
+    workload = tiny_workload()
+    obj = objective(workload)
+    object.__setattr__(workload, "model_factory", broken)
+    study = optuna.create_study()
+    with pytest.raises(RuntimeError, match="shape mismatch in user code"):
+        study.optimize(obj, n_trials=1)
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_keyboard_interrupt_fails_the_trial_with_reason_interrupted():
+    def interrupting_loss(out, y):
+        raise KeyboardInterrupt
+
+    study = optuna.create_study()
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective(tiny_workload(loss_fn=interrupting_loss)), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "interrupted"
+
+
+def test_an_interrupt_on_a_shared_storage_closes_only_this_workers_trial(tmp_path):
+    def interrupting_loss(out, y):
+        raise KeyboardInterrupt
+
+    study = optuna.create_study(storage=open_storage(f"journal:///{tmp_path}/study.log"))
+    others = study.ask()  # another worker's trial, still running
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, objective(tiny_workload(loss_fn=interrupting_loss)), n_trials=4,
+                   deadline=math.inf, exclusive=False)
+    mine = study.trials[1]
+    assert mine.state == TrialState.FAIL and mine.user_attrs["fail_reason"] == "interrupted"
+    assert study.trials[others.number].state == TrialState.RUNNING
+
+
+def test_trials_slower_than_the_best_are_stopped_at_the_best_time():
+    study = optuna.create_study()
+    obj = objective(space=SearchSpace(batch_sizes=(16, 32), anchor_batch=32,
+                                      lr_range=(1e-6, 0.5)))
+    study.enqueue_trial(obj.space.raw_params(batch=32, lr0=0.5, scaling=0.0))
+    study.enqueue_trial(obj.space.raw_params(batch=16, lr0=1e-6, scaling=0.0))  # hopeless
+    study.optimize(obj, n_trials=2)
+    fast, slow = study.trials
+    assert fast.state == TrialState.COMPLETE
+    assert slow.state == TrialState.PRUNED
+    assert slow.user_attrs["prune_reason"] == "slower_than_best" or \
+        slow.user_attrs["prune_reason"].startswith("plateau")
+    assert slow.user_attrs["train_seconds"] <= fast.value + 0.05
+
+
+def test_intermediate_values_are_reported_on_the_milliseconds_axis():
+    study = optuna.create_study()
+    frozen = SearchSpace(batch_sizes=(16,), anchor_batch=16, lr_fixed=1e-9)  # never learns
+    study.optimize(objective(space=frozen, bucket_base=0.001, target=1.0, trial_budget_s=0.2),
+                   n_trials=1)
+    steps = sorted(study.trials[0].intermediate_values)
+    assert steps and all(s in {bucket_step(k, 0.001) for k in range(100)} for s in steps)

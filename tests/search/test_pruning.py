@@ -1,0 +1,66 @@
+"""Pruning on the training-time axis: buckets, plateaus, the winners' median."""
+
+
+import optuna
+import pytest
+import torch
+
+from autobatch.search.pruning import (
+    BehindWinnersPruner,
+    bucket_reports,
+    bucket_seconds,
+    bucket_step,
+    plateaued,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_bucket_seconds_are_geometric_and_steps_are_milliseconds():
+    assert [round(bucket_seconds(k, 0.1), 4) for k in range(4)] == [0.1, 0.125, 0.1562, 0.1953]
+    assert [bucket_step(k, 0.1) for k in range(4)] == [100, 125, 156, 195]
+
+
+def test_bucket_reports_close_buckets_with_the_best_metric_measured_before():
+    # no metric known yet: buckets before the first evaluation are closed unreported
+    assert bucket_reports(0, None, 0.13, 0.1) == ([], 2)
+    # metric 0.6 known; an evaluation at 0.2 s closes buckets 2 (0.156 s) and 3 (0.195 s)
+    reports, closed = bucket_reports(2, 0.6, 0.2, 0.1)
+    assert closed == 4
+    assert [(k, round(v, 6)) for k, v in reports] == [(2, 0.4), (3, 0.4)]
+    # nothing due before the next bucket closes
+    assert bucket_reports(4, 0.7, 0.24, 0.1) == ([], 4)
+
+
+@pytest.mark.parametrize(("history", "expected"), [
+    ([(1, 0.5), (2, 0.6), (4, 0.7), (8, 0.8)], False),  # still improving
+    ([(1, 0.5), (2, 0.8), (4, 0.79), (8, 0.8)], True),   # nothing new since t=2 <= 8/2
+    ([(1, 0.5), (2, 0.8), (4, 0.79), (5, 0.81)], False),  # improved after 5/2
+    ([(0.1, 0.5), (0.3, 0.5)], False),                   # too early to judge
+])
+def test_plateaued(history, expected):
+    assert plateaued(history, min_seconds=1.0) is expected
+
+
+def test_pruner_cuts_only_trials_clearly_behind_the_winners_at_equal_seconds():
+    study = optuna.create_study(pruner=BehindWinnersPruner(margin=0.1))
+    first = study.ask()
+    first.report(0.5, step=100)
+    assert not first.should_prune()  # no completed trial to compare with yet
+    for error in (0.2, 0.3, 0.4):  # three winners: median error 0.3 at 100 ms
+        winner = study.ask()
+        winner.report(error, step=100)
+        winner.set_user_attr("target_reached", True)
+        study.tell(winner, 1.0)
+    censored = study.ask()  # ran out of budget short of the target: not a bar to clear
+    censored.report(0.9, step=100)
+    study.tell(censored, 60.0)
+    close, behind, elsewhere = study.ask(), study.ask(), study.ask()
+    close.report(0.39, step=100)
+    behind.report(0.41, step=100)
+    elsewhere.report(0.9, step=125)  # no winner reported at this bucket
+    assert not close.should_prune()
+    assert behind.should_prune()
+    assert not elsewhere.should_prune()
+
+

@@ -1,0 +1,167 @@
+"""The trial-runner seam: the objective drives any runner; the subprocess runner trains
+in a child process and streams its evaluation points back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import autobatch.keys as keys
+from autobatch.config import Budget, RunConfig
+from autobatch.frames import RemoteTraceback
+from autobatch.search.objective import Objective
+from autobatch.search.runners import (
+    InProcessRunner,
+    SubprocessRunner,
+    TrialCrashed,
+    runner_for,
+)
+from autobatch.search.space import SearchSpace
+from autobatch.train import EvalPoint, RunResult
+from autobatch.workloads import load_workload
+from tests.conftest import FIXTURES
+
+CPU = torch.device("cpu")
+
+
+@dataclass
+class ScriptedRunner:
+    """A runner without training: the metric climbs by `rate(batch)` per second of
+    training, one evaluation every 0.1 s, until the target, the budget or a stop."""
+
+    rate: dict[int, float]
+    device: torch.device = CPU
+    seen: list[RunConfig] = field(default_factory=list)
+
+    def run(self, config: RunConfig, on_eval) -> RunResult:
+        self.seen.append(config)
+        trace: list[EvalPoint] = []
+        seconds, stop = 0.0, "budget"
+        while seconds < config.budget.seconds - 1e-9:
+            seconds = round(seconds + 0.1, 10)
+            metric = min(1.0, self.rate[config.batch_size] * seconds)
+            trace.append(EvalPoint(train_seconds=seconds, steps=len(trace) + 1,
+                                   samples=(len(trace) + 1) * config.batch_size,
+                                   epochs=0.0, train_loss=1.0 - metric, metric=metric,
+                                   eval_seconds=0.0))
+            if metric >= config.target:
+                stop = "target"
+                break
+            if on_eval(trace[-1]):
+                stop = "stopped"
+                break
+        hit = trace[-1] if stop == "target" else None
+        return RunResult(
+            workload="scripted", device="none", config=config, target_reached=hit is not None,
+            time_to_target_s=hit.train_seconds if hit else None,
+            steps_to_target=hit.steps if hit else None,
+            samples_to_target=hit.samples if hit else None, steps=len(trace),
+            samples=len(trace) * config.batch_size, epochs=0.0, train_seconds=seconds,
+            eval_seconds=0.0, samples_per_s=0.0, best_metric=max(p.metric for p in trace),
+            final_metric=trace[-1].metric, stop_reason=stop, trace=tuple(trace),
+            peak_memory_bytes=0)
+
+
+def test_a_real_study_runs_its_trials_through_a_fake_runner():
+    # batch 64 reaches 0.9 in 0.9 s, batch 16 in 3 s: the study must find 64 and stop
+    # the slow trials at the best time, without any training
+    runner = ScriptedRunner(rate={16: 0.3, 64: 1.0})
+    space = SearchSpace(batch_sizes=(16, 64), anchor_batch=64, lr_fixed=0.1,
+                        momentum_fixed=0.9, optimizer="adam")
+    objective = Objective(runner=runner, space=space, target=0.9, trial_budget_s=5.0,
+                          bucket_base=0.1)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"batch_size": 64})
+    study.enqueue_trial({"batch_size": 16})
+    study.optimize(objective, n_trials=2)
+    fast, slow = study.trials
+    assert fast.state == TrialState.COMPLETE and fast.value == pytest.approx(0.9)
+    assert fast.user_attrs[keys.TARGET_REACHED] and fast.user_attrs["optimizer"] == "adam"
+    assert slow.state == TrialState.PRUNED
+    assert slow.user_attrs[keys.PRUNE_REASON] == "slower_than_best"
+    # the runner got the recipe the space suggested, capped at the best time
+    assert [(c.batch_size, c.optimizer) for c in runner.seen] == [(64, "adam"), (16, "adam")]
+    assert runner.seen[1].budget.seconds == pytest.approx(0.9)
+
+
+@pytest.fixture
+def fixture_workload():
+    def load(name: str):
+        return load_workload(f"user_workloads:{name}", app_dir=FIXTURES)
+    return load
+
+
+def config(**overrides) -> RunConfig:
+    return RunConfig(**{"batch_size": 16, "lr": 0.05, "target": 1.0,
+                        "budget": Budget(steps=40), "seed": 3, **overrides})
+
+
+def test_the_subprocess_runner_trains_exactly_as_in_process(fixture_workload):
+    workload = fixture_workload("good")
+    fixed = config(target=None)  # one evaluation, at the end: none placed by the clock
+    here = InProcessRunner(workload, CPU).run(fixed, lambda point: False)
+    there = SubprocessRunner(workload.spec, CPU).run(fixed, lambda point: False)
+    assert there.steps == here.steps == 40
+    assert there.final_metric == here.final_metric
+    assert there.trace[-1].train_loss == here.trace[-1].train_loss
+
+
+def test_the_subprocess_runner_streams_points_and_obeys_a_stop(fixture_workload):
+    seen: list[EvalPoint] = []
+
+    def third_stops(point: EvalPoint) -> bool:
+        seen.append(point)
+        return len(seen) == 3
+
+    result = SubprocessRunner(fixture_workload("good").spec, CPU).run(
+        config(budget=Budget(steps=10_000)), third_stops)
+    assert result.stop_reason == "stopped" and len(result.trace) == 3
+    assert list(result.trace) == seen
+
+
+def test_the_childs_errors_arrive_as_the_same_kinds_of_error(fixture_workload):
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+        SubprocessRunner(fixture_workload("oom_from_32").spec, CPU).run(
+            config(batch_size=32), lambda point: False)
+    with pytest.raises(ValueError, match="a bug in the user's forward") as raised:
+        SubprocessRunner(fixture_workload("buggy").spec, CPU).run(config(), lambda p: False)
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback) and "user_workloads.py" in str(cause)
+    with pytest.raises(TrialCrashed, match="died without reporting"):
+        SubprocessRunner(fixture_workload("dies").spec, CPU).run(config(), lambda p: False)
+
+
+def subprocess_objective(workload) -> Objective:
+    space = SearchSpace(batch_sizes=(16, 32), anchor_batch=16, lr_fixed=0.05)
+    return Objective(runner=SubprocessRunner(workload.spec, CPU), space=space, target=0.95,
+                     trial_budget_s=2.0, bucket_base=0.01)
+
+
+def test_a_study_of_subprocess_trials_prunes_the_oom_and_goes_on(fixture_workload):
+    study = optuna.create_study()
+    study.enqueue_trial({"batch_size": 32})
+    study.enqueue_trial({"batch_size": 16})
+    study.optimize(subprocess_objective(fixture_workload("oom_from_32")), n_trials=2)
+    oom, fine = study.trials
+    assert oom.state == TrialState.PRUNED and oom.user_attrs[keys.PRUNE_REASON] == "oom"
+    assert fine.state == TrialState.COMPLETE and math.isfinite(fine.value)
+
+
+def test_a_trial_whose_process_dies_fails_alone_with_reason_crashed(fixture_workload):
+    study = optuna.create_study()
+    study.optimize(subprocess_objective(fixture_workload("dies")), n_trials=2,
+                   catch=(TrialCrashed,))  # as run_trials catches it
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs[keys.FAIL_REASON] == "crashed" for t in study.trials)
+
+
+def test_cuda_trials_of_a_loaded_workload_run_in_a_subprocess(fixture_workload, tiny):
+    cuda = torch.device("cuda", 0)  # only chosen here, never touched
+    assert isinstance(runner_for(fixture_workload("good"), cuda), SubprocessRunner)
+    assert isinstance(runner_for(fixture_workload("good"), CPU), InProcessRunner)
+    assert isinstance(runner_for(tiny, cuda), InProcessRunner)  # built in code: no spec

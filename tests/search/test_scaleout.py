@@ -1,0 +1,235 @@
+"""Many workers on one study: real PostgreSQL, real processes, real signals."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.artifacts import get_all_artifact_meta
+from optuna.storages import fail_stale_trials
+from optuna.trial import TrialState
+
+from autobatch import ConfigError
+from autobatch.config import TuneConfig
+from autobatch.storage import StorageError, mask_url, open_storage
+from tests.conftest import FIXTURES
+
+SECRET = "p@ss%w{o}r/d"  # trust auth ignores it; it must never be printed
+QUOTED_SECRET = "p%40ss%25w%7Bo%7Dr%2Fd"
+
+
+def default_interrupts() -> None:
+    """A shell that runs a command in the background (as some CI runners start the
+    suite) makes it ignore SIGINT, and children inherit that; a command started from a
+    terminal does not, so give the child the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def autobatch(*args, env=None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autobatch_cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+                            preexec_fn=default_interrupts, **kwargs)
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{QUOTED_SECRET}@")
+
+
+@pytest.fixture
+def study_name(pg_url):
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=pg_url)
+    except KeyError:
+        pass
+
+
+def states(url: str, name: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=name, storage=url)
+    out: dict[str, int] = {}
+    for trial in study.trials:
+        out[trial.state.name] = out.get(trial.state.name, 0) + 1
+    return out
+
+
+TUNE = ["tune", "--workload", "user_workloads:good", "--app-dir", str(FIXTURES),
+        "--target", "0.95", "--verify", "1", "--no-compare"]
+
+
+def test_two_workers_finish_exactly_the_budget_and_hide_the_password(pg_url, study_name):
+    url = with_password(pg_url)
+    proc = autobatch(*TUNE, "--n-trials", "8", "--workers", "2", "--study-name", study_name,
+                     env={"AUTOBATCH_STORAGE": url})
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    counts = states(pg_url, study_name)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8
+    assert "RUNNING" not in counts
+    # one progress line per finished trial, from the worker that ran it
+    assert len(re.findall(r"^trial \d+ +(complete|pruned) .*\(worker \d+\)$", err, re.M)) == 8
+    assert SECRET not in out + err and QUOTED_SECRET not in out + err
+    assert "postgres:***@127.0.0.1" in out + err
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    assert QUOTED_SECRET not in str(study.user_attrs) and SECRET not in str(study.user_attrs)
+
+
+def test_workers_that_all_fail_fail_the_tune_with_their_errors_shown(pg_url, study_name):
+    args = [a if a != "user_workloads:good" else "user_workloads:broken_in_workers"
+            for a in TUNE]
+    proc = autobatch(*args, "--n-trials", "4", "--workers", "2", "--study-name", study_name,
+                     "--storage", pg_url)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1, err
+    assert "a bug that only shows in worker processes" in err  # the workers' own tracebacks
+    assert "every worker failed (exit codes [1, 1])" in err
+    assert "RUNNING" not in states(pg_url, study_name)
+
+
+def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
+    first = autobatch(*TUNE, "--n-trials", "3", "--storage", pg_url, "--study-name",
+                      study_name)
+    assert first.wait(timeout=240) == 0, first.stderr.read()
+    second = autobatch(*TUNE, "--n-trials", "5", "--storage", pg_url, "--study-name",
+                       study_name, "--artifacts", str(tmp_path / "artifacts"))
+    _, err = second.communicate(timeout=240)
+    assert second.returncode == 0, err
+    assert "resuming study" in err
+    counts = states(pg_url, study_name)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 5
+    # a server has no "beside": the dashboard's artifacts went where --artifacts said
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    names = {meta.filename for meta in get_all_artifact_meta(study)}
+    assert names == {"best.json", "probe.json", "profile.png"}
+    assert len(list((tmp_path / "artifacts").iterdir())) == 3
+
+
+def test_sigkilled_worker_trial_is_failed_and_retried_by_a_survivor(pg_url, study_name):
+    heartbeat = {"AUTOBATCH_HEARTBEAT_S": "1", "AUTOBATCH_STORAGE": pg_url}
+    setup = autobatch("tune", "--workload", "user_workloads:slow", "--app-dir", str(FIXTURES),
+                      "--target", "0.99", "--n-trials", "4", "--trial-budget", "1.5s",
+                      "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9",
+                      "--workers", "0", "--study-name", study_name, env=heartbeat)
+    _, err = setup.communicate(timeout=240)
+    assert setup.returncode == 0, err
+    victim = autobatch("worker", "--study-name", study_name, env=heartbeat)
+    deadline = time.time() + 60
+    while time.time() < deadline and states(pg_url, study_name).get("RUNNING", 0) == 0:
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert states(pg_url, study_name).get("RUNNING") == 1  # the zombie the kill left
+    survivor = autobatch("worker", "--study-name", study_name, env=heartbeat)
+    _, err = survivor.communicate(timeout=240)
+    assert survivor.returncode == 0, err
+    study = optuna.load_study(study_name=study_name, storage=pg_url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # the killed worker's trial
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert retried and retried[0].state.is_finished()
+    counts = states(pg_url, study_name)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 4
+    assert "RUNNING" not in counts
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_retried(
+        pg_url, study_name, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_HEARTBEAT_S", "1")  # grace period: 3 s
+    storage = open_storage(pg_url)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    orphan = study.ask()  # RUNNING, and no heartbeat ever: its worker "died" here
+    alive = study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale_trials(study)
+    assert states(pg_url, study_name) == {"RUNNING": 2}  # silent, but not for long yet
+    time.sleep(3.5)
+    storage.record_heartbeat(alive._trial_id)
+    fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    assert [t.system_attrs.get("failed_trial") for t in trials[2:]] == [orphan.number]
+    assert trials[2].state == TrialState.WAITING
+
+
+def test_a_trial_started_past_the_budget_by_a_concurrent_worker_is_failed():
+    from autobatch.search.workers import SurplusTrial, claim
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    first, second = study.ask(), study.ask()  # two workers saw one trial left
+    claim(study, first, n_trials=2)  # the lower number keeps its place
+    with pytest.raises(SurplusTrial, match="last of the 2-trial budget"):
+        claim(study, second, n_trials=2)
+    assert second.user_attrs["fail_reason"] == "over_budget"
+
+
+def test_sqlite_refuses_several_workers(tmp_path):
+    with pytest.raises(ConfigError, match="cannot share SQLite.*PostgreSQL.*journal"):
+        TuneConfig(target=0.9, workers=2, storage=f"sqlite:///{tmp_path}/s.db")
+    proc = autobatch(*TUNE, "--workers", "2", "--storage", f"sqlite:///{tmp_path}/s.db")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "PostgreSQL" in err
+    assert not (tmp_path / "s.db").exists()  # nothing written before the refusal
+
+
+def test_sqlite_refuses_a_study_for_worker_processes_and_the_worker_command(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(ConfigError, match=r"--workers 0\) cannot share SQLite"):
+        TuneConfig(target=0.9, workers=0, storage=url)
+    proc = autobatch("worker", "--study-name", "s", "--storage", url)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "`autobatch worker` cannot share SQLite" in err
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql+pg8000://postgres:{pw}@127.0.0.1/test", "missing pg8000"),
+    ("postgresql://postgres:{pw}@127.0.0.1:1/test", "cannot reach the postgresql server at "
+                                                    "127.0.0.1:1"),
+])
+def test_storage_errors_are_one_line_with_the_fix_and_a_masked_url(url, message):
+    url = url.format(pw=QUOTED_SECRET)
+    with pytest.raises(StorageError, match=message) as info:
+        open_storage(url)
+    assert QUOTED_SECRET not in str(info.value) and "***" in str(info.value)
+    proc = autobatch(*TUNE, "--storage", url)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert message in err and QUOTED_SECRET not in err and SECRET not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_special_characters_in_passwords_work(pg_url):
+    url = with_password(pg_url)
+    assert mask_url(url) == "postgresql://postgres:***@127.0.0.1:5432/test"
+    storage = open_storage(url)
+    assert isinstance(optuna.get_all_study_names(storage), list)
+
+
+def test_worker_processes_get_the_url_from_the_environment(monkeypatch):
+    from autobatch.search import workers
+
+    seen = []
+
+    class FakePopen:
+        def __init__(self, cmd, env):
+            seen.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(workers.subprocess, "Popen", FakePopen)
+    url = f"postgresql://u:{QUOTED_SECRET}@h/db"
+    assert workers.spawn_workers(2, url, "s", deadline=float("inf"),
+                                 devices=["0", "1"]) == [0, 0]
+    for i, (cmd, env) in enumerate(seen):
+        assert QUOTED_SECRET not in " ".join(cmd)
+        assert env["AUTOBATCH_STORAGE"] == url
+        assert env["CUDA_VISIBLE_DEVICES"] == str(i)
