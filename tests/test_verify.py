@@ -1,7 +1,17 @@
 """Verification: candidates re-measured on fresh seeds, and the recommendation."""
 
-from autobatch.verify import recommendation, unreliable
-from tests.conftest import candidate
+import time
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+import autobatch.keys as keys
+from autobatch.events import TuneEvent
+from autobatch.verify import FINISH_RESERVE_S, VerifyPlan, recommendation, unreliable, verify
+from tests.conftest import candidate, tiny_workload, unreachable_workload
+
+CPU = torch.device("cpu")
 
 
 def test_candidate_median_counts_misses_as_infinitely_slow():
@@ -29,3 +39,42 @@ def test_a_recommendation_that_mostly_missed_the_target_is_flagged():
     assert unreliable(candidate(runs=(1.0, 2.0, None))) is None  # reached 2 of 3
     assert unreliable(candidate(runs=())) is None  # not re-measured (--verify 0)
     assert "only 1 of its 3 re-runs" in unreliable(candidate(runs=(1.0, None, None)))
+
+
+def reached(*trials: tuple[float, int]) -> list[FrozenTrial]:
+    """Study trials that reached the target: (time to target, batch size) each."""
+    study = optuna.create_study()
+    for value, batch_size in trials:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={
+            "batch_size": batch_size, "lr": 0.1, "momentum": 0.9, "optimizer": None,
+            keys.TARGET_REACHED: True}))
+    return study.trials
+
+
+def test_verify_reruns_the_best_finalists_interleaved_and_stops_at_the_deadline():
+    events: list[TuneEvent] = []
+    trials = reached((0.2, 16), (0.1, 32), (0.3, 64))
+    plan = VerifyPlan(target=0.95, finalists=2, runs=2, budget_s=5.0, compare=False)
+    done = verify(tiny_workload(), plan, None, trials, CPU, time.time() + 600, events.append)
+    # the two best, best first, each re-run twice
+    assert [(c.name, c.hparams.batch_size, len(c.runs)) for c in done] == [
+        ("trial 1", 32, 2), ("trial 0", 16, 2)]
+    assert all(r is not None for c in done for r in c.runs)
+    assert [e.name for e in events] == ["trial 1", "trial 0", "trial 1", "trial 0"]
+    # a deadline already (nearly) reached: nothing is run, and the user is told
+    events.clear()
+    cut = verify(tiny_workload(), plan, None, trials, CPU, time.time() + FINISH_RESERVE_S,
+                 events.append)
+    assert [len(c.runs) for c in cut] == [0, 0]
+    assert [(e.name, e.message) for e in events] == [
+        ("deadline", "timeout reached: verification cut short")]
+
+
+def test_a_run_cut_by_the_deadline_is_not_counted_as_a_miss():
+    events: list[TuneEvent] = []
+    plan = VerifyPlan(target=0.95, finalists=1, runs=3, budget_s=60.0, compare=False)
+    # the target is never reached, and the deadline leaves ~1 s of a 60 s budget
+    done = verify(unreachable_workload(), plan, None, reached((0.5, 16)), CPU,
+                  time.time() + FINISH_RESERVE_S + 1.0, events.append)
+    assert done[0].runs == ()
+    assert events[-1].message == "timeout reached: verification cut short"

@@ -155,27 +155,34 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
                exclusive=False, patience=settings.patience, on_trial=on_trial)
 
 
+def worker_command(i: int, study_name: str, *, deadline: float,
+                   devices: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Worker i's command line and the environment it adds. The storage URL is never on
+    the command line (`ps` shows it to every user); with devices, worker i sees only
+    devices[i % len(devices)]."""
+    env: dict[str, str] = {}
+    device = "auto"
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+        device = "cuda"
+    cmd = [sys.executable, "-m", "autobatch_cli", "worker", "--study-name", study_name,
+           "--device", device]
+    if math.isfinite(deadline):
+        cmd += ["--deadline", str(deadline)]
+    return cmd, env
+
+
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
                   devices: Sequence[str] | None = None) -> list[int]:
     """Start n worker processes on the study and wait for them; their exit codes.
 
-    With devices, worker i sees only devices[i % len(devices)] (CUDA_VISIBLE_DEVICES).
-    Ctrl-C or SIGTERM here is passed on (as SIGTERM) to the workers, which close their
-    trials.
+    Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
+    SIGTERM here is passed on (as SIGTERM) to the workers, which close their trials.
     """
-    env = {**os.environ, ENV_STORAGE: storage_url}
     procs = []
     for i in range(n):
-        worker_env = dict(env)
-        device = "auto"
-        if devices:
-            worker_env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-            device = "cuda"
-        cmd = [sys.executable, "-m", "autobatch_cli", "worker", "--study-name", study_name,
-               "--device", device]
-        if math.isfinite(deadline):
-            cmd += ["--deadline", str(deadline)]
-        procs.append(subprocess.Popen(cmd, env=worker_env))
+        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices)
+        procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env}))
     try:
         return [p.wait() for p in procs]
     except BaseException:

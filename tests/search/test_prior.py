@@ -2,9 +2,13 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 
-from autobatch.search.prior import seed_trials
-from autobatch.search.space import SearchSpace
+from autobatch.config import SearchBounds
+from autobatch.events import TuneEvent
+from autobatch.search.prior import Prior, measure_prior, seed_trials
+from autobatch.search.space import SearchSpace, powers_of_two
+from tests.conftest import tiny_workload
 
 
 def test_seeds_cover_the_neighbour_batches_and_two_momenta_at_one_effective_lr():
@@ -18,3 +22,33 @@ def test_seeds_cover_the_neighbour_batches_and_two_momenta_at_one_effective_lr()
     assert first.lr / (1 - first.momentum) == pytest.approx(second.lr / (1 - second.momentum))
     assert {c.batch_size for c in configs} == {32, 64, 128, 256}
     assert len({(c.batch_size, c.lr, c.momentum) for c in configs}) == len(configs)
+
+
+def measured(bounds: SearchBounds, events: list) -> Prior:
+    return measure_prior(tiny_workload(), bounds, torch.device("cpu"), events.append,
+                         headroom=0.1, memory_limit=None, use_cache=False, seed=0)
+
+
+def test_measure_prior_bounds_the_space_by_what_fits_and_the_lr_range_test():
+    events: list[TuneEvent] = []
+    prior = measured(SearchBounds(max_batch=128, optimizer="adam"), events)
+    assert [e.name for e in events] == ["probe", "probe", "profile", "profile", "lr_range",
+                                        "lr_range"]
+    assert prior.probe.max_batch_size == 128  # the tiny model fits any batch up to the bound
+    space = prior.space
+    assert set(space.batch_sizes) <= set(powers_of_two(1, 128)) and space.anchor_batch in \
+        space.batch_sizes
+    assert prior.lr_range is not None and prior.lr_range.batch_size == space.anchor_batch
+    assert space.lr_range == (prior.lr_range.low, prior.lr_range.high)
+    assert space.optimizer == "adam" and prior.bucket_base > 0
+    # what the study stores, it reads back the same
+    assert Prior.from_dict(prior.to_dict()).space == space
+
+
+def test_measure_prior_skips_the_lr_range_test_for_a_fixed_lr_and_batch():
+    events: list[TuneEvent] = []
+    prior = measured(SearchBounds(batch_size=32, lr=0.05, momentum=0.8), events)
+    assert "lr_range" not in {e.name for e in events} and prior.lr_range is None
+    assert prior.space.batch_sizes == (32,) and prior.space.anchor_batch == 32
+    assert (prior.space.lr_fixed, prior.space.momentum_fixed) == (0.05, 0.8)
+    assert prior.probe.max_batch_size == 32  # probed at the fixed batch only

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from autobatch import ConfigError
 from autobatch.config import TuneConfig
+from autobatch.search.workers import spawn_workers, worker_command
 from autobatch.storage import StorageError, mask_url, open_storage
 from tests.conftest import FIXTURES
 
@@ -213,23 +214,20 @@ def test_special_characters_in_passwords_work(pg_url):
     assert isinstance(optuna.get_all_study_names(storage), list)
 
 
-def test_worker_processes_get_the_url_from_the_environment(monkeypatch):
-    from autobatch.search import workers
+def test_worker_commands_keep_the_url_off_and_give_each_worker_one_device():
+    for i in range(4):
+        cmd, env = worker_command(i, "s", deadline=12.5, devices=["0", "1"])
+        assert cmd[-6:] == ["--study-name", "s", "--device", "cuda", "--deadline", "12.5"]
+        assert env == {"CUDA_VISIBLE_DEVICES": str(i % 2)}
+    cmd, env = worker_command(0, "s", deadline=float("inf"))
+    assert cmd[-2:] == ["--device", "auto"] and env == {}
 
-    seen = []
 
-    class FakePopen:
-        def __init__(self, cmd, env):
-            seen.append((cmd, env))
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(workers.subprocess, "Popen", FakePopen)
-    url = f"postgresql://u:{QUOTED_SECRET}@h/db"
-    assert workers.spawn_workers(2, url, "s", deadline=float("inf"),
-                                 devices=["0", "1"]) == [0, 0]
-    for i, (cmd, env) in enumerate(seen):
-        assert QUOTED_SECRET not in " ".join(cmd)
-        assert env["AUTOBATCH_STORAGE"] == url
-        assert env["CUDA_VISIBLE_DEVICES"] == str(i)
+def test_worker_processes_get_the_url_from_the_environment(pg_url, capfd):
+    # real workers, on a study that does not exist: each reads the URL (with its
+    # password) from the environment and names it, masked, in its one-line error
+    url = with_password(pg_url)
+    assert spawn_workers(2, url, "no-such-study", deadline=float("inf")) == [2, 2]
+    err = capfd.readouterr().err
+    assert err.count(f"no study 'no-such-study' in {mask_url(url)}") == 2
+    assert QUOTED_SECRET not in err and SECRET not in err

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from autobatch import Budget, RunConfig, load_workload, run
 from autobatch.device import rss_bytes
-from autobatch.train.loop import EVAL_SHARE, FIRST_EVAL_S, next_eval_at
+from autobatch.train.loop import EVAL_SHARE, next_eval_at
 from tests.conftest import tiny_workload, unreachable_workload
 
 
@@ -64,7 +64,6 @@ def test_next_eval_at_respects_resolution_and_eval_share():
     assert next_eval_at(100.0, 0.0, config) == pytest.approx(105.0)
     assert next_eval_at(100.0, 10.0, config) == pytest.approx(100.0 + 10.0 / EVAL_SHARE)
     assert next_eval_at(100.0, 0.0, RunConfig(batch_size=8, lr=0.1)) == math.inf
-    assert FIRST_EVAL_S > 0
 
 
 def test_without_target_only_the_final_evaluation_runs():
