@@ -15,7 +15,9 @@ from autobatch.errors import ConfigError
 from autobatch.hyperparams import (
     Hyperparams,
     OptimizerName,
+    check_lr_range,
     check_momentum,
+    check_momentum_range,
     check_optimizer,
     check_positive,
 )
@@ -164,15 +166,10 @@ class SearchBounds:
         if self.lr is not None:
             check_positive("lr", self.lr)
         if self.lr_range is not None:
-            low, high = self.lr_range
-            if not (0 < low <= high):
-                raise ConfigError(f"lr_range must satisfy 0 < low <= high, got {low}:{high}")
+            check_lr_range("lr_range", self.lr_range)
         if self.momentum is not None:
             check_momentum("momentum", self.momentum)
-        low, high = self.momentum_range
-        if not (0 <= low <= high < 1):
-            raise ConfigError(
-                f"momentum_range must satisfy 0 <= low <= high < 1, got {low}:{high}")
+        check_momentum_range("momentum_range", self.momentum_range)
         check_optimizer("optimizer", self.optimizer)
 
     @property

@@ -31,6 +31,18 @@ def check_momentum(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
 
 
+def check_lr_range(name: str, value: tuple[float, float]) -> None:
+    low, high = value
+    if not (0 < low <= high):
+        raise ConfigError(f"{name} must satisfy 0 < low <= high, got {low}:{high}")
+
+
+def check_momentum_range(name: str, value: tuple[float, float]) -> None:
+    low, high = value
+    if not (0 <= low <= high < 1):
+        raise ConfigError(f"{name} must satisfy 0 <= low <= high < 1, got {low}:{high}")
+
+
 def check_batch(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
@@ -26,6 +26,13 @@ from autobatch.version import __version__
 
 SCHEMA_VERSION = 1
 Format = Literal["json", "yaml", "env"]
+FORMATS: tuple[Format, ...] = get_args(Format)
+
+
+def check_format(name: str, fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"{name} must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}, got "
+                          f"{fmt!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,16 +102,15 @@ class TuneResult:
         })
 
     def render(self, fmt: Format) -> str:
+        check_format("format", fmt)
         data = self.to_dict()
         if fmt == "json":
             return json.dumps(data, indent=2, allow_nan=False) + "\n"
         if fmt == "yaml":
             return "\n".join(_yaml_lines(data, 0)) + "\n"
-        if fmt == "env":
-            env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict()},
-                   "TIME_TO_TARGET_S": data["expected_time_to_target_s"]}
-            return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
-        raise ConfigError(f"format must be json, yaml or env, got {fmt!r}")
+        env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict()},
+               "TIME_TO_TARGET_S": data["expected_time_to_target_s"]}
+        return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
 
     def write(self, path: str | Path, fmt: Format = "json") -> None:
         """Write atomically (temp file + os.replace): a reader never sees a torn file."""

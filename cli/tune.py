@@ -11,12 +11,13 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+import autobatch.keys as keys
 from autobatch.config import TuneConfig
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
 from autobatch.report import publish
-from autobatch.result import TuneResult
+from autobatch.result import TuneResult, check_format
 from autobatch.storage import default_storage_url, mask_url, open_storage
 from autobatch.studyfile import TuneOptions
 from autobatch.tuner import prepare
@@ -99,8 +100,8 @@ def tune(
         workload_options=workload_options or {})
     options = given.over(TuneOptions.from_file(config)) if config else given
     fmt = options.format
-    if fmt not in (None, "json", "yaml", "env"):
-        raise ConfigError(f"--format must be json, yaml or env, got {fmt!r}")
+    if fmt is not None:
+        check_format("--format", fmt)
     if not options.workload:
         raise ConfigError("--workload is required (or workload = ... in --config)")
     tune_cfg = options.tune_config()
@@ -193,7 +194,7 @@ class Progress:
     def __call__(self, event: TuneEvent) -> None:
         elapsed = time.monotonic() - self.started
         if event.kind == "trial" and event.trial is not None:
-            if event.trial.user_attrs.get("target_reached") and event.trial.value is not None:
+            if event.trial.user_attrs.get(keys.TARGET_REACHED) and event.trial.value is not None:
                 self.best = min(self.best or event.trial.value, event.trial.value)
             self.rows.append(trial_row(event.trial))
             line = trial_line(event.trial)

@@ -21,7 +21,12 @@ from typing import Any
 import optuna
 
 from autobatch.errors import ConfigError
-from autobatch.hyperparams import Hyperparams, OptimizerName
+from autobatch.hyperparams import (
+    Hyperparams,
+    OptimizerName,
+    check_lr_range,
+    check_momentum_range,
+)
 
 ANCHOR_MOMENTUM = 0.9
 
@@ -74,13 +79,8 @@ class SearchSpace:
         if (self.lr_range is None) == (self.lr_fixed is None):
             raise ConfigError("give exactly one of an LR range or a fixed LR")
         if self.lr_range is not None:
-            low, high = self.lr_range
-            if not (0 < low <= high):
-                raise ConfigError(f"LR range must satisfy 0 < low <= high, got {low}:{high}")
-        low, high = self.momentum_range
-        if not (0 <= low <= high < 1):
-            raise ConfigError(
-                f"momentum range must satisfy 0 <= low <= high < 1, got {low}:{high}")
+            check_lr_range("LR range", self.lr_range)
+        check_momentum_range("momentum range", self.momentum_range)
 
     def suggest(self, trial: optuna.Trial) -> Hyperparams:
         batch = (self.batch_sizes[0] if len(self.batch_sizes) == 1
