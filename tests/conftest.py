@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from autobatch import Hyperparams, TensorData, Workload
 from autobatch.verify import Candidate
+from autobatch_cli.main import app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -53,6 +57,25 @@ def candidate(name: str = "trial 3", runs: tuple = (1.0, 2.0, None), tuned: bool
     hparams = Hyperparams(**{"batch_size": 256, "lr": 0.3, "momentum": 0.9, **recipe})
     return Candidate(name=name, hparams=hparams, tuned=tuned, trial_number=trial_number,
                      study_value=1.1, runs=runs)
+
+
+def default_interrupts() -> None:
+    """A shell that runs a command in the background (as some CI runners start the
+    suite) makes it ignore SIGINT, and children inherit that; a command started from a
+    terminal does not, so give the child the terminal's default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def autobatch(*args, env=None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "autobatch_cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1", **(env or {})},
+                            preexec_fn=default_interrupts, **kwargs)
+
+
+def invoke(*args: str):
+    """`autobatch ARGS` in this process (typer's runner): exit code, stdout, stderr."""
+    return CliRunner().invoke(app, list(args))
 
 
 @pytest.fixture

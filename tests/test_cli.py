@@ -9,8 +9,7 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from autobatch_cli.main import app
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, invoke
 
 runner = CliRunner()
 
@@ -20,10 +19,6 @@ def strict_json(text: str):
         raise ValueError(f"non-strict JSON constant {constant}")
 
     return json.loads(text, parse_constant=reject)
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
 
 
 def test_workloads_lists_the_builtins_one_line_each():

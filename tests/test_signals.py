@@ -8,8 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import FIXTURES
-from tests.search.test_scaleout import autobatch
+from tests.conftest import FIXTURES, autobatch
 
 
 def running_trials(db) -> int:

@@ -5,7 +5,7 @@ import pytest
 
 from autobatch.errors import ConfigError
 from autobatch.storage import StorageError, mask_url, open_storage, storage_file
-from tests.test_cli import invoke
+from tests.conftest import invoke
 
 
 @pytest.mark.parametrize(("name", "url", "match"), [

@@ -1,10 +1,7 @@
 """Many workers on one study: real PostgreSQL, real processes, real signals."""
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -18,24 +15,10 @@ from autobatch import ConfigError
 from autobatch.config import TuneConfig
 from autobatch.search.workers import spawn_workers, worker_command
 from autobatch.storage import StorageError, mask_url, open_storage
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, autobatch
 
 SECRET = "p@ss%w{o}r/d"  # trust auth ignores it; it must never be printed
 QUOTED_SECRET = "p%40ss%25w%7Bo%7Dr%2Fd"
-
-
-def default_interrupts() -> None:
-    """A shell that runs a command in the background (as some CI runners start the
-    suite) makes it ignore SIGINT, and children inherit that; a command started from a
-    terminal does not, so give the child the terminal's default."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def autobatch(*args, env=None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "autobatch_cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NO_COLOR": "1", **(env or {})},
-                            preexec_fn=default_interrupts, **kwargs)
 
 
 def with_password(url: str) -> str:
