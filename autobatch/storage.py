@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -80,19 +81,29 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
                         if now - since > self.grace_period]
 
 
+# a query parameter whose name says it holds a secret, and its value (which may hold a
+# raw '&': it ends only where the next `name=` begins)
+_SECRET_PARAMETER = re.compile(
+    r"([?&][^=&#]*(?:pass|pwd|secret|token|key)[^=&#]*=)(.*?)(?=&[^=&#]+=|#|$)",
+    re.IGNORECASE)
+
+
 def default_storage_url() -> str:
     """$AUTOBATCH_STORAGE, else a SQLite file in the working directory."""
     return os.environ.get(ENV_STORAGE) or f"sqlite:///{DEFAULT_DB}"
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, safe for logs, files and notes.
+    """The URL with every credential replaced by ***, safe for logs, files and notes.
 
-    Masks up to the *last* '@' of the address, so a password with a raw '@' (which a
-    URL parser splits at the first one) is hidden whole too.
+    Both forms libpq and SQLAlchemy accept are masked: the password of `user:pass@`,
+    up to the *last* '@' of the address (a password with a raw '@', which a URL parser
+    splits at the first one, is hidden whole too), and query parameters that carry one
+    (`?password=`, `sslpassword=`, tokens, keys), each up to the next parameter.
     """
     if url.startswith(JOURNAL_PREFIX):
         return url
+    url = _SECRET_PARAMETER.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     credentials, at, location = rest.rpartition("@")
     user, colon, _ = credentials.partition(":")

@@ -52,6 +52,13 @@ def test_storage_file_names_the_file_of_local_backends(tmp_path):
     ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),  # a raw '@' in the password
     ("postgresql://u@h/db", "postgresql://u@h/db"),
     ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
+    ("postgresql://u@h/db?password=S3cret", "postgresql://u@h/db?password=***"),
+    ("postgresql://u@h/db?sslmode=require&PASSWORD=S3%40c&x=1",
+     "postgresql://u@h/db?sslmode=require&PASSWORD=***&x=1"),
+    ("postgresql://u@h/db?password=S3&cret&x=1", "postgresql://u@h/db?password=***&x=1"),
+    ("postgresql://u:p@h/db?sslpassword=k3y@x", "postgresql://u:***@h/db?sslpassword=***"),
+    ("postgresql://u@/db?host=/run/pg&passfile=/p/.pgpass&application_name=a",
+     "postgresql://u@/db?host=/run/pg&passfile=***&application_name=a"),
 ])
 def test_mask_url_hides_the_whole_password(url, masked):
     assert mask_url(url) == masked

@@ -80,9 +80,12 @@ def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
     first = autobatch(*TUNE, "--n-trials", "3", "--storage", pg_url, "--study-name",
                       study_name)
     assert first.wait(timeout=240) == 0, first.stderr.read()
-    second = autobatch(*TUNE, "--n-trials", "5", "--storage", pg_url, "--study-name",
-                       study_name, "--artifacts", str(tmp_path / "artifacts"))
-    _, err = second.communicate(timeout=240)
+    # the rerun carries a password in the URL's query, the other form libpq accepts
+    second = autobatch(*TUNE, "--n-trials", "5", "--study-name", study_name,
+                       "--artifacts", str(tmp_path / "artifacts"), "--output",
+                       str(tmp_path / "best.json"),
+                       env={"AUTOBATCH_STORAGE": f"{pg_url}?password={QUOTED_SECRET}"})
+    out, err = second.communicate(timeout=240)
     assert second.returncode == 0, err
     assert "resuming study" in err
     counts = states(pg_url, study_name)
@@ -92,6 +95,12 @@ def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
     names = {meta.filename for meta in get_all_artifact_meta(study)}
     assert names == {"best.json", "probe.json", "profile.png"}
     assert len(list((tmp_path / "artifacts").iterdir())) == 3
+    files = [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*.*")]
+    notes = str(study._storage.get_study_system_attrs(study._study_id))  # the dashboard note
+    assert "password=***" in notes
+    written = [out, err, str(study.user_attrs), notes, *files]
+    assert "password=***" in err and "best.json" in {p.name for p in tmp_path.iterdir()}
+    assert not [text for text in written if QUOTED_SECRET in text or SECRET in text]
 
 
 def test_sigkilled_worker_trial_is_failed_and_retried_by_a_survivor(pg_url, study_name):
