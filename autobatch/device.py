@@ -58,6 +58,15 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     return torch.device("cuda", int(index))
 
 
+def check_cuda_devices(indices: tuple[str, ...]) -> None:
+    """Refuse CUDA device indices this machine does not have (before anything starts)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [i for i in indices if int(i) >= count]
+    if missing:
+        raise DeviceError(f"devices {','.join(indices)} requested, but {count} CUDA device(s) "
+                          f"are visible here (missing: {','.join(missing)})")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so a clock read measures finished work."""
     if device.type == "cuda":

@@ -33,8 +33,8 @@ def check_momentum(name: str, value: float) -> None:
 
 def check_lr_range(name: str, value: tuple[float, float]) -> None:
     low, high = value
-    if not (0 < low <= high):
-        raise ConfigError(f"{name} must satisfy 0 < low <= high, got {low}:{high}")
+    if not (0 < low <= high < math.inf):
+        raise ConfigError(f"{name} must satisfy 0 < low <= high < inf, got {low}:{high}")
 
 
 def check_momentum_range(name: str, value: tuple[float, float]) -> None:

@@ -88,6 +88,15 @@ _SECRET_PARAMETER = re.compile(
     re.IGNORECASE)
 
 
+def heartbeat_seconds() -> int:
+    """$AUTOBATCH_HEARTBEAT_S (whole seconds >= 1), else HEARTBEAT_S."""
+    text = os.environ.get(ENV_HEARTBEAT) or str(HEARTBEAT_S)
+    if not (text.strip().isdigit() and int(text) >= 1):
+        raise ConfigError(f"{ENV_HEARTBEAT} must be a whole number of seconds >= 1, got "
+                          f"{text!r}")
+    return int(text)
+
+
 def default_storage_url() -> str:
     """$AUTOBATCH_STORAGE, else a SQLite file in the working directory."""
     return os.environ.get(ENV_STORAGE) or f"sqlite:///{DEFAULT_DB}"
@@ -152,7 +161,7 @@ def require_shared_storage(url: str, who: str) -> None:
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage for the URL, with clear one-line errors (password masked)."""
     kind = backend(url)
-    heartbeat_s = int(os.environ.get(ENV_HEARTBEAT) or HEARTBEAT_S)
+    heartbeat_s = heartbeat_seconds()
     path = storage_file(url)
     if path is not None and not path.parent.is_dir():
         raise ConfigError(f"storage folder {str(path.parent)!r} does not exist")

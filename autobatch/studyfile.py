@@ -12,6 +12,7 @@ names (dashes or underscores); options given on the command line win:
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,40 @@ def parse_range(name: str, text: str | list[float]) -> tuple[float, float]:
     parts = text if isinstance(text, list) else str(text).split(":")
     try:
         low, high = (float(p) for p in parts)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(f"{name} must look like LOW:HIGH (e.g. 1e-3:1), got {text!r}") \
             from None
     return low, high
+
+
+# What a study-file value may be, by the names in TuneOptions' annotations, and how a
+# message says it.
+_VALUE_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "str": (lambda v: isinstance(v, str), "text"),
+    "Path": (lambda v: isinstance(v, str), "a path"),
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "list[float]": (lambda v: isinstance(v, list) and len(v) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v), "[low, high]"),
+}
+
+
+def check_value(where: str, key: str, value: Any, annotation: str) -> None:
+    """Refuse a study-file value of the wrong type for `annotation` ('str | float | None')."""
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() != "None"]
+    if not any(_VALUE_KINDS[k][0](value) for k in kinds):
+        wanted = " or ".join(_VALUE_KINDS[k][1] for k in kinds)
+        raise ConfigError(f"{where}: {key.replace('_', '-')} must be {wanted}, got {value!r}")
+
+
+def _line_of(text: str, key: str) -> int | None:
+    spellings = {key, key.replace("_", "-")}
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.split("=", 1)[0].strip().strip("\"'")
+        if "=" in line and name in spellings:
+            return number
+    return None
 
 
 # TuneConfig fields whose option value is text to parse (or 0 for None: patience)
@@ -89,17 +120,30 @@ class TuneOptions:
         """Read a study file; unknown keys are an error naming them."""
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text())
+            text = path.read_text(encoding="utf-8")
+            raw = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"study file {str(path)!r} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"study file {str(path)!r} is a directory") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"study file {str(path)!r} is not UTF-8 text (byte "
+                              f"{exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"study file {str(path)!r} is not valid TOML: {exc}") from None
         options = {key.replace("-", "_"): value for key, value in raw.items()}
-        names = {f.name for f in fields(cls)} - {"workload_options"}
-        kind_names = {o.name for o in all_options()}
+        annotations = {f.name: str(f.type) for f in fields(cls) if f.name != "workload_options"}
+        names = set(annotations)
+        kind_options = {o.name: o for o in all_options()}
+        kind_names = set(kind_options)
         unknown = sorted(set(options) - names - kind_names)
         if unknown:
             raise ConfigError(f"study file {str(path)!r} has unknown keys: {', '.join(unknown)}")
+        for key, value in options.items():
+            line = _line_of(text, key)
+            where = f"study file {str(path)!r}" + (f", line {line}" if line else "")
+            check_value(where, key, value, annotations[key] if key in annotations
+                        else f"{kind_options[key].type.__name__} | None")
         return cls(**{k: v for k, v in options.items() if k in names},
                    workload_options={k: v for k, v in options.items() if k in kind_names})
 

@@ -21,7 +21,7 @@ import torch
 
 import autobatch.keys as keys
 from autobatch.config import STUDY_SHARE, TuneConfig
-from autobatch.device import device_name, resolve_device
+from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.result import StudyInfo, TuneResult
@@ -89,7 +89,9 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
     if config.workers != 1 and workload.spec is None:
         raise ConfigError("workers rebuild the workload by name: load it with "
                           "autobatch.load_workload() to use workers != 1")
-    # unusable data fails here, before a study is created for it
+    # unusable devices and data fail here, before a study is created for them
+    if config.devices:
+        check_cuda_devices(config.devices)
     check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                torch.device("cpu"))
     storage = open_storage(storage_url)

@@ -7,6 +7,7 @@ import time
 
 import optuna
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tests.conftest import FIXTURES, invoke
@@ -142,6 +143,7 @@ TUNE_BAD_INPUT = [
     (["--min-batch", "64", "--max-batch", "32"], "min_batch 64 is larger than max_batch 32"),
     (["--lr-range", "1:0.001"], "lr_range must satisfy 0 < low <= high"),
     (["--lr-range", "0:1"], "lr_range must satisfy 0 < low"),
+    (["--lr-range", "1e-3:inf"], "lr_range must satisfy 0 < low <= high < inf"),
     (["--target", "1.5"], "target must be in (0, 1]"),
     (["--momentum", "1"], "momentum must be in [0, 1)"),
     (["--timeout", "soon"], "budget must look like"),
@@ -162,6 +164,17 @@ def test_tune_bad_input_exits_2_before_writing_anything(tmp_path, args, message)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert not (tmp_path / "study.db").exists()
+
+
+def test_tune_on_devices_this_machine_lacks_exits_2_before_creating_the_study(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA devices")
+    journal = tmp_path / "study.log"
+    result = invoke("tune", "--workload", "digits-cnn", "--target", "0.9", "--storage",
+                    f"journal:///{journal}", "--devices", "0,1")
+    assert result.exit_code == 2, result.output
+    assert "devices 0,1 requested, but 0 CUDA device(s) are visible" in result.stderr
+    assert not journal.exists()
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -68,3 +68,12 @@ def test_a_raw_at_sign_in_a_password_is_refused_without_showing_it():
     with pytest.raises(ConfigError, match="raw '@': URL-encode") as info:
         open_storage("postgresql://u:s3cr@tword@h/db")
     assert "s3cr" not in str(info.value) and "tword" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "ten", "-3", "1.5"])
+def test_a_bad_heartbeat_variable_is_refused_before_the_storage_is_opened(
+        tmp_path, monkeypatch, value):
+    monkeypatch.setenv("AUTOBATCH_HEARTBEAT_S", value)
+    with pytest.raises(ConfigError, match="AUTOBATCH_HEARTBEAT_S must be a whole number"):
+        open_storage(f"sqlite:///{tmp_path}/a.db")
+    assert not (tmp_path / "a.db").exists()

@@ -100,3 +100,36 @@ def test_the_smallest_study_file_runs_end_to_end(tmp_path):
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["workload"] == "digits-cnn" and best["target"] == 0.97
     assert best["batch_size"] in best["prior"]["batch_sizes"]
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ('target = "0.9"', r"line 1: target must be a number, got '0.9'"),
+    ('target = 0.9\ncompare = "no"', r"line 2: compare must be true or false, got 'no'"),
+    ("target = 0.9\nworkload = 3", r"line 2: workload must be text, got 3"),
+    ("target = 0.9\nlr-range = [[1, 2], [3]]", r"lr-range must be text or \[low, high\]"),
+    ("target = 0.9\nmemory-limit = 1.5", r"memory-limit must be text or a whole number"),
+    ("target = 0.9\nn_trials = true", r"n-trials must be a whole number, got True"),
+    ("target = 0.9\nimage-size = 3.5", r"image-size must be a whole number"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_its_line(tmp_path, content, match):
+    path = tmp_path / "s.toml"
+    path.write_text(content + "\n")
+    with pytest.raises(ConfigError, match=match):
+        TuneOptions.from_file(path)
+
+
+def test_a_folder_or_non_utf8_bytes_are_not_a_study_file(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        TuneOptions.from_file(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes('workload = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        TuneOptions.from_file(tmp_path / "latin1.toml")
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"target": 0.9, "lr_range": "1e-3:inf"}, r"lr_range must satisfy 0 < low <= high < inf"),
+    ({"target": 0.9, "lr_range": [[1, 2], 3]}, "lr_range must look like LOW:HIGH"),
+])
+def test_ranges_are_finite_and_well_formed(options, match):
+    with pytest.raises(ConfigError, match=match):
+        TuneOptions(**options).tune_config()
