@@ -19,8 +19,7 @@ import torch
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
-from autobatch.search import SEED_LR_FRACTION, Prior, powers_of_two
-from autobatch.train import run
+from autobatch.search import SEED_LR_FRACTION, Prior, powers_of_two, runner_for
 from autobatch.workloads import Workload
 
 # Comparisons are censored at this multiple of the study's best time (+1 s).
@@ -108,6 +107,7 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
            reached: list[optuna.trial.FrozenTrial], device: torch.device,
            deadline: float, emit: EventCallback) -> list[Candidate]:
     """Re-measure the best few configurations and the comparisons, interleaved."""
+    runner = runner_for(workload, device)  # as the trials ran: CUDA in a subprocess
     ranked = sorted(reached, key=lambda t: t.value)
     candidates: list[Candidate] = []
     for trial in ranked:
@@ -131,7 +131,7 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
             run_config = RunConfig.of(cand.hparams, target=plan.target,
                                       budget=Budget(seconds=min(budget, time_left)),
                                       seed=VERIFY_SEED + rep)
-            result = run(workload, run_config, device=device)
+            result = runner.run(run_config, lambda point: False)
             if not result.target_reached and result.stop_reason == "budget" \
                     and time_left < budget:
                 emit(TuneEvent("verify", "deadline", "timeout reached: verification cut short"))

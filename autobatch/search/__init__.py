@@ -9,6 +9,7 @@ from autobatch.search.runners import (
     SubprocessRunner,
     TrialCrashed,
     TrialRunner,
+    UserExit,
     runner_for,
 )
 from autobatch.search.settings import WorkerSettings, contract, default_study_name
@@ -28,9 +29,9 @@ from autobatch.search.workers import make_objective, run_trials, spawn_workers, 
 __all__ = [
     "METRIC_NAME", "MIN_IMPROVEMENT", "SEED_LR_FRACTION", "BehindWinnersPruner",
     "InProcessRunner", "Objective", "Prior", "SearchSpace", "SubprocessRunner",
-    "TimeBucketPruning", "TrialCrashed", "TrialRunner", "WorkerSettings", "censored_value",
-    "check_contract", "contract", "converged", "default_study_name", "fail_running",
-    "interrupt_reason", "make_objective", "measure_prior", "powers_of_two", "pruner",
-    "reached_trials", "run_trials", "runner_for", "sampler", "seed_trials", "spawn_workers",
-    "summarize", "work",
+    "TimeBucketPruning", "TrialCrashed", "TrialRunner", "UserExit", "WorkerSettings",
+    "censored_value", "check_contract", "contract", "converged", "default_study_name",
+    "fail_running", "interrupt_reason", "make_objective", "measure_prior", "powers_of_two",
+    "pruner", "reached_trials", "run_trials", "runner_for", "sampler", "seed_trials",
+    "spawn_workers", "summarize", "work",
 ]

@@ -93,8 +93,8 @@ class Objective:
                                     PRUNE_WARMUP * best if best is not None else math.inf)
         try:
             result = run_or_oom(lambda: self.runner.run(config, pruning), self.runner.device)
-        except TrialCrashed:
-            trial.set_user_attr(keys.FAIL_REASON, "crashed")
+        except TrialCrashed as exc:
+            trial.set_user_attr(keys.FAIL_REASON, exc.reason)
             raise
         if result is None:
             prune(trial, "oom")

@@ -52,6 +52,18 @@ class TrialRunner(Protocol):
 class TrialCrashed(AutobatchError):
     """The process that trained the trial died without reporting an outcome."""
 
+    reason = "crashed"  # the trial's fail_reason
+
+
+class UserExit(TrialCrashed):
+    """The workload's own code called sys.exit() while training: a failed trial, never a
+    successful end of the tune."""
+
+    reason = "sys_exit"
+
+    def __init__(self, code: object) -> None:
+        super().__init__(f"the workload's code called sys.exit({code!r}) during training")
+
 
 @dataclass(frozen=True)
 class InProcessRunner:
@@ -59,7 +71,10 @@ class InProcessRunner:
     device: torch.device
 
     def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
-        return run(self.workload, config, device=self.device, on_eval=on_eval)
+        try:
+            return run(self.workload, config, device=self.device, on_eval=on_eval)
+        except SystemExit as exc:
+            raise UserExit(exc.code) from None
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,8 @@ class SubprocessRunner:
         kind, *payload = message
         if kind == "oom":
             raise torch.OutOfMemoryError(payload[0])
+        if kind == "exit":
+            raise UserExit(payload[0])
         if kind == "error":
             error, text = payload
             raise error from frames.RemoteTraceback(text)

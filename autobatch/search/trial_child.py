@@ -2,7 +2,8 @@
 
 main(READ_FD, WRITE_FD) reads (workload spec, RunConfig, device) from READ_FD, trains,
 writes ("eval", point) per evaluation and reads the answer (True: stop), then writes
-("ok", RunResult), ("oom", message) or ("error", exception, traceback).
+("ok", RunResult), ("oom", message), ("exit", code) or ("error", exception,
+traceback).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def main(read_fd: int, write_fd: int) -> None:
     try:
         workload = load_workload(**spec)
         outcome: tuple = ("ok", run(workload, config, device=device, on_eval=on_eval))
+    except SystemExit as exc:  # the user's code ended its process: say so, not success
+        outcome = ("exit", exc.code)
     except Exception as exc:
         outcome = ("oom", str(exc)) if is_oom(exc) else ("error", *frames.portable(exc))
     frames.send(write_fd, outcome)

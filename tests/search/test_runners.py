@@ -19,6 +19,7 @@ from autobatch.search.runners import (
     InProcessRunner,
     SubprocessRunner,
     TrialCrashed,
+    UserExit,
     runner_for,
 )
 from autobatch.search.space import SearchSpace
@@ -165,3 +166,20 @@ def test_cuda_trials_of_a_loaded_workload_run_in_a_subprocess(fixture_workload, 
     assert isinstance(runner_for(fixture_workload("good"), cuda), SubprocessRunner)
     assert isinstance(runner_for(fixture_workload("good"), CPU), InProcessRunner)
     assert isinstance(runner_for(tiny, cuda), InProcessRunner)  # built in code: no spec
+
+
+@pytest.mark.parametrize("runner", ["in-process", "subprocess"])
+def test_sys_exit_in_the_users_code_fails_the_trial_and_never_ends_the_study(
+        fixture_workload, runner):
+    workload = fixture_workload("exits")
+    chosen = (InProcessRunner(workload, CPU) if runner == "in-process"
+              else SubprocessRunner(workload.spec, CPU))
+    with pytest.raises(UserExit, match=r"called sys.exit\(0\) during training"):
+        chosen.run(config(), lambda point: False)
+    objective = Objective(runner=chosen, space=SearchSpace(batch_sizes=(16,), anchor_batch=16,
+                                                           lr_fixed=0.05),
+                          target=0.95, trial_budget_s=2.0, bucket_base=0.01)
+    study = optuna.create_study()
+    study.optimize(objective, n_trials=2, catch=(TrialCrashed,))
+    assert [t.user_attrs[keys.FAIL_REASON] for t in study.trials] == ["sys_exit", "sys_exit"]
+    assert all(t.state == TrialState.FAIL for t in study.trials)
