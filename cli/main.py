@@ -21,7 +21,13 @@ from autobatch_cli.options import (
     with_workload_options,
     workload_from,
 )
-from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+from autobatch_cli.output import (
+    exits_cleanly,
+    print_json,
+    stderr,
+    stdout,
+    user_output_to_stderr,
+)
 
 app = typer.Typer(
     name="autobatch", no_args_is_help=True, add_completion=False,
@@ -74,7 +80,7 @@ def run(
     stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
                  f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
                  f"target {target if target is not None else '-'}, budget {config.budget}")
-    with stderr.status("training ...") as status:
+    with stderr.status("training ...") as status, user_output_to_stderr():
         def show(point: EvalPoint) -> None:
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
                           f"metric {point.metric:.4f}")

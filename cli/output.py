@@ -6,11 +6,13 @@ or NO_COLOR is set, so CI logs get plain lines.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -45,6 +47,23 @@ def print_json(payload: Any) -> None:
     """Strict JSON (no NaN/Infinity) on stdout, bypassing rich's markup."""
     sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def user_output_to_stderr() -> Iterator[None]:
+    """While the library runs the user's code, whatever it prints (Python or native,
+    this process or its children) goes to stderr: stdout carries results only, so
+    `--json` parses and `--format env` is safe to eval."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def fail(message: str, code: int) -> typer.Exit:

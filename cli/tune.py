@@ -24,7 +24,13 @@ from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
 from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
-from autobatch_cli.output import exits_cleanly, stderr, stdout, terminate_on_sigterm
+from autobatch_cli.output import (
+    exits_cleanly,
+    stderr,
+    stdout,
+    terminate_on_sigterm,
+    user_output_to_stderr,
+)
 
 Opt = typer.Option
 
@@ -112,14 +118,14 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces it
     device = resolve_device(options.device or "auto")
     if tune_cfg.workers == 0:
-        with Progress() as progress:
+        with Progress() as progress, user_output_to_stderr():
             prepared = prepare(wl, tune_cfg, device, progress)
         stdout.print(f"study {prepared.study.study_name!r} in {mask_url(prepared.storage_url)} "
                      "is ready; join it from any machine with: autobatch worker "
                      f"--storage URL --study-name {prepared.study.study_name}")
         return
     terminate_on_sigterm()
-    with Progress(tune_cfg.timeout_s, STARTED) as progress:
+    with Progress(tune_cfg.timeout_s, STARTED) as progress, user_output_to_stderr():
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
         publish_quietly(result, tune_cfg, progress)
     # shown before the file is written: a path that fails then loses nothing on screen

@@ -232,3 +232,23 @@ def test_tune_output_that_cannot_be_written_fails_after_showing_the_result(tmp_p
     assert "AUTOBATCH_BATCH_SIZE=" in result.stdout  # the recommendation was shown
     study = optuna.load_study(study_name="s", storage=db)  # and the study is kept
     assert len([t for t in study.trials if t.state.is_finished()]) == 2
+
+
+def test_what_user_code_prints_goes_to_stderr_and_stdout_keeps_the_result(tmp_path):
+    common = ["--workload", "user_workloads:chatty", "--app-dir", str(FIXTURES)]
+    run = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "run", *common, "--batch-size", "16",
+         "--lr", "0.1", "--budget", "5steps", "--json"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert strict_json(run.stdout)["steps"] == 5
+    assert "hello from the user's forward" in run.stderr and "native hello" in run.stderr
+    tune = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "tune", *common, "--target", "0.9",
+         "--batch-size", "16", "--lr", "0.1", "--n-trials", "2", "--verify", "1",
+         "--no-compare", "--storage", f"sqlite:///{tmp_path}/s.db", "--format", "env"],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert tune.returncode == 0, tune.stderr
+    lines = tune.stdout.splitlines()
+    assert lines and all(line.startswith("AUTOBATCH_") for line in lines), tune.stdout
+    assert "native hello" in tune.stderr
