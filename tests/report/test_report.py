@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 import autobatch.keys as keys
 from autobatch.errors import ConfigError
+from autobatch.report import load_study, write_report
 from autobatch.report.dashboard import publish
-from autobatch.report.page import load_study, write_report
 from autobatch_cli.main import app
 from tests.report.studies import STUDY, build_study
 
