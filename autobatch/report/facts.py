@@ -13,7 +13,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+import autobatch.keys as keys
 from autobatch.errors import ConfigError
+from autobatch.hyperparams import Hyperparams
 from autobatch.search import reached_trials
 from autobatch.storage import mask_url, open_storage, storage_file
 
@@ -45,9 +47,10 @@ def best_per_batch(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
     """Per batch size: the fastest trial to the target, else the one that came closest."""
     best: dict[int, FrozenTrial] = {}
     for trial in trials:
-        batch = trial.user_attrs.get("batch_size")
-        if batch is None or not trial.user_attrs.get("curve"):
+        recipe = Hyperparams.stored(trial.user_attrs)
+        if recipe is None or not trial.user_attrs.get(keys.CURVE):
             continue
+        batch = recipe.batch_size
         if batch not in best or _rank(trial) < _rank(best[batch]):
             best[batch] = trial
     return dict(sorted(best.items()))
@@ -56,7 +59,7 @@ def best_per_batch(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
 def _rank(trial: FrozenTrial) -> tuple[int, float]:
     if trial in reached_trials([trial]):
         return (0, trial.value)
-    return (1, -(trial.user_attrs.get("best_metric") or 0.0))
+    return (1, -(trial.user_attrs.get(keys.BEST_METRIC) or 0.0))
 
 
 def _seconds(value: float | None) -> str:
@@ -128,15 +131,13 @@ def recommendation(data: dict[str, Any] | None, trials: Sequence[FrozenTrial]
     if not done:
         return None
     best = min(done, key=lambda t: t.value)
-    attrs = best.user_attrs
-    return {"batch_size": attrs["batch_size"], "lr": attrs["lr"],
-            "momentum": attrs["momentum"], "expected_time_to_target_s": best.value,
-            "spread": {"runs": 0}, "candidates": [], "trial_number": best.number}
+    return {**Hyperparams.from_dict(best.user_attrs).to_dict(),
+            "expected_time_to_target_s": best.value, "spread": {"runs": 0}, "candidates": [],
+            "trial_number": best.number}
 
 
 def _is_recommended(cand: dict[str, Any], rec: dict[str, Any]) -> bool:
-    return cand["tuned"] and (cand["batch_size"], cand["lr"], cand["momentum"]) == (
-        rec["batch_size"], rec["lr"], rec["momentum"])
+    return cand["tuned"] and Hyperparams.from_dict(cand) == Hyperparams.from_dict(rec)
 
 
 def recommended_trial(rec: dict[str, Any]) -> int | None:
@@ -146,36 +147,44 @@ def recommended_trial(rec: dict[str, Any]) -> int | None:
     return next((c["trial_number"] for c in rec["candidates"] if _is_recommended(c, rec)), None)
 
 
+def _recipe_cells(recipe: Hyperparams | None) -> list[str]:
+    """Batch, LR and momentum as table cells ('-' for a trial that stored no recipe)."""
+    if recipe is None:
+        return ["-"] * 3
+    return [str(recipe.batch_size), f"{recipe.lr:.4g}", f"{recipe.momentum:.3g}"]
+
+
 def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
     """A headline sentence and one row per candidate: name, batch, LR, momentum, median
     time to target, runs reached, speed relative to the reference recipe."""
     spread = rec.get("spread") or {}
     how = (f"median of {spread['runs']} runs" if spread.get("runs")
            else "one study trial, not re-measured")
-    headline = (f"batch {rec['batch_size']}, LR {rec['lr']:.4g}, momentum "
-                f"{rec['momentum']:.3g}: {_seconds(rec['expected_time_to_target_s'])} "
+    recipe = Hyperparams.from_dict(rec)
+    headline = (f"batch {recipe.batch_size}, LR {recipe.lr:.4g}, momentum "
+                f"{recipe.momentum:.3g}: {_seconds(rec['expected_time_to_target_s'])} "
                 f"to the target ({how})")
     ref = next((c for c in rec["candidates"] if c["name"] == "reference recipe"), None)
     best = rec["expected_time_to_target_s"]
     if ref is None:
         headline += "; no reference recipe was measured"
-    elif ref["median_s"] and best:
-        headline += (f"; {ref['median_s'] / best:.2g}x as fast as the reference recipe "
-                     f"(batch {ref['batch_size']}, LR {ref['lr']:.3g}: "
-                     f"{_seconds(ref['median_s'])})")
     else:
-        headline += (f"; the reference recipe (batch {ref['batch_size']}, LR "
-                     f"{ref['lr']:.3g}) reached the target in {ref['reached']} of "
-                     f"{len(ref['runs'])} runs")
+        ref_recipe = Hyperparams.from_dict(ref)
+        named = f"batch {ref_recipe.batch_size}, LR {ref_recipe.lr:.3g}"
+        if ref["median_s"] and best:
+            headline += (f"; {ref['median_s'] / best:.2g}x as fast as the reference recipe "
+                         f"({named}: {_seconds(ref['median_s'])})")
+        else:
+            headline += (f"; the reference recipe ({named}) reached the target in "
+                         f"{ref['reached']} of {len(ref['runs'])} runs")
     rows = []
     for cand in rec["candidates"]:
         ratio = "-"
         if ref is not None and ref["median_s"] and cand["median_s"]:
             ratio = f"{ref['median_s'] / cand['median_s']:.2g}x"
         rows.append([cand["name"] + (" (recommended)" if _is_recommended(cand, rec) else ""),
-                     str(cand["batch_size"]), f"{cand['lr']:.4g}", f"{cand['momentum']:.3g}",
-                     _seconds(cand["median_s"]), f"{cand['reached']}/{len(cand['runs'])}",
-                     ratio])
+                     *_recipe_cells(Hyperparams.from_dict(cand)), _seconds(cand["median_s"]),
+                     f"{cand['reached']}/{len(cand['runs'])}", ratio])
     return headline, rows
 
 
@@ -193,12 +202,12 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
             outcome = f"not reached ({t.value:.4g}, censored)"
         else:
             outcome = "-"
-        rows.append([str(t.number), t.state.name.lower(), _fmt(a.get("batch_size"), "d"),
-                     _fmt(a.get("lr"), ".4g"), _fmt(a.get("momentum"), ".3g"), outcome,
-                     _fmt(a.get("best_metric"), ".4f"), _fmt(a.get("steps"), "d"),
-                     _fmt(a.get("samples_per_s"), ",.0f"), _fmt(a.get("train_seconds"), ".3g"),
-                     a.get("stop_reason", "-"),
-                     a.get("prune_reason") or a.get("fail_reason") or ""])
+        rows.append([str(t.number), t.state.name.lower(),
+                     *_recipe_cells(Hyperparams.stored(a)), outcome,
+                     _fmt(a.get(keys.BEST_METRIC), ".4f"), _fmt(a.get(keys.STEPS), "d"),
+                     _fmt(a.get(keys.SAMPLES_PER_S), ",.0f"),
+                     _fmt(a.get(keys.TRAIN_SECONDS), ".3g"), a.get(keys.STOP_REASON, "-"),
+                     keys.reason(a) or ""])
     return rows
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+import autobatch.keys as keys
+from autobatch.hyperparams import Hyperparams
 from autobatch.measure import ProfileResult
 from autobatch.report.facts import GIB, best_per_batch, fmt_gib, recommended_trial
 from autobatch.report.plots import plot_profile
@@ -53,17 +55,26 @@ def _log2_batches(ax: Any, batches: Sequence[int], labels: Sequence[str] | None 
     ax.set_xlim(min(batches) / 1.5, max(batches) * 1.5)
 
 
+def _recipes(trials: Iterable[FrozenTrial]) -> dict[int, Hyperparams]:
+    """Each trial's recipe by trial number, for the trials that stored one."""
+    return {t.number: r for t in trials if (r := Hyperparams.stored(t.user_attrs)) is not None}
+
+
 def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
                   b_star: float | None) -> bytes:
+    recipes = _recipes(trials)
     done = reached_trials(trials)
-    batches = sorted({t.user_attrs["batch_size"] for t in trials if "batch_size" in t.user_attrs})
+    batches = sorted({r.batch_size for r in recipes.values()})
+
+    def batch(trial: FrozenTrial) -> int:
+        return recipes[trial.number].batch_size
 
     def draw(fig: Any) -> None:
         ax = fig.subplots()
-        ax.scatter([t.user_attrs["batch_size"] for t in done], [t.value for t in done],
+        ax.scatter([batch(t) for t in done], [t.value for t in done],
                    color="#aaaaaa", s=22, label="one trial", zorder=2)
-        best = {b: min(t.value for t in done if t.user_attrs["batch_size"] == b)
-                for b in batches if any(t.user_attrs["batch_size"] == b for t in done)}
+        best = {b: min(t.value for t in done if batch(t) == b)
+                for b in batches if any(batch(t) == b for t in done)}
         ax.plot(list(best), list(best.values()), "o-", color=BEST_COLOR, lw=2,
                 label="best per batch", zorder=3)
         # Verification re-measures with fresh seeds, so its medians sit on another
@@ -72,23 +83,25 @@ def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
             group = [c for c in (rec or {}).get("candidates", [])
                      if c["tuned"] == tuned and c["median_s"]]
             if group:
-                ax.plot([c["batch_size"] for c in group], [c["median_s"] for c in group],
+                ax.plot([Hyperparams.from_dict(c).batch_size for c in group],
+                        [c["median_s"] for c in group],
                         "*" if tuned else "D", ms=13 if tuned else 9, ls="none", mfc="none",
                         mec="#ff7f0e" if tuned else "#555555", mew=2, zorder=4,
                         label=f"{label}, re-measured (median)")
             for cand in group if not tuned else []:
-                ax.annotate(cand["name"], (cand["batch_size"], cand["median_s"]),
+                ax.annotate(cand["name"], (Hyperparams.from_dict(cand).batch_size,
+                                           cand["median_s"]),
                             textcoords="offset points", xytext=(8, -3), fontsize=8)
         number = recommended_trial(rec) if rec else None
         rec_trial = next((t for t in done if t.number == number), None)
         if rec_trial is not None:
-            ax.plot([rec_trial.user_attrs["batch_size"]], [rec_trial.value], "*",
+            ax.plot([batch(rec_trial)], [rec_trial.value], "*",
                     color="#ff7f0e", ms=18, mec="black", zorder=5,
                     label=f"recommended: trial {rec_trial.number}")
         if b_star and batches and min(batches) / 2 <= b_star <= max(batches) * 2:
             ax.axvline(b_star, color="#9467bd", ls="--", label=f"predicted B* = {b_star:.0f}")
-        counts = [f"{b}\n{sum(t.user_attrs.get('batch_size') == b for t in done)}/"
-                  f"{sum(t.user_attrs.get('batch_size') == b for t in trials)} reached"
+        counts = [f"{b}\n{sum(batch(t) == b for t in done)}/"
+                  f"{sum(r.batch_size == b for r in recipes.values())} reached"
                   for b in batches]
         if batches:
             _log2_batches(ax, batches, counts)
@@ -106,9 +119,10 @@ def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
 def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> bytes:
     from matplotlib.colors import LogNorm
 
-    tried = [t for t in trials if "lr" in t.user_attrs and t.state.is_finished()]
+    recipes = _recipes(t for t in trials if t.state.is_finished())
+    tried = [t for t in trials if t.number in recipes]
     done = reached_trials(tried)
-    batches = sorted({t.user_attrs["batch_size"] for t in tried})
+    batches = sorted({r.batch_size for r in recipes.values()})
 
     def draw(fig: Any) -> None:
         ax = fig.subplots()
@@ -122,21 +136,22 @@ def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> b
             if group:
                 style = ({"c": "#999999"} if marker == "x"
                          else {"facecolors": "none", "edgecolors": "#999999"})
-                ax.scatter([t.user_attrs["batch_size"] for t in group],
-                           [t.user_attrs["lr"] for t in group], marker=marker, s=40,
+                ax.scatter([recipes[t.number].batch_size for t in group],
+                           [recipes[t.number].lr for t in group], marker=marker, s=40,
                            label=label, zorder=2, **style)
         if done:
             values = [t.value for t in done]
             low, high = min(values), max(values)
-            points = ax.scatter([t.user_attrs["batch_size"] for t in done],
-                                [t.user_attrs["lr"] for t in done], c=values, s=80,
+            points = ax.scatter([recipes[t.number].batch_size for t in done],
+                                [recipes[t.number].lr for t in done], c=values, s=80,
                                 cmap="viridis_r", edgecolors="black", linewidths=0.5,
                                 norm=LogNorm(low, high if high > low else low * 1.01),
                                 label="reached the target", zorder=3)
             bar = fig.colorbar(points, ax=ax, label="time to target (s), darker is slower")
             _plain_log_y(bar.ax.yaxis)
         if rec is not None:
-            ax.plot([rec["batch_size"]], [rec["lr"]], "*", color="#ff7f0e", ms=20,
+            chosen = Hyperparams.from_dict(rec)
+            ax.plot([chosen.batch_size], [chosen.lr], "*", color="#ff7f0e", ms=20,
                     mec="black", mfc="none", mew=2, zorder=4, label="recommended")
         if batches:
             _log2_batches(ax, batches)
@@ -160,9 +175,9 @@ def curves(trials: Sequence[FrozenTrial], target: float | None) -> bytes:
         ax = fig.subplots()
         colors = plt.get_cmap("viridis")
         for i, (batch, trial) in enumerate(best.items()):
-            points = trial.user_attrs["curve"]
+            points = trial.user_attrs[keys.CURVE]
             outcome = (f"{trial.value:.3g} s" if trial in reached_trials([trial])
-                       else trial.user_attrs.get("prune_reason") or "not reached")
+                       else keys.reason(trial.user_attrs) or "not reached")
             ax.plot([p[0] for p in points], [p[1] for p in points], ".-",
                     color=colors(i / max(len(best) - 1, 1)), lw=1.8,
                     label=f"batch {batch}: trial {trial.number}, {outcome}")
