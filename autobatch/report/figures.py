@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -13,29 +10,14 @@ from optuna.trial import FrozenTrial, TrialState
 import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure import ProfileResult
+from autobatch.report.canvas import png
 from autobatch.report.facts import GIB, best_per_batch, fmt_gib, recommended_trial
-from autobatch.report.plots import plot_profile
+from autobatch.report.plots import render_profile
 from autobatch.search import reached_trials
 
 TARGET_COLOR = "#d62728"
 BEST_COLOR = "#1f77b4"
-
-
-def _png(draw: Callable[[Any], None], size: tuple[float, float] = (11, 4.6)) -> bytes:
-    """Run draw(figure) on a fresh figure and return it as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=size, constrained_layout=True)
-    try:
-        draw(fig)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-    finally:
-        plt.close(fig)
+SIZE, DPI = (11, 4.6), 100
 
 
 def _plain_log_y(axis: Any) -> None:
@@ -113,7 +95,7 @@ def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
 
-    return _png(draw)
+    return png(draw, SIZE, DPI)
 
 
 def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> bytes:
@@ -163,7 +145,7 @@ def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> b
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
 
-    return _png(draw)
+    return png(draw, SIZE, DPI)
 
 
 def curves(trials: Sequence[FrozenTrial], target: float | None) -> bytes:
@@ -189,7 +171,7 @@ def curves(trials: Sequence[FrozenTrial], target: float | None) -> bytes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
 
-    return _png(draw)
+    return png(draw, SIZE, DPI)
 
 
 def memory_model(probe: dict[str, Any]) -> bytes:
@@ -229,11 +211,9 @@ def memory_model(probe: dict[str, Any]) -> bytes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
 
-    return _png(draw)
+    return png(draw, SIZE, DPI)
 
 
 def profile_png(prior: dict[str, Any]) -> bytes:
-    """The throughput profile picture of autobatch.report.plots, as PNG bytes."""
-    with tempfile.TemporaryDirectory() as folder:
-        return plot_profile(ProfileResult.from_dict(prior["profile"]),
-                            Path(folder) / "profile.png").read_bytes()
+    """The throughput profile picture of `autobatch profile --plot`, from the prior."""
+    return render_profile(ProfileResult.from_dict(prior["profile"]))
