@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure import ProfileResult
-from autobatch.report.canvas import png
+from autobatch.report.canvas import plain_log_y, png
 from autobatch.report.facts import GIB, best_per_batch, fmt_gib, recommended_trial
 from autobatch.report.plots import render_profile
 from autobatch.search import reached_trials
@@ -18,15 +18,6 @@ from autobatch.search import reached_trials
 TARGET_COLOR = "#d62728"
 BEST_COLOR = "#1f77b4"
 SIZE, DPI = (11, 4.6), 100
-
-
-def _plain_log_y(axis: Any) -> None:
-    """Label a log axis 0.2, 0.5, 1, 2 instead of 2 x 10^-1 (read at a glance)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _log2_batches(ax: Any, batches: Sequence[int], labels: Sequence[str] | None = None) -> None:
@@ -88,7 +79,7 @@ def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
         if batches:
             _log2_batches(ax, batches, counts)
         ax.set_yscale("log")
-        _plain_log_y(ax.yaxis)
+        plain_log_y(ax.yaxis)
         ax.set_xlabel("batch size (trials that reached the target / all trials)")
         ax.set_ylabel("time to target (s)")
         ax.set_title("Time to target vs batch size")
@@ -130,7 +121,7 @@ def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> b
                                 norm=LogNorm(low, high if high > low else low * 1.01),
                                 label="reached the target", zorder=3)
             bar = fig.colorbar(points, ax=ax, label="time to target (s), darker is slower")
-            _plain_log_y(bar.ax.yaxis)
+            plain_log_y(bar.ax.yaxis)
         if rec is not None:
             chosen = Hyperparams.from_dict(rec)
             ax.plot([chosen.batch_size], [chosen.lr], "*", color="#ff7f0e", ms=20,
@@ -138,7 +129,7 @@ def lr_batch_map(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None) -> b
         if batches:
             _log2_batches(ax, batches)
         ax.set_yscale("log")
-        _plain_log_y(ax.yaxis)
+        plain_log_y(ax.yaxis)
         ax.set_xlabel("batch size")
         ax.set_ylabel("learning rate")
         ax.set_title("Learning rate x batch size: time to target per trial")

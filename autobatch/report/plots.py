@@ -12,7 +12,7 @@ from typing import Any
 
 from autobatch.errors import ConfigError
 from autobatch.measure import ProfileResult
-from autobatch.report.canvas import figure, png
+from autobatch.report.canvas import figure, plain_log_y, png
 
 FIT_COLOR = "#d62728"
 DATA_COLOR = "#1f77b4"
@@ -40,12 +40,6 @@ def render_profile(result: ProfileResult) -> bytes:
 
 def _draw(fig: Any, result: ProfileResult) -> None:
     import numpy as np
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    # Minor ticks of a log axis: label only 2x and 5x of each decade, or they collide.
-    sparse = FuncFormatter(lambda value, _: f"{value:g}" if value > 0 and round(
-        value / 10 ** np.floor(np.log10(value))) in (2, 5) else "")
 
     rows = [r for r in result.rows if r.fits]
     if not rows:
@@ -100,8 +94,7 @@ def _draw(fig: Any, result: ProfileResult) -> None:
         ax.set_xticks(sizes)
         ax.set_xticklabels([f"{int(s)}" for s in sizes], rotation=45)
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(sparse)
+        plain_log_y(ax.yaxis)
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{result.workload} on {result.device}: throughput profile "
