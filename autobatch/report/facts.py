@@ -1,4 +1,5 @@
-"""What the page and the dashboard note both say about a study, as plain rows of text.
+"""What the page and the dashboard note both read from a study: the study itself, the best
+trial per batch, and the facts, recommendation and trial rows as text.
 
 Everything comes from the study: trials and their user attributes (autobatch.keys),
 the prior (keys.PRIOR) and the verified recommendation that dashboard.publish stores as

@@ -1,4 +1,5 @@
-"""The report's pictures, each a PNG as bytes: drawn without a display (matplotlib Agg)."""
+"""The page's pictures as PNG bytes: time to target against batch size, the LR x batch map,
+the validation curves, the memory model, and the throughput profile of the prior."""
 
 from __future__ import annotations
 
