@@ -8,6 +8,9 @@ from typing import Literal
 
 import optuna
 
+import autobatch.keys as keys
+from autobatch.hyperparams import Hyperparams
+
 
 @dataclass(frozen=True)
 class TuneEvent:
@@ -25,15 +28,16 @@ EventCallback = Callable[[TuneEvent], None]
 def trial_row(trial: optuna.trial.FrozenTrial) -> tuple[str, ...]:
     """A finished trial as (number, state, batch, LR, momentum, time to target or reason)."""
     attrs = trial.user_attrs
-    if trial.state.name == "COMPLETE" and attrs.get("target_reached"):
+    if trial.state.name == "COMPLETE" and attrs.get(keys.TARGET_REACHED):
         outcome = f"{trial.value:.3f}s"
     elif trial.state.name == "COMPLETE":
-        outcome = f"not reached (best {attrs.get('best_metric', 0):.3f})"
+        outcome = f"not reached (best {attrs.get(keys.BEST_METRIC, 0):.3f})"
     else:
-        outcome = attrs.get("prune_reason") or attrs.get("fail_reason") or ""
-    return (str(trial.number), trial.state.name.lower(), str(attrs.get("batch_size", "-")),
-            f"{attrs['lr']:.3g}" if "lr" in attrs else "-",
-            f"{attrs['momentum']:.3g}" if "momentum" in attrs else "-", outcome)
+        outcome = keys.reason(attrs) or ""
+    recipe = Hyperparams.stored(attrs)
+    shown = (("-", "-", "-") if recipe is None
+             else (str(recipe.batch_size), f"{recipe.lr:.3g}", f"{recipe.momentum:.3g}"))
+    return (str(trial.number), trial.state.name.lower(), *shown, outcome)
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:

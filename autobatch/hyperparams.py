@@ -10,7 +10,7 @@ fields generically.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Literal
 
 from autobatch.errors import ConfigError
@@ -91,6 +91,13 @@ class Hyperparams:
         """From to_dict()'s output or a trial's user attributes (other keys ignored)."""
         return Hyperparams(**{f.name: data[f.name] for f in fields(Hyperparams)
                               if f.name in data})
+
+    @classmethod
+    def stored(cls, attrs: dict[str, Any]) -> Hyperparams | None:
+        """The recipe in a trial's user attributes; None where it has none (a trial that
+        failed, or is still running, before its suggestion was stored)."""
+        required = (f.name for f in fields(Hyperparams) if f.default is MISSING)
+        return cls.from_dict(attrs) if all(name in attrs for name in required) else None
 
     def describe(self) -> str:
         """'batch 256, lr 0.135, momentum 0.95' (+ optimizer when it is not the default)."""

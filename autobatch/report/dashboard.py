@@ -26,14 +26,8 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
 import autobatch.keys as keys
-from autobatch.report.page import (
-    COMPARISON_HEADER,
-    Facts,
-    comparison,
-    probe_facts,
-    profile_facts,
-    profile_png,
-)
+from autobatch.report.facts import COMPARISON_HEADER, Facts, comparison, probe_facts, profile_facts
+from autobatch.report.figures import profile_png
 from autobatch.result import TuneResult
 from autobatch.search import summarize
 from autobatch.storage import mask_url, open_storage, storage_file

@@ -8,29 +8,38 @@ batch estimate B_simple, when measured, is shaded on the throughput panel.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from autobatch.errors import ConfigError
 from autobatch.measure import ProfileResult
+from autobatch.report.canvas import figure, plain_log_y, png
 
 FIT_COLOR = "#d62728"
 DATA_COLOR = "#1f77b4"
 KNEE_COLOR = "#2ca02c"
 NOISE_COLOR = "#9467bd"
+SIZE, DPI = (15, 4.6), 110
 
 
 def plot_profile(result: ProfileResult, path: str | Path) -> Path:
     """Write the profile as a PNG to `path` and return the path."""
-    import matplotlib
+    path = Path(path)
+    with figure(SIZE) as fig:
+        _draw(fig, result)
+        try:
+            fig.savefig(path, dpi=DPI)
+        except OSError as exc:
+            raise ConfigError(f"cannot write plot to {str(path)!r}: {exc.strerror}") from None
+    return path
 
-    matplotlib.use("Agg")  # no display needed; safe in CI and over ssh
-    import matplotlib.pyplot as plt
+
+def render_profile(result: ProfileResult) -> bytes:
+    """The profile as PNG bytes (what the report and the dashboard show)."""
+    return png(lambda fig: _draw(fig, result), SIZE, DPI)
+
+
+def _draw(fig: Any, result: ProfileResult) -> None:
     import numpy as np
-    from matplotlib.ticker import FuncFormatter
-
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    # Minor ticks of a log axis: label only 2x and 5x of each decade, or they collide.
-    sparse = FuncFormatter(lambda value, _: f"{value:g}" if value > 0 and round(
-        value / 10 ** np.floor(np.log10(value))) in (2, 5) else "")
 
     rows = [r for r in result.rows if r.fits]
     if not rows:
@@ -43,7 +52,7 @@ def plot_profile(result: ProfileResult, path: str | Path) -> Path:
     grid = np.geomspace(sizes.min(), sizes.max(), 200)
     fitted = result.alpha is not None and result.beta is not None
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
+    axes = fig.subplots(1, 3)
     ax_iter, ax_thr, ax_epoch = axes
     ax_iter.errorbar(sizes, iter_ms, yerr=err, fmt="o", color=DATA_COLOR, capsize=3,
                      label="measured (median, min-max)")
@@ -85,17 +94,8 @@ def plot_profile(result: ProfileResult, path: str | Path) -> Path:
         ax.set_xticks(sizes)
         ax.set_xticklabels([f"{int(s)}" for s in sizes], rotation=45)
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(sparse)
+        plain_log_y(ax.yaxis)
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{result.workload} on {result.device}: throughput profile "
                  f"({result.seconds:.1f} s)", fontsize=12)
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise ConfigError(f"cannot write plot to {str(path)!r}: {exc.strerror}") from None
-    finally:
-        plt.close(fig)
-    return path

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import autobatch.keys as keys
 from autobatch.report.dashboard import artifact_folder, is_loopback, publish
 from autobatch_cli.main import app
-from tests.report.test_report import ARTIFACTS, STUDY, build_study, chromium, needs_chromium
+from tests.report.studies import STUDY, build_study
 
 SECRET = "p@ss%w{o}r/d"  # trust auth ignores it; it must never be shown
 QUOTED_SECRET = "p%40ss%25w%7Bo%7Dr%2Fd"
@@ -127,20 +127,19 @@ def process_list() -> str:
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
 
 
-@needs_chromium
-def test_dashboard_in_chromium_shows_study_metric_and_note(published, tmp_path):
+def test_dashboard_in_chromium_shows_study_metric_and_note(published, tmp_path, chromium,
+                                                           artifacts):
     url, study, result, _ = published
     proc, port = start_dashboard(url)
     try:
         wait_until_serving(proc, port)
         assert "S3cretPath" not in process_list()  # the URL is on no command line
         page = f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}"
-        ARTIFACTS.mkdir(exist_ok=True)
         flags = ("--virtual-time-budget=6000", "--window-size=1400,1800", "--hide-scrollbars")
-        dom = chromium(page, "--dump-dom", f"--screenshot={ARTIFACTS / 'dashboard.png'}",
+        dom = chromium(page, "--dump-dom", f"--screenshot={artifacts / 'dashboard.png'}",
                        *flags, f"--user-data-dir={tmp_path / 'a'}")
         note = chromium(f"{page}/note", "--dump-dom",
-                        f"--screenshot={ARTIFACTS / 'dashboard-note.png'}", *flags,
+                        f"--screenshot={artifacts / 'dashboard-note.png'}", *flags,
                         f"--user-data-dir={tmp_path / 'b'}")
     finally:
         err = stop(proc)

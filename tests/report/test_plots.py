@@ -4,8 +4,7 @@ import pytest
 
 from autobatch import ConfigError, profile
 from autobatch.report.plots import plot_profile
-from tests.conftest import tiny_workload
-from tests.measure.test_throughput import FakeClock, timed_linear_factory
+from tests.conftest import FakeClock, timed_linear_factory, tiny_workload
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,216 @@
+"""What the page and the dashboard note both read from a study: the study itself, the best
+trial per batch, and the facts, recommendation and trial rows as text.
+
+Everything comes from the study: trials and their user attributes (autobatch.keys),
+the prior (keys.PRIOR) and the verified recommendation that dashboard.publish stores as
+keys.RESULT (the best.json document). Without it the study's best trial stands in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+import autobatch.keys as keys
+from autobatch.errors import ConfigError
+from autobatch.hyperparams import Hyperparams
+from autobatch.search import reached_trials
+from autobatch.storage import mask_url, open_storage, storage_file
+
+GIB = 1024**3
+Facts = list[tuple[str, str]]
+
+
+def load_study(url: str, study_name: str | None) -> optuna.Study:
+    """The named study, or the only one in the storage; ConfigError naming the choices."""
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"no study database at {str(path)!r}; pass --storage or run "
+                          "`autobatch tune` first")
+    storage = open_storage(url)
+    names = sorted(optuna.get_all_study_names(storage))
+    if study_name is None:
+        if len(names) != 1:
+            found = ", ".join(names) if names else "none"
+            raise ConfigError(f"{mask_url(url)} holds {len(names)} studies ({found}); "
+                              "choose one with --study-name")
+        study_name = names[0]
+    elif study_name not in names:
+        raise ConfigError(f"no study named {study_name!r} in {mask_url(url)}; studies: "
+                          + (", ".join(names) or "none"))
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def best_per_batch(trials: Sequence[FrozenTrial]) -> dict[int, FrozenTrial]:
+    """Per batch size: the fastest trial to the target, else the one that came closest."""
+    best: dict[int, FrozenTrial] = {}
+    for trial in trials:
+        recipe = Hyperparams.stored(trial.user_attrs)
+        if recipe is None or not trial.user_attrs.get(keys.CURVE):
+            continue
+        batch = recipe.batch_size
+        if batch not in best or _rank(trial) < _rank(best[batch]):
+            best[batch] = trial
+    return dict(sorted(best.items()))
+
+
+def _rank(trial: FrozenTrial) -> tuple[int, float]:
+    if trial in reached_trials([trial]):
+        return (0, trial.value)
+    return (1, -(trial.user_attrs.get(keys.BEST_METRIC) or 0.0))
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g} s"
+
+
+def fmt_gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / GIB:.3g} GiB"
+
+
+def probe_facts(probe: dict[str, Any]) -> Facts:
+    """The memory probe in a few lines: what fits, why it stops, the memory model."""
+    facts = [
+        ("largest batch that fits", f"{probe['max_batch_size']} (limited by "
+                                    f"{probe['limited_by'].replace('_', ' ')})"),
+        ("device", f"{probe['device']['name']} ({probe['device']['type']}), "
+                   f"{probe['isolation']}"),
+        ("peak memory at that batch", f"{fmt_gib(probe['peak_bytes'])} of a "
+                                      f"{fmt_gib(probe['budget_bytes'])} budget "
+                                      f"({probe['headroom']:.0%} headroom)"),
+    ]
+    if probe.get("bytes_per_sample") is not None and probe.get("fixed_bytes") is not None:
+        r2 = f", R² {probe['fit_r2']:.3f}" if probe.get("fit_r2") is not None else ""
+        facts.append(("memory model", f"{fmt_gib(probe['fixed_bytes'])} + "
+                      f"{probe['bytes_per_sample'] / 1024**2:.3g} MiB × batch{r2}"))
+    ooms = [a["batch_size"] for a in probe["attempts"] if a["outcome"] != "fit"]
+    facts.append(("attempts", f"{len(probe['attempts'])} in {probe['seconds']:.1f} s"
+                  + (f"; did not fit: {', '.join(map(str, sorted(ooms)))}" if ooms else "")))
+    return facts
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A number formatted, or '-' where it was not measured (None)."""
+    return "-" if value is None else format(value, spec)
+
+
+def profile_facts(prior: dict[str, Any]) -> Facts:
+    """The throughput profile and the prediction it makes."""
+    prof = prior["profile"]
+    facts: Facts = []
+    if prof.get("alpha") is not None and prof.get("beta") is not None:
+        facts.append(("time per step t(B)", f"{prof['alpha'] * 1e3:.3g} ms + "
+                      f"{prof['beta'] * 1e6:.3g} µs × B (fit error "
+                      f"{_fmt(prof.get('fit_error'), '.0%')})"))
+    b_sat = prof.get("b_sat")
+    facts.append(("B_sat = α/β", f"{b_sat:.0f}" if b_sat else "- (no saturation measured)"))
+    facts.append(("throughput knee", str(prof.get("knee") or "-")))
+    noise = prof.get("noise") or {}
+    if noise.get("b_simple"):
+        facts.append(("noise scale B_simple", f"{noise['b_simple']:.0f} "
+                      f"[{_fmt(noise.get('low'), '.0f')}, {_fmt(noise.get('high'), '.0f')}] "
+                      f"({noise['level']:.0%})"))
+    else:
+        facts.append(("noise scale B_simple", "- (not resolved)"))
+    facts.append(("predicted best batch B*", f"{prior['b_star']:.0f}"))
+    space = prior["space"]
+    lr = (f"LR {space['lr_range'][0]:.3g} .. {space['lr_range'][1]:.3g} at batch "
+          f"{space['anchor_batch']}" if space.get("lr_range") else f"LR {space['lr_fixed']:.3g}")
+    facts.append(("search space", f"batches {', '.join(map(str, space['batch_sizes']))}; {lr}"))
+    return facts
+
+
+def recommendation(data: dict[str, Any] | None, trials: Sequence[FrozenTrial]
+                   ) -> dict[str, Any] | None:
+    """The verified recommendation (best.json), else the study's best trial, else None."""
+    if data is not None:
+        return data
+    done = reached_trials(trials)
+    if not done:
+        return None
+    best = min(done, key=lambda t: t.value)
+    return {**Hyperparams.from_dict(best.user_attrs).to_dict(),
+            "expected_time_to_target_s": best.value, "spread": {"runs": 0}, "candidates": [],
+            "trial_number": best.number}
+
+
+def _is_recommended(cand: dict[str, Any], rec: dict[str, Any]) -> bool:
+    return cand["tuned"] and Hyperparams.from_dict(cand) == Hyperparams.from_dict(rec)
+
+
+def recommended_trial(rec: dict[str, Any]) -> int | None:
+    """The study trial the recommendation came from."""
+    if "trial_number" in rec:
+        return rec["trial_number"]
+    return next((c["trial_number"] for c in rec["candidates"] if _is_recommended(c, rec)), None)
+
+
+def _recipe_cells(recipe: Hyperparams | None) -> list[str]:
+    """Batch, LR and momentum as table cells ('-' for a trial that stored no recipe)."""
+    if recipe is None:
+        return ["-"] * 3
+    return [str(recipe.batch_size), f"{recipe.lr:.4g}", f"{recipe.momentum:.3g}"]
+
+
+def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
+    """A headline sentence and one row per candidate: name, batch, LR, momentum, median
+    time to target, runs reached, speed relative to the reference recipe."""
+    spread = rec.get("spread") or {}
+    how = (f"median of {spread['runs']} runs" if spread.get("runs")
+           else "one study trial, not re-measured")
+    recipe = Hyperparams.from_dict(rec)
+    headline = (f"batch {recipe.batch_size}, LR {recipe.lr:.4g}, momentum "
+                f"{recipe.momentum:.3g}: {_seconds(rec['expected_time_to_target_s'])} "
+                f"to the target ({how})")
+    ref = next((c for c in rec["candidates"] if c["name"] == "reference recipe"), None)
+    best = rec["expected_time_to_target_s"]
+    if ref is None:
+        headline += "; no reference recipe was measured"
+    else:
+        ref_recipe = Hyperparams.from_dict(ref)
+        named = f"batch {ref_recipe.batch_size}, LR {ref_recipe.lr:.3g}"
+        if ref["median_s"] and best:
+            headline += (f"; {ref['median_s'] / best:.2g}x as fast as the reference recipe "
+                         f"({named}: {_seconds(ref['median_s'])})")
+        else:
+            headline += (f"; the reference recipe ({named}) reached the target in "
+                         f"{ref['reached']} of {len(ref['runs'])} runs")
+    rows = []
+    for cand in rec["candidates"]:
+        ratio = "-"
+        if ref is not None and ref["median_s"] and cand["median_s"]:
+            ratio = f"{ref['median_s'] / cand['median_s']:.2g}x"
+        rows.append([cand["name"] + (" (recommended)" if _is_recommended(cand, rec) else ""),
+                     *_recipe_cells(Hyperparams.from_dict(cand)), _seconds(cand["median_s"]),
+                     f"{cand['reached']}/{len(cand['runs'])}", ratio])
+    return headline, rows
+
+
+COMPARISON_HEADER = ["configuration", "batch", "LR", "momentum", "median time to target",
+                     "reached", "speed vs reference"]
+
+
+def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        if t in reached_trials([t]):
+            outcome = f"{t.value:.4g} s"
+        elif t.state == TrialState.COMPLETE:
+            outcome = f"not reached ({t.value:.4g}, censored)"
+        else:
+            outcome = "-"
+        rows.append([str(t.number), t.state.name.lower(),
+                     *_recipe_cells(Hyperparams.stored(a)), outcome,
+                     _fmt(a.get(keys.BEST_METRIC), ".4f"), _fmt(a.get(keys.STEPS), "d"),
+                     _fmt(a.get(keys.SAMPLES_PER_S), ",.0f"),
+                     _fmt(a.get(keys.TRAIN_SECONDS), ".3g"), a.get(keys.STOP_REASON, "-"),
+                     keys.reason(a) or ""])
+    return rows
+
+
+TRIAL_HEADER = ["#", "state", "batch", "LR", "momentum", "time to target", "best metric",
+                "steps", "samples/s", "train s", "stop", "prune / fail reason"]
