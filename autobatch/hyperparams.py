@@ -99,11 +99,6 @@ class Hyperparams:
         required = (f.name for f in fields(Hyperparams) if f.default is MISSING)
         return cls.from_dict(attrs) if all(name in attrs for name in required) else None
 
-    def describe(self) -> str:
-        """'batch 256, lr 0.135, momentum 0.95' (+ optimizer when it is not the default)."""
-        text = f"batch {self.batch_size}, lr {self.lr:.4g}, momentum {self.momentum:.4g}"
-        return text + (f", optimizer {self.optimizer}" if self.optimizer else "")
-
 
 # The name a workload's reference recipe has always had.
 Recipe = Hyperparams
