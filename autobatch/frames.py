@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import struct
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 HEADER = struct.Struct("<I")
+IDLE_S = 0.1
 
 
 class RemoteTraceback(Exception):
@@ -60,9 +63,12 @@ class Reader:
             out.append(popped[1])
         return out
 
-    def next(self) -> Any | None:
-        """Block for the next message; None at end of file."""
+    def next(self, idle: Callable[[], None] | None = None) -> Any | None:
+        """Block for the next message; None at end of file. idle() is called every
+        IDLE_S while waiting (it may raise, to stop waiting)."""
         while not (popped := self._pop())[0]:
+            while idle is not None and not select.select([self.fd], [], [], IDLE_S)[0]:
+                idle()
             if not self._read():
                 return None
         return popped[1]

@@ -1,3 +1,3 @@
-from autobatch_cli.main import app
+from autobatch_cli.entry import main
 
-app(prog_name="autobatch")
+main()

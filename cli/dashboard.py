@@ -12,8 +12,10 @@ from typing import Annotated, Optional
 import typer
 from rich.panel import Panel
 
+import autobatch.stop as stop
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.report import is_loopback, serve
+from autobatch.stop import Terminated
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -23,10 +25,8 @@ from autobatch.storage import (
 from autobatch_cli.output import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
-    Terminated,
     exits_cleanly,
     stderr,
-    terminate_on_sigterm,
 )
 
 
@@ -66,7 +66,7 @@ def dashboard(
     shown = f"[{host}]" if ":" in host else host
     stderr.print(f"optuna-dashboard on {mask_url(url)} at http://{shown}:{port}/ "
                  "(Ctrl-C to stop)", markup=False)
-    terminate_on_sigterm()
+    stop.raise_at_once()  # the server blocks where no safe point can be checked
     try:
         serve(url, host=host, port=port, artifacts=artifacts)
     except Terminated:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+import autobatch.stop as stop
 from autobatch.config import Budget, RunConfig
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
@@ -40,6 +41,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to s
          ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if stop.requested():  # a stop signal while the library was imported: nothing started
+        stderr.print("stopped before starting", markup=False)
+        raise typer.Exit(stop.exit_code())
 
 
 @app.command()

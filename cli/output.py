@@ -10,7 +10,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from autobatch.errors import AutobatchError
+from autobatch.stop import Terminated
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -28,19 +28,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what CI, Slurm and Kubernetes send), raised like Ctrl-C so that a running
-    trial is closed as FAIL instead of being left RUNNING."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-def terminate_on_sigterm() -> None:
-    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def print_json(payload: Any) -> None:

@@ -28,7 +28,6 @@ from autobatch_cli.output import (
     exits_cleanly,
     stderr,
     stdout,
-    terminate_on_sigterm,
     user_output_to_stderr,
 )
 
@@ -124,7 +123,6 @@ def tune(
                      "is ready; join it from any machine with: autobatch worker "
                      f"--storage URL --study-name {prepared.study.study_name}")
         return
-    terminate_on_sigterm()
     with Progress(tune_cfg.timeout_s, STARTED) as progress, user_output_to_stderr():
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
         publish_quietly(result, tune_cfg, progress)

@@ -12,7 +12,7 @@ import typer
 from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
-from autobatch_cli.output import exits_cleanly, stderr, terminate_on_sigterm
+from autobatch_cli.output import exits_cleanly, stderr
 
 
 @exits_cleanly
@@ -28,7 +28,6 @@ def worker(
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    terminate_on_sigterm()
 
     def show(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         stderr.print(f"{trial_line(trial)}  (worker {os.getpid()})", markup=False)

@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM on a real `autobatch tune` process: exit code, trial states, resume."""
 
+import random
 import signal
 import sqlite3
 import time
@@ -92,3 +93,27 @@ def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
             if t.state == TrialState.FAIL] == ["zombie"]
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 3
+
+
+def test_every_stop_signal_is_obeyed_whenever_it_arrives(tmp_path):
+    """Signals at random moments of a tune (start-up, probe, profile, trials), some
+    twice: every run ends promptly with the first signal's code, one line and no
+    traceback, and leaves no trial RUNNING."""
+    rng = random.Random(11)
+    for attempt in range(6):
+        db = tmp_path / f"study{attempt}.db"
+        args = [*slow_tune(db)[:-4], "--n-trials", "50", "--storage", f"sqlite:///{db}",
+                "--study-name", "s"]
+        sig = rng.choice([signal.SIGINT, signal.SIGTERM])
+        proc = autobatch(*args)
+        time.sleep(rng.uniform(0.2, 9.0))
+        proc.send_signal(sig)
+        if rng.random() < 0.3:
+            time.sleep(rng.uniform(0.0, 0.3))
+            proc.send_signal(sig)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[sig], err
+        assert "Traceback" not in err and "failed with" not in err, err
+        assert time.monotonic() - started < 15, err  # promptly: no stage runs to its end
+        assert running_trials(db) == 0

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 import autobatch.keys as keys
+import autobatch.stop as stop
 from autobatch.config import Budget, RunConfig, TimeMode
 from autobatch.device import run_or_oom
 from autobatch.search.pruning import PRUNE_WARMUP, TimeBucketPruning
@@ -76,6 +77,7 @@ class Objective:
             return self.evaluate(trial)
 
     def evaluate(self, trial: optuna.Trial) -> float:
+        stop.check()  # a stop that arrived while Optuna created this trial
         hparams = self.space.suggest(trial)
         for key, value in hparams.to_dict().items():
             trial.set_user_attr(key, value)

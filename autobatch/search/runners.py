@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 import autobatch.frames as frames
+import autobatch.stop as stop
 from autobatch.config import RunConfig
 from autobatch.errors import AutobatchError
 from autobatch.train import EvalCallback, RunResult, run
@@ -32,9 +33,10 @@ from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-# Ctrl-C reaches the whole process group: the parent decides, and ends the child; set
-# first, so an early Ctrl-C prints no traceback from the child's imports.
+# A stop signal to the process group (Ctrl-C) or its leader (SIGTERM) is the parent's
+# to obey: it ends the child. Ignored first, so none lands during the child's imports.
 CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+         "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
          "from autobatch.search.trial_child import main; main(int(sys.argv[1]), int(sys.argv[2]))")
 
 
@@ -96,7 +98,9 @@ class SubprocessRunner:
         reader = frames.Reader(from_child_r)
         try:
             frames.send(to_child_w, (self.workload_spec, config, str(self.device)))
-            while (message := reader.next()) is not None and message[0] == "eval":
+            # a stop signal is obeyed while the child trains (it ignores Ctrl-C itself)
+            while (message := reader.next(idle=stop.check)) is not None \
+                    and message[0] == "eval":
                 frames.send(to_child_w, bool(on_eval(message[1])))
             status = child.wait()
         except BaseException:

@@ -14,8 +14,10 @@ the process list.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 import autobatch.keys as keys
+import autobatch.stop as stop
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.search.objective import Objective, interrupt_reason
@@ -42,6 +45,25 @@ from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_share
 from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
+
+
+class _InterruptsInOneLine(logging.Filter):
+    """Optuna logs a trial that a stop signal ended as failed, with a traceback; the
+    command line reports the stop in one line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet: set[str] = set()  # trial numbers whose second warning is dropped too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trial = re.match(r"Trial (\d+) failed", str(record.msg))
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.quiet.update([trial[1]] if trial else [])
+            return False
+        return not (trial and trial[1] in self.quiet)
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_InterruptsInOneLine())
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
@@ -90,6 +112,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             return objective.evaluate(trial)
 
     while time.time() < deadline:
+        stop.check()  # a safe point: between trials
         if heartbeat:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -184,7 +207,10 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
         cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices)
         procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env}))
     try:
-        return [p.wait() for p in procs]
+        while any(p.poll() is None for p in procs):
+            stop.check()
+            time.sleep(WAIT_S / 10)
+        return [p.returncode for p in procs]
     except BaseException:
         for p in procs:
             p.send_signal(signal.SIGTERM)  # handled even by a worker that ignores SIGINT

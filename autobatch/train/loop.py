@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+import autobatch.stop as stop_signal
 from autobatch.config import RunConfig
 from autobatch.device import (
     device_name,
@@ -136,6 +137,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     for x, y in train:
         # .item() also synchronises the device before the clock is read
         loss_value = train_step(model, optimizer, workload, x, y).item()
+        stop_signal.check()  # a safe point: between two steps
         steps += 1
         samples += len(y)
         elapsed = trained + clock() - started
