@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from typer.testing import CliRunner
 
-from autobatch import ConfigError, DeviceError, DoesNotFitError, TensorData, Workload, probe
+from autobatch import ConfigError, DeviceError, DoesNotFitError, Workload, probe
 from autobatch.config import parse_bytes
 from autobatch.device import rss_bytes
 from autobatch.measure.probe import ProbeResult, _Candidate, _largest_input
@@ -157,32 +157,11 @@ def test_probe_memory_limit_below_the_real_peak_does_not_fit():
         probe(wl, device="cpu", memory_limit=limit)
 
 
-class Wide(nn.Module):
-    """Memory-heavy, compute-light: each layer keeps a 128 KiB activation per sample."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scales = nn.ParameterList(nn.Parameter(torch.ones(32768)) for _ in range(4))
-        self.head = nn.Linear(32768, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for s in self.scales:
-            x = torch.tanh(x * s)
-        return self.head(x)
-
-
-def wide_workload() -> Workload:
-    g = torch.Generator().manual_seed(0)
-    data = TensorData(torch.randn(512, 32768, generator=g), torch.randint(0, 3, (512,)))
-    return Workload(name="wide", model_factory=Wide, train_data=data,
-                    val_data=TensorData(data.x[:16], data.y[:16]), eval_batch_size=16)
-
-
 PROBE_IN_FRESH_PROCESS = """
 import json, sys
 from autobatch.device import rss_bytes
 from autobatch.measure.probe import probe
-from tests.measure.test_probe import wide_workload
+from tests.doubles import wide_workload
 wl = wide_workload()
 limit = rss_bytes() + 512 * 2**20  # room for the ~170 MiB model and ~200 samples
 result = probe(wl, device="cpu", memory_limit=limit, headroom=0.1, use_cache=False)

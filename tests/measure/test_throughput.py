@@ -18,36 +18,7 @@ from autobatch.measure.throughput import (
 )
 from autobatch_cli.main import app
 from tests.conftest import FIXTURES, tiny_workload
-
-ALPHA, BETA = 2e-3, 1e-5  # the fake device: t(B) = 2 ms + 10 us * B
-
-
-class FakeClock:
-    """A clock that only moves when the fake device computes."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def timed_linear_factory(clock: FakeClock, *, oom_from: int | None = None,
-                         beta: float = BETA):
-    """A linear model whose forward pass costs exactly ALPHA + beta * batch on `clock`.
-
-    The class is local so deepcopy (which the profiler does) keeps the same clock: a
-    closure is copied by reference.
-    """
-
-    class TimedLinear(nn.Linear):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if oom_from is not None and len(x) >= oom_from and self.training:
-                raise torch.OutOfMemoryError("CUDA out of memory (fake)")
-            clock.now += ALPHA + beta * len(x)
-            return super().forward(x)
-
-    return lambda: TimedLinear(8, 3)
+from tests.doubles import ALPHA, BETA, FakeClock, timed_linear_factory
 
 
 def step_times(sizes):

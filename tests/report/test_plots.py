@@ -5,7 +5,7 @@ import pytest
 from autobatch import ConfigError, profile
 from autobatch.report.plots import plot_profile
 from tests.conftest import tiny_workload
-from tests.measure.test_throughput import FakeClock, timed_linear_factory
+from tests.doubles import FakeClock, timed_linear_factory
 
 
 @pytest.fixture(scope="module")
