@@ -69,24 +69,6 @@ NOISE_MAX_BIG = 1024
 # ---------------------------------------------------------------- pure arithmetic
 
 
-def parse_batch_sizes(text: str, *, name: str = "batch_sizes") -> tuple[int, ...] | None:
-    """'auto' -> None; '8,16,32' -> (8, 16, 32) (sorted, duplicates dropped)."""
-    if text.strip().lower() == "auto":
-        return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
-                          f">= 1, got {text!r}")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
-                          f">= 1, got {text!r}") from None
-    if min(sizes) < 1:
-        raise ConfigError(f"{name} must be integers >= 1, got {text!r}")
-    return tuple(sorted(set(sizes)))
-
-
 def auto_batch_sizes(max_batch: int) -> tuple[int, ...]:
     """Powers of two from 8 (smaller for tiny sets, keeping ~5 doublings) to max_batch,
     plus max_batch itself."""

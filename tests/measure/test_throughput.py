@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from autobatch import ConfigError, ProfileResult, profile
 from autobatch.measure.throughput import (
@@ -14,28 +13,13 @@ from autobatch.measure.throughput import (
     auto_batch_sizes,
     find_knee,
     fit_step_time,
-    parse_batch_sizes,
 )
-from autobatch_cli.main import app
-from tests.conftest import FIXTURES, tiny_workload
+from tests.conftest import tiny_workload
 from tests.doubles import ALPHA, BETA, FakeClock, timed_linear_factory
 
 
 def step_times(sizes):
     return [ALPHA + BETA * b for b in sizes]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("auto", None), (" AUTO ", None), ("8,16,32", (8, 16, 32)), ("32, 8 ,8,", (8, 32)),
-])
-def test_parse_batch_sizes_accepts_auto_and_lists(text, expected):
-    assert parse_batch_sizes(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", " ", ",", "8,x", "1.5", "0", "8,-1"])
-def test_parse_batch_sizes_rejects_bad_lists_naming_the_option(text):
-    with pytest.raises(ConfigError, match="--batch-sizes"):
-        parse_batch_sizes(text, name="--batch-sizes")
 
 
 @pytest.mark.parametrize("max_batch, expected", [
@@ -218,35 +202,3 @@ def test_profile_save_to_an_unwritable_path_is_a_config_error(tmp_path):
 def test_profile_rejects_bad_arguments_naming_them(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         profile(tiny_workload(), device="cpu", **kwargs)
-
-
-runner = CliRunner()
-GOOD = ["--workload", "user_workloads:good", "--app-dir", str(FIXTURES), "--device", "cpu"]
-
-
-@pytest.mark.parametrize("value", ["", "8,x", "abc", "0"])
-def test_cli_profile_bad_batch_sizes_exit_2_naming_the_option(value):
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", value])
-    assert result.exit_code == 2
-    assert "--batch-sizes" in result.stderr
-
-
-def test_cli_profile_json_is_strict_and_complete(tmp_path):
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,32,64,512",
-                                 "--max-batch", "64", "--json",
-                                 "--save", str(tmp_path / "p.json")])
-    assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(c))
-    assert [r["fits"] for r in payload["rows"]] == [True, True, True, True, False]
-    assert payload["alpha"] >= 0 and payload["beta"] >= 0 and payload["knee"] in (8, 16, 32)
-    noise = payload["noise"]
-    assert noise["draws"] >= 32 and noise["b_small"] < noise["b_big"] <= 64
-    assert ProfileResult.load(tmp_path / "p.json").workload == "user-good"
-
-
-def test_cli_profile_table_lists_each_size_and_the_fit():
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,256", "--no-noise"])
-    assert result.exit_code == 0, result.output
-    assert "no fit" in result.stdout and "training" in result.stdout  # may wrap
-    assert "t(B) =" in result.stdout and "knee" in result.stdout
-    assert "B_simple" not in result.stdout
