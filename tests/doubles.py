@@ -15,6 +15,11 @@ from autobatch import TensorData, Workload
 ALPHA, BETA = 2e-3, 1e-5  # the fake device: t(B) = 2 ms + 10 us * B
 
 
+def step_times(sizes: list[int]) -> list[float]:
+    """The fake device's time per step at each batch size, in seconds."""
+    return [ALPHA + BETA * b for b in sizes]
+
+
 class FakeClock:
     """A clock that only moves when the fake device computes."""
 
