@@ -12,7 +12,6 @@ the knee, which sizes to time) is in `step_fit`.
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import logging
 import math
@@ -26,10 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from autobatch.config import RunConfig
-from autobatch.device import device_name, is_oom, release_memory, resolve_device, synchronize
+from autobatch.device import (
+    device_name,
+    is_oom,
+    release_memory,
+    resolve_device,
+    run_or_oom,
+    synchronize,
+)
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_json
+from autobatch.hyperparams import Hyperparams
 from autobatch.measure.noise import NoiseEstimate, measure_noise
 from autobatch.measure.step_fit import (
     auto_batch_sizes,
@@ -40,12 +46,14 @@ from autobatch.measure.step_fit import (
 )
 from autobatch.train import (
     Batch,
-    TrainBatches,
-    ValBatches,
-    build_optimizer,
+    RunSetup,
     check_data,
     evaluate,
+    fresh_model,
+    setup_run,
+    train_batches,
     train_step,
+    val_batches,
 )
 from autobatch.workloads import TensorData, Workload
 
@@ -167,9 +175,8 @@ class _Size:
     oom: bool = False
 
 
-def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workload,
-           batches: Iterator[Batch], n: int, device: torch.device,
-           clock: Clock) -> tuple[float, float]:
+def _steps(setup: RunSetup, workload: Workload, batches: Iterator[Batch], n: int,
+           device: torch.device, clock: Clock) -> tuple[float, float]:
     """(seconds, seconds waiting for data) of n training steps, synchronised."""
     wait = 0.0
     synchronize(device)
@@ -178,7 +185,7 @@ def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workloa
         fetch = clock()
         x, y = next(batches)
         wait += clock() - fetch
-        train_step(model, optimizer, workload, x, y).item()  # as run() does: syncs
+        train_step(setup.model, setup.optimizer, workload, x, y).item()  # as run() does: syncs
     synchronize(device)
     return clock() - started, wait
 
@@ -198,8 +205,8 @@ def _warm_up(size: _Size, run_steps: Callable[[int], tuple[float, float]]) -> No
     size.steps_per_repeat = max(1, min(MAX_REPEAT_STEPS, math.ceil(REPEAT_SECONDS / step_s)))
 
 
-def _measure(sizes: list[_Size], model: nn.Module, optimizer: torch.optim.Optimizer,
-             workload: Workload, device: torch.device, seed: int, clock: Clock) -> None:
+def _measure(sizes: list[_Size], setup: RunSetup, workload: Workload, device: torch.device,
+             seed: int, clock: Clock) -> None:
     """Warm up and time every size."""
     # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
     # a DataLoader keeps worker processes per size, so those sizes run one by one.
@@ -211,12 +218,11 @@ def _measure(sizes: list[_Size], model: nn.Module, optimizer: torch.optim.Optimi
             continue
         try:
             if size.batches is None:
-                size.batches = iter(TrainBatches(
-                    workload.train_data, size.batch_size, device, seed=seed + size.batch_size,
-                    num_workers=workload.num_workers))
+                size.batches = iter(train_batches(workload, size.batch_size, device,
+                                                  seed=seed + size.batch_size))
 
             def run_steps(n: int, size: _Size = size) -> tuple[float, float]:
-                return _steps(model, optimizer, workload, size.batches, n, device, clock)
+                return _steps(setup, workload, size.batches, n, device, clock)
 
             if repeat == 0:
                 _warm_up(size, run_steps)
@@ -231,11 +237,10 @@ def _measure(sizes: list[_Size], model: nn.Module, optimizer: torch.optim.Optimi
         if size.oom or repeat == REPEATS - 1:
             size.batches = None  # frees DataLoader workers / device tensors
         if size.oom:
-            # Outside the except block: the exception no longer pins the tensors.
-            optimizer.zero_grad(set_to_none=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            # Outside the except block, once the batches and gradients are dropped too:
+            # run_or_oom would release memory they still hold.
+            setup.optimizer.zero_grad(set_to_none=True)
+            release_memory(device)
 
 
 def _row(size: _Size, n_train: int) -> ProfileRow:
@@ -252,20 +257,15 @@ def _row(size: _Size, n_train: int) -> ProfileRow:
         steps_per_repeat=size.steps_per_repeat, warmup_steps=size.warmup_steps)
 
 
-def _profile_config(workload: Workload) -> RunConfig:
+def _profile_config(workload: Workload) -> Hyperparams:
     """The reference recipe (it shapes the noise warm-up; step time barely depends on
     the LR); without one, SGD at batch 32, LR 0.01, momentum 0.9."""
-    ref = workload.reference
-    if ref is None:
-        return RunConfig(batch_size=32, lr=0.01, momentum=0.9)
-    return RunConfig(batch_size=ref.batch_size, lr=ref.lr, momentum=ref.momentum,
-                     optimizer=ref.optimizer)
+    return workload.reference or Hyperparams(batch_size=32, lr=0.01, momentum=0.9)
 
 
 def _eval_pass_s(model: nn.Module, workload: Workload, device: torch.device,
                  clock: Clock) -> float:
-    val = ValBatches(workload.val_data, workload.eval_batch_size, device,
-                     num_workers=workload.num_workers)
+    val = val_batches(workload, device)
     evaluate(model, workload, val)  # warm-up pass: new shapes
     times = []
     for _ in range(EVAL_REPEATS):
@@ -299,7 +299,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     if batch_sizes is not None and (not batch_sizes or min(batch_sizes) < 1):
         raise ConfigError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
     started = clock()
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     n_train = len(workload.train_data)
     limit = min(max_batch or n_train, n_train)
     wanted = auto_batch_sizes(limit) if batch_sizes is None else sorted(set(batch_sizes))
@@ -307,39 +307,32 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     above = "larger than the training set" if limit == n_train else f"above max_batch {limit}"
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        initial = copy.deepcopy(workload.model_factory())
-        model = copy.deepcopy(initial).to(dev)
-        check_data(workload, min((s.batch_size for s in sizes), default=1), model, dev)
-        model.train()
+        # Never trained: the noise scale starts afresh from a copy of it.
+        initial = fresh_model(workload, seed=seed, private=True)
         config = _profile_config(workload)
-        optimizer = build_optimizer(workload, model, config)
-        _measure(sizes, model, optimizer, workload, dev, seed, clock)
-        eval_pass_s = _eval_pass_s(model, workload, dev, clock)
-        del model, optimizer
+        timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
+        check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
+        _measure(sizes, timing, workload, dev, seed, clock)
+        eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
+        del timing
         estimate = None
         # below the smallest size that ran out of memory while timing
         noise_limit = min([limit] + [s.batch_size - 1 for s in sizes if s.oom])
         b_small, b_big = noise_batch_sizes(noise_limit, n_train)
-        if noise and b_big >= 2:
+
+        def noise_scale() -> NoiseEstimate:
             # A fresh copy, so the checkpoint does not depend on how many steps the
             # timing happened to take: the same seed gives the same estimate.
-            model = copy.deepcopy(initial).to(dev)
-            out_of_memory = False
-            try:
-                estimate = measure_noise(
-                    model, build_optimizer(workload, model, config), workload, dev,
-                    b_small=b_small, b_big=b_big, draws=NOISE_DRAWS,
-                    warmup_steps=NOISE_WARMUP_STEPS,
-                    warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
-            except Exception as exc:
-                if not is_oom(exc):
-                    raise
-                out_of_memory = True
-            if out_of_memory:  # released outside the except block that pinned the tensors
+            run = setup_run(workload, config, dev, model=copy.deepcopy(initial))
+            return measure_noise(
+                run.model, run.optimizer, workload, dev, b_small=b_small, b_big=b_big,
+                draws=NOISE_DRAWS, warmup_steps=NOISE_WARMUP_STEPS,
+                warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
+
+        if noise and b_big >= 2:
+            estimate = run_or_oom(noise_scale, dev)
+            if estimate is None:
                 log.warning("noise scale not measured: out of memory at batch %d", b_big)
-                del model
-                release_memory(dev)
 
     rows = {s.batch_size: _row(s, n_train) for s in sizes}
     rows.update({b: ProfileRow(batch_size=b, fits=False, reason=above)
