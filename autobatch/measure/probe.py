@@ -11,7 +11,6 @@ ends the child, not the caller; a memory limit is enforced by the caching alloca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,9 +32,9 @@ from autobatch.device import (
     rss_bytes,
 )
 from autobatch.errors import ConfigError, DoesNotFitError
-from autobatch.files import cache_dir as default_cache_dir
 from autobatch.files import json_safe, write_json
 from autobatch.measure.batch_search import Measurement, Outcome, search
+from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint
 from autobatch.measure.forked import run_in_child
 from autobatch.train import check_data
@@ -157,27 +156,14 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
                 f"{_gib(floor)} (parameters and gradients"
                 f"{' plus this process' if dev.type == 'cpu' else ''})")
     fingerprint = workload.fingerprint()
-    key = _cache_key(fingerprint, dev, dtype, headroom, memory_limit, min_batch, max_batch)
-    path = Path(cache_dir or default_cache_dir()) / f"probe-{key}.json"
-    if use_cache and path.exists():
-        try:
-            return replace(ProbeResult.load(path), from_cache=True)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring unreadable probe cache %s: %s", path, exc)
+    key = json.dumps([CACHE_VERSION, fingerprint, cache_location(dev), dtype, headroom,
+                      memory_limit, min_batch, max_batch, torch.__version__])
     job = _Job(workload=workload, device=dev, min_batch=min_batch, max_batch=max_batch,
                headroom=headroom, memory_limit=memory_limit, max_attempts=max_attempts,
-               fingerprint=fingerprint, dtype=dtype)
-    if dev.type == "cuda" and isolate and not torch.cuda.is_initialized():
-        result, _ = run_in_child(lambda _send: job.run("subprocess"), anon_cap=None)
-    else:
-        if dev.type == "cuda" and isolate:
-            log.warning("CUDA is already initialised in this process, so the probe cannot "
-                        "fork; probing in-process (a sticky CUDA error ends this process)")
-        result = job.run("fork-per-candidate" if dev.type == "cpu" else "in-process")
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result.save(path)
-    return result
+               fingerprint=fingerprint, dtype=dtype, isolate=isolate)
+    return cached("probe", key, job.search,
+                  lambda path: replace(ProbeResult.load(path), from_cache=True),
+                  use_cache=use_cache, folder=cache_dir)
 
 
 def _check_options(min_batch: int, max_batch: int | None, headroom: float,
@@ -209,13 +195,6 @@ def _resolve(device: str | torch.device) -> torch.device:
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
 
 
-def _cache_key(fingerprint: str, dev: torch.device, dtype: str, headroom: float,
-               memory_limit: int | None, min_batch: int, max_batch: int) -> str:
-    text = json.dumps([CACHE_VERSION, fingerprint, cache_location(dev), dtype, headroom,
-                       memory_limit, min_batch, max_batch, torch.__version__])
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 @dataclass(kw_only=True)
 class _Job:
     workload: Workload
@@ -227,6 +206,17 @@ class _Job:
     max_attempts: int
     fingerprint: str
     dtype: str
+    isolate: bool
+
+    def search(self) -> ProbeResult:
+        """The search, in a forked child on CUDA when isolating and CUDA allows it."""
+        cuda = self.device.type == "cuda"
+        if cuda and self.isolate and not torch.cuda.is_initialized():
+            return run_in_child(lambda _send: self.run("subprocess"), anon_cap=None)[0]
+        if cuda and self.isolate:
+            log.warning("CUDA is already initialised in this process, so the probe cannot "
+                        "fork; probing in-process (a sticky CUDA error ends this process)")
+        return self.run("in-process" if cuda else "fork-per-candidate")
 
     def run(self, isolation: str) -> ProbeResult:
         started = time.perf_counter()
