@@ -1,12 +1,8 @@
 """Throughput profiler: time per step and per epoch vs batch size, and the noise scale.
 
-Per batch size: warm up until the step time is stable (the first steps at a new
-shape run 10-50x slower), then time >= 5 repeats of a few real training steps
-(`train_step` on the workload's own `TrainBatches`, the loss read back each step as
-`run` does, so an epoch here costs what it costs there). Repeats of in-memory data
-are interleaved across sizes so a burst of load from another process spreads over
-all sizes instead of skewing one. The arithmetic on the timings (the step-time fit,
-the knee, which sizes to time) is in `step_fit`.
+`timing` times real training steps at each batch size; `step_fit` chooses the
+sizes, fits the step-time model and finds the knee; `noise` estimates the critical
+batch from a fresh copy of the model after a short warm-up training.
 """
 
 from __future__ import annotations
@@ -14,25 +10,17 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from autobatch.device import (
-    device_name,
-    is_oom,
-    release_memory,
-    resolve_device,
-    run_or_oom,
-    synchronize,
-)
+from autobatch.device import device_name, resolve_device, run_or_oom, synchronize
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_json
 from autobatch.hyperparams import Hyperparams
@@ -44,28 +32,12 @@ from autobatch.measure.step_fit import (
     noise_batch_sizes,
     spread,
 )
-from autobatch.train import (
-    Batch,
-    RunSetup,
-    check_data,
-    evaluate,
-    fresh_model,
-    setup_run,
-    train_batches,
-    train_step,
-    val_batches,
-)
-from autobatch.workloads import TensorData, Workload
+from autobatch.measure.timing import SizeTiming, time_sizes
+from autobatch.train import Clock, check_data, evaluate, fresh_model, setup_run, val_batches
+from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-REPEATS = 5
-MAX_WARMUP_STEPS = 30
-STABLE_WINDOW = 5  # warm-up ends once this many consecutive steps agree ...
-STABLE_SPREAD = 0.15  # ... within this fraction of their median
-REPEAT_SECONDS = 0.01  # a repeat is at least this long, so clock jitter stays < 1%
-MAX_REPEAT_STEPS = 20
 EVAL_REPEATS = 3
 # Waiting for data for more than this fraction of an iteration means the input
 # pipeline, not the model, sets the pace: a larger batch will not help.
@@ -159,91 +131,7 @@ class ProfileResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-# ---------------------------------------------------------------- measurement
-
-
-@dataclass(kw_only=True)
-class _Size:
-    """Measurements of one batch size in progress (mutable, internal)."""
-
-    batch_size: int
-    batches: Iterator[Batch] | None = None
-    warmup_steps: int = 0
-    steps_per_repeat: int = 1
-    iter_s: list[float] = field(default_factory=list)
-    data_wait: list[float] = field(default_factory=list)
-    oom: bool = False
-
-
-def _steps(setup: RunSetup, workload: Workload, batches: Iterator[Batch], n: int,
-           device: torch.device, clock: Clock) -> tuple[float, float]:
-    """(seconds, seconds waiting for data) of n training steps, synchronised."""
-    wait = 0.0
-    synchronize(device)
-    started = clock()
-    for _ in range(n):
-        fetch = clock()
-        x, y = next(batches)
-        wait += clock() - fetch
-        train_step(setup.model, setup.optimizer, workload, x, y).item()  # as run() does: syncs
-    synchronize(device)
-    return clock() - started, wait
-
-
-def _warm_up(size: _Size, run_steps: Callable[[int], tuple[float, float]]) -> None:
-    """Step until STABLE_WINDOW consecutive steps agree, or MAX_WARMUP_STEPS."""
-    times: list[float] = []
-    while len(times) < MAX_WARMUP_STEPS:
-        times.append(run_steps(1)[0])
-        window = times[-STABLE_WINDOW:]
-        if len(window) == STABLE_WINDOW:
-            mid = statistics.median(window)
-            if max(window) - min(window) <= STABLE_SPREAD * mid:
-                break
-    size.warmup_steps = len(times)
-    step_s = statistics.median(times[-STABLE_WINDOW:])
-    size.steps_per_repeat = max(1, min(MAX_REPEAT_STEPS, math.ceil(REPEAT_SECONDS / step_s)))
-
-
-def _measure(sizes: list[_Size], setup: RunSetup, workload: Workload, device: torch.device,
-             seed: int, clock: Clock) -> None:
-    """Warm up and time every size."""
-    # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
-    # a DataLoader keeps worker processes per size, so those sizes run one by one.
-    interleave = isinstance(workload.train_data, TensorData)
-    order = ([(r, s) for r in range(REPEATS) for s in sizes] if interleave
-             else [(r, s) for s in sizes for r in range(REPEATS)])
-    for repeat, size in order:
-        if size.oom:
-            continue
-        try:
-            if size.batches is None:
-                size.batches = iter(train_batches(workload, size.batch_size, device,
-                                                  seed=seed + size.batch_size))
-
-            def run_steps(n: int, size: _Size = size) -> tuple[float, float]:
-                return _steps(setup, workload, size.batches, n, device, clock)
-
-            if repeat == 0:
-                _warm_up(size, run_steps)
-            seconds, wait = run_steps(size.steps_per_repeat)
-            size.iter_s.append(seconds / size.steps_per_repeat)
-            size.data_wait.append(wait / seconds if seconds > 0 else 0.0)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            log.warning("batch %d ran out of memory while profiling", size.batch_size)
-            size.oom = True
-        if size.oom or repeat == REPEATS - 1:
-            size.batches = None  # frees DataLoader workers / device tensors
-        if size.oom:
-            # Outside the except block, once the batches and gradients are dropped too:
-            # run_or_oom would release memory they still hold.
-            setup.optimizer.zero_grad(set_to_none=True)
-            release_memory(device)
-
-
-def _row(size: _Size, n_train: int) -> ProfileRow:
+def _row(size: SizeTiming, n_train: int) -> ProfileRow:
     if size.oom:
         return ProfileRow(batch_size=size.batch_size, fits=False, reason="out of memory")
     iter_s, low, high = spread(size.iter_s)
@@ -303,7 +191,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     n_train = len(workload.train_data)
     limit = min(max_batch or n_train, n_train)
     wanted = auto_batch_sizes(limit) if batch_sizes is None else sorted(set(batch_sizes))
-    sizes = [_Size(batch_size=b) for b in wanted if b <= limit]
+    sizes = [SizeTiming(batch_size=b) for b in wanted if b <= limit]
     above = "larger than the training set" if limit == n_train else f"above max_batch {limit}"
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -312,7 +200,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         config = _profile_config(workload)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
-        _measure(sizes, timing, workload, dev, seed, clock)
+        time_sizes(sizes, timing, workload, dev, seed, clock)
         eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
         del timing
         estimate = None

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from autobatch import ConfigError, ProfileResult, profile
-from autobatch.measure.throughput import MAX_WARMUP_STEPS, REPEATS
+from autobatch.measure.timing import MAX_WARMUP_STEPS, REPEATS
 from tests.conftest import tiny_workload
 from tests.doubles import ALPHA, BETA, FakeClock, step_times, timed_linear_factory
 
