@@ -9,18 +9,12 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from autobatch.files import cache_dir
+from autobatch.files import JsonFile, cache_dir
 
 log = logging.getLogger(__name__)
-
-
-class Saved(Protocol):
-    def save(self, path: str | Path) -> None: ...
-
-
-R = TypeVar("R", bound=Saved)
+R = TypeVar("R", bound=JsonFile)
 
 
 def cache_path(kind: str, key: str, folder: str | Path | None = None) -> Path:

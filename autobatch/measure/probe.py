@@ -32,7 +32,7 @@ from autobatch.device import (
     rss_bytes,
 )
 from autobatch.errors import ConfigError, DoesNotFitError
-from autobatch.files import json_safe, write_json
+from autobatch.files import JsonFile, json_safe
 from autobatch.measure.batch_search import Measurement, Outcome, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint
@@ -58,7 +58,7 @@ class Attempt:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProbeResult:
+class ProbeResult(JsonFile):
     """The largest batch that fits, and the evidence. Memory in bytes, times in seconds.
 
     budget_bytes = usable_bytes x (1 - headroom) is what a batch's peak must stay
@@ -93,6 +93,8 @@ class ProbeResult:
     created_at: str
     from_cache: bool = False
 
+    what = "probe result"
+
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-safe dict (non-finite floats become None)."""
         return json_safe(asdict(self))
@@ -103,14 +105,6 @@ class ProbeResult:
         values["device"] = DeviceInfo(**values["device"])
         values["attempts"] = tuple(Attempt(**a) for a in values["attempts"])
         return cls(**values)
-
-    def save(self, path: str | Path) -> None:
-        """Write JSON atomically (temp file + os.replace): a reader never sees half a file."""
-        write_json(path, self.to_dict(), what="probe result")
-
-    @classmethod
-    def load(cls, path: str | Path) -> ProbeResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch: int = 1,

@@ -8,13 +8,11 @@ batch from a fresh copy of the model after a short warm-up training.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +20,7 @@ from torch import nn
 
 from autobatch.device import device_name, resolve_device, run_or_oom, synchronize
 from autobatch.errors import ConfigError
-from autobatch.files import json_safe, write_json
+from autobatch.files import JsonFile, json_safe
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.noise import NoiseEstimate, measure_noise
 from autobatch.measure.step_fit import (
@@ -74,7 +72,7 @@ class ProfileRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProfileResult:
+class ProfileResult(JsonFile):
     """A throughput profile of one workload on one device.
 
     Step model t(B) = alpha + beta * B seconds (alpha, beta, b_sat = alpha / beta,
@@ -102,6 +100,8 @@ class ProfileResult:
     torch_version: str
     threads: int
 
+    what = "profile"
+
     def predict_iter_s(self, batch_size: int) -> float | None:
         """The fitted time per iteration at `batch_size`, in seconds."""
         if self.alpha is None or self.beta is None:
@@ -121,14 +121,6 @@ class ProfileResult:
         fields["rows"] = tuple(ProfileRow(**row) for row in data["rows"])
         fields["noise"] = NoiseEstimate.from_dict(data["noise"]) if data["noise"] else None
         return cls(**fields)
-
-    def save(self, path: str | Path) -> None:
-        """Write JSON atomically (temp file + os.replace): never a torn file."""
-        write_json(path, self.to_dict(), what="profile")
-
-    @classmethod
-    def load(cls, path: str | Path) -> ProfileResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def _row(size: SizeTiming, n_train: int) -> ProfileRow:

@@ -1,24 +1,23 @@
 """The measurement cache: one file per kind and key, measured once, read afterwards."""
 
 import hashlib
-import json
-from pathlib import Path
 
+from autobatch.files import JsonFile
 from autobatch.measure.cache import cache_path, cached
 
 
-class Result:
-    """The least a cached result needs: save(path), and a load(path) to read it back."""
+class Result(JsonFile):
+    what = "result"
 
     def __init__(self, value: int) -> None:
         self.value = value
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.value))
+    def to_dict(self) -> dict:
+        return {"value": self.value}
 
     @classmethod
-    def load(cls, path: Path) -> "Result":
-        return cls(json.loads(Path(path).read_text()))
+    def from_dict(cls, data: dict) -> "Result":
+        return cls(data["value"])
 
 
 class Measure:
