@@ -1,6 +1,8 @@
 """The throughput profiler: exact timings with a fake clock, real torch on the CPU."""
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -67,12 +69,13 @@ def test_the_noise_scale_stays_below_a_size_that_ran_out_of_memory():
     assert result.noise is not None and result.noise.b_big == 32  # 64 would run out
 
 
-def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it():
+def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it(caplog):
     clock = FakeClock()
     workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
     result = profile(workload, device="cpu", batch_sizes=[8, 16], clock=clock)  # b_big 64
     assert result.noise is None
     assert [r.fits for r in result.rows] == [True, True]
+    assert "noise scale not measured: out of memory at batch 64" in caplog.text
 
 
 def test_profile_leaves_the_users_model_optimizer_and_rng_untouched():
@@ -109,13 +112,17 @@ def test_profile_result_is_strict_json_and_survives_a_save_load_round_trip(tmp_p
     result.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temp file left
     payload = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert payload == result.to_dict()
     assert payload["rows"][2]["fits"] is False and payload["rows"][2]["iter_s"] is None
     assert ProfileResult.load(path) == result
     flat_clock = FakeClock()
     flat = profile(tiny_workload(model_factory=timed_linear_factory(flat_clock, beta=0.0)),
                    device="cpu", batch_sizes=[8, 16], noise=False, clock=flat_clock)
-    assert flat.beta == 0.0 and flat.to_dict()["b_sat"] is None  # null, never inf/NaN
-    json.dumps(flat.to_dict(), allow_nan=False)
+    assert flat.beta == 0.0 and flat.b_sat is None  # no saturation batch, not inf
+    # Non-finite floats are written as null, never as Infinity/NaN.
+    odd = dataclasses.replace(flat, b_sat=math.inf, fit_error=math.nan)
+    assert (odd.to_dict()["b_sat"], odd.to_dict()["fit_error"]) == (None, None)
+    json.dumps(odd.to_dict(), allow_nan=False)
 
 
 def test_profile_save_to_an_unwritable_path_is_a_config_error(tmp_path):
