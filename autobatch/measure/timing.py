@@ -109,7 +109,7 @@ def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
         if size.oom or repeat == REPEATS - 1:
             size.batches = None  # frees DataLoader workers / device tensors
         if size.oom:
-            # Outside the except block, once the batches and gradients are dropped too:
-            # run_or_oom would release memory they still hold.
+            # Released outside the except block (its traceback pins the tensors) and
+            # after the batches and gradients are dropped, which run_or_oom cannot wait for.
             setup.optimizer.zero_grad(set_to_none=True)
             release_memory(device)
