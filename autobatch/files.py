@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from autobatch.errors import ConfigError
 
@@ -56,6 +56,27 @@ def _umask() -> int:
 def write_json(path: str | Path, data: Any, *, what: str = "file") -> None:
     write_atomic(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n",
                  what=what)
+
+
+class JsonFile:
+    """save() and load() for a result type with to_dict() and from_dict(): strict JSON,
+    written atomically, so a reader never sees half a file. `what` names it in errors."""
+
+    what: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict(), what=self.what)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def cache_dir() -> Path:

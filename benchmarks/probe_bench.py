@@ -36,8 +36,8 @@ from autobatch.device import (
     reset_peak_memory,
     rss_bytes,
 )
-from autobatch.measure import _Candidate, _largest_input
 from autobatch.measure import probe as run_probe
+from autobatch.measure.footprint import Footprint, largest_input
 from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
 from autobatch.train import build_optimizer, run, train_step
 from autobatch.workloads import Workload, load_workload
@@ -68,7 +68,7 @@ class Tracker:
 
 def baseline_oracle(wl: Workload, limit: int) -> Callable[[int], tuple[bool, int]]:
     """Lightning/Accelerate trial: BASELINE_STEPS training steps; fits = no OOM."""
-    sample, label = _largest_input(wl)
+    sample, label = largest_input(wl)
 
     def fits(batch: int) -> tuple[bool, int]:
         def child(send):
@@ -117,8 +117,8 @@ def accelerate(fits: Tracker, start: int) -> int:
 
 def probe_oracle(wl: Workload, limit: int) -> Callable[[int], tuple[bool, int]]:
     """The probe's own candidate (2 steps + eval), judged by peak <= limit x 0.9."""
-    sample, label = _largest_input(wl)
-    cand = _Candidate(workload=wl, device=torch.device("cpu"), sample=sample, label=label)
+    sample, label = largest_input(wl)
+    cand = Footprint(workload=wl, device=torch.device("cpu"), sample=sample, label=label)
 
     def fits(batch: int) -> tuple[bool, int]:
         m, steps = cand.in_fork(batch, limit)

@@ -28,16 +28,10 @@ from pathlib import Path
 import torch
 
 import autobatch
-from autobatch.measure import (
-    NOISE_DRAWS,
-    NOISE_WARMUP_STEPS,
-    _profile_config,
-    exact_noise_scale,
-    fit_step_time,
-    measure_noise,
-    noise_batch_sizes,
-    profile,
-)
+from autobatch.measure import profile
+from autobatch.measure.noise import exact_noise_scale, measure_noise
+from autobatch.measure.step_fit import auto_batch_sizes, fit_step_time, noise_batch_sizes
+from autobatch.measure.throughput import NOISE_DRAWS, NOISE_WARMUP_STEPS, _profile_config
 from autobatch.train import TrainBatches, build_optimizer, train_step
 from autobatch.workloads import Workload, load_workload
 
@@ -66,8 +60,6 @@ def fit_check(workload: Workload, runs: int) -> list[str]:
 
 
 def autobatch_sizes(workload: Workload) -> tuple[int, ...]:
-    from autobatch.measure.throughput import auto_batch_sizes
-
     return auto_batch_sizes(len(workload.train_data))
 
 

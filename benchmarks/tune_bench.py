@@ -35,7 +35,8 @@ import optuna
 
 from autobatch import Budget, RunConfig, load_workload, run
 from autobatch.config import TuneConfig
-from autobatch.measure import lr_range_test, probe, smooth
+from autobatch.measure import lr_range_test, probe
+from autobatch.measure.lr_range import smooth
 from autobatch.tuner import tune
 from benchmarks.report import machine_lines, write_section
 

@@ -8,10 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from autobatch.errors import ConfigError
 from autobatch.measure import ProfileResult
 from autobatch.measure import probe as run_probe
 from autobatch.measure import profile as run_profile
-from autobatch.measure.throughput import parse_batch_sizes
 from autobatch_cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -77,6 +77,24 @@ def profile(
         stdout.print(profile_table(result))
         for line in summary_lines(result):
             stdout.print(line)
+
+
+def parse_batch_sizes(text: str, *, name: str = "batch_sizes") -> tuple[int, ...] | None:
+    """'auto' -> None; '8,16,32' -> (8, 16, 32) (sorted, duplicates dropped)."""
+    if text.strip().lower() == "auto":
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
+                          f">= 1, got {text!r}")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
+                          f">= 1, got {text!r}") from None
+    if min(sizes) < 1:
+        raise ConfigError(f"{name} must be integers >= 1, got {text!r}")
+    return tuple(sorted(set(sizes)))
 
 
 def profile_table(result: ProfileResult) -> Table:

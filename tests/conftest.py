@@ -51,37 +51,6 @@ def unreachable_workload(**overrides) -> Workload:
     return tiny_workload(val_data=TensorData(val.x, (val.y + 1) % 3), **overrides)
 
 
-ALPHA, BETA = 2e-3, 1e-5  # the fake device: t(B) = 2 ms + 10 us * B
-
-
-class FakeClock:
-    """A clock that only moves when the fake device computes."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def timed_linear_factory(clock: FakeClock, *, oom_from: int | None = None,
-                         beta: float = BETA):
-    """A linear model whose forward pass costs exactly ALPHA + beta * batch on `clock`.
-
-    The class is local so deepcopy (which the profiler does) keeps the same clock: a
-    closure is copied by reference.
-    """
-
-    class TimedLinear(nn.Linear):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if oom_from is not None and len(x) >= oom_from and self.training:
-                raise torch.OutOfMemoryError("CUDA out of memory (fake)")
-            clock.now += ALPHA + beta * len(x)
-            return super().forward(x)
-
-    return lambda: TimedLinear(8, 3)
-
-
 def candidate(name: str = "trial 3", runs: tuple = (1.0, 2.0, None), tuned: bool = True,
               trial_number: int | None = 3, **recipe) -> Candidate:
     """A verified candidate: batch 256, LR 0.3, momentum 0.9 unless `recipe` says else."""

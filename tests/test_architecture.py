@@ -7,6 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"autobatch": ROOT / "autobatch", "autobatch_cli": ROOT / "cli"}
+MAX_LINES = 300
 
 
 def modules() -> dict[str, Path]:
@@ -110,6 +111,14 @@ def test_imports_inside_functions_count_and_type_checking_blocks_do_not(tmp_path
     path.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import b\n"
                     "def f():\n    from c import d\n")
     assert imported("m", path, {"b", "c", "c.d"}) == {"c", "c.d"}
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_library_module_is_over_300_lines(name):
+    path = modules()[name]
+    if not name.startswith("autobatch."):
+        pytest.skip("the limit is for the library")
+    assert len(path.read_text().splitlines()) <= MAX_LINES
 
 
 def test_the_library_has_no_argument_parser_of_its_own():

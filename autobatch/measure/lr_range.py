@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from autobatch.config import RunConfig
 from autobatch.device import resolve_device
-from autobatch.train import TrainBatches, build_optimizer, train_step
+from autobatch.hyperparams import Hyperparams
+from autobatch.train import setup_run, train_batches, train_step
 from autobatch.workloads import Workload
 
 SMOOTHING = 0.9
@@ -91,14 +91,12 @@ def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
                   stop: float = 10.0, steps: int = 100, seed: int = 0) -> LRRange:
     """Sweep the LR geometrically over `steps` updates at `batch_size` from a fresh model."""
     began = time.perf_counter()
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    torch.manual_seed(seed)
-    model = workload.model_factory().to(dev).train()
-    config = RunConfig(batch_size=batch_size, lr=start, momentum=momentum, seed=seed)
-    optimizer = build_optimizer(workload, model, config)
+    dev = resolve_device(device)
+    setup = setup_run(workload, Hyperparams(batch_size=batch_size, lr=start, momentum=momentum),
+                      dev, seed=seed)
+    model, optimizer = setup.model, setup.optimizer
     lrs = sweep_lrs(start, stop, steps)
-    batches = TrainBatches(workload.train_data, batch_size, dev, seed=seed,
-                           num_workers=workload.num_workers)
+    batches = train_batches(workload, batch_size, dev, seed=seed)
     losses: list[float] = []
     best = math.inf
     for lr, (x, y) in zip(lrs, islice(batches, steps)):

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from autobatch.device import synchronize
 from autobatch.errors import ConfigError
-from autobatch.train import TrainBatches, logits_of, train_step
+from autobatch.train import logits_of, train_batches, train_step
 from autobatch.workloads import Workload
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -156,14 +156,11 @@ def measure_noise(model: nn.Module, optimizer: torch.optim.Optimizer, workload: 
     model.train()
     n = len(workload.train_data)
     if warmup_steps > 0:
-        batches = iter(TrainBatches(workload.train_data, warmup_batch or b_small, device,
-                                    seed=seed, num_workers=workload.num_workers))
+        batches = iter(train_batches(workload, warmup_batch or b_small, device, seed=seed))
         for _ in range(warmup_steps):
             train_step(model, optimizer, workload, *next(batches))
-    small = iter(TrainBatches(workload.train_data, b_small, device, seed=seed + 1,
-                              num_workers=workload.num_workers))
-    big = iter(TrainBatches(workload.train_data, b_big, device, seed=seed + 2,
-                            num_workers=workload.num_workers))
+    small = iter(train_batches(workload, b_small, device, seed=seed + 1))
+    big = iter(train_batches(workload, b_big, device, seed=seed + 2))
     small_sqs, big_sqs = [], []
     for _ in range(draws):
         small_sqs.append(grad_sq_norm(model, workload, *next(small)))

@@ -1,208 +1,47 @@
 """Throughput profiler: time per step and per epoch vs batch size, and the noise scale.
 
-Per batch size: warm up until the step time is stable (the first steps at a new
-shape run 10-50x slower), then time >= 5 repeats of a few real training steps
-(`train_step` on the workload's own `TrainBatches`, the loss read back each step as
-`run` does, so an epoch here costs what it costs there). Repeats of in-memory data
-are interleaved across sizes so a burst of load from another process spreads over
-all sizes instead of skewing one.
-
-The step-time model t(B) = alpha + beta * B (Pollux) is fitted by robust least
-squares on relative residuals; B_sat = alpha / beta is where the fixed cost and
-the per-sample cost are equal. The arithmetic takes numbers only, so it is tested
-exactly with a fake clock.
+`timing` times real training steps at each batch size; `step_fit` chooses the
+sizes, fits the step-time model and finds the knee; `noise` estimates the critical
+batch from a fresh copy of the model after a short warm-up training.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
-import json
 import logging
-import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from autobatch.config import RunConfig
-from autobatch.device import device_name, is_oom, release_memory, resolve_device, synchronize
+from autobatch.device import device_name, resolve_device, run_or_oom, synchronize
 from autobatch.errors import ConfigError
-from autobatch.files import json_safe, write_json
+from autobatch.files import JsonFile, json_safe
+from autobatch.hyperparams import Hyperparams
 from autobatch.measure.noise import NoiseEstimate, measure_noise
-from autobatch.train import (
-    Batch,
-    TrainBatches,
-    ValBatches,
-    build_optimizer,
-    check_data,
-    evaluate,
-    train_step,
+from autobatch.measure.step_fit import (
+    auto_batch_sizes,
+    find_knee,
+    fit_step_time,
+    noise_batch_sizes,
+    spread,
 )
-from autobatch.workloads import TensorData, Workload
+from autobatch.measure.timing import SizeTiming, time_sizes
+from autobatch.train import Clock, check_data, evaluate, fresh_model, setup_run, val_batches
+from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-REPEATS = 5
-MAX_WARMUP_STEPS = 30
-STABLE_WINDOW = 5  # warm-up ends once this many consecutive steps agree ...
-STABLE_SPREAD = 0.15  # ... within this fraction of their median
-REPEAT_SECONDS = 0.01  # a repeat is at least this long, so clock jitter stays < 1%
-MAX_REPEAT_STEPS = 20
 EVAL_REPEATS = 3
 # Waiting for data for more than this fraction of an iteration means the input
 # pipeline, not the model, sets the pace: a larger batch will not help.
 INPUT_BOUND_FRACTION = 0.25
-HUBER_K = 1.345
-FIT_ITERATIONS = 20
 NOISE_WARMUP_STEPS = 200  # training steps before the noise scale means anything
 NOISE_DRAWS = 64
-NOISE_MAX_BIG = 1024
-
-
-# ---------------------------------------------------------------- pure arithmetic
-
-
-def parse_batch_sizes(text: str, *, name: str = "batch_sizes") -> tuple[int, ...] | None:
-    """'auto' -> None; '8,16,32' -> (8, 16, 32) (sorted, duplicates dropped)."""
-    if text.strip().lower() == "auto":
-        return None
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
-                          f">= 1, got {text!r}")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"{name} must be 'auto' or a comma-separated list of integers "
-                          f">= 1, got {text!r}") from None
-    if min(sizes) < 1:
-        raise ConfigError(f"{name} must be integers >= 1, got {text!r}")
-    return tuple(sorted(set(sizes)))
-
-
-def auto_batch_sizes(max_batch: int) -> tuple[int, ...]:
-    """Powers of two from 8 (smaller for tiny sets, keeping ~5 doublings) to max_batch,
-    plus max_batch itself."""
-    if max_batch < 1:
-        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
-    start = min(8, 1 << (max(1, max_batch // 16).bit_length() - 1))
-    sizes = []
-    size = start
-    while size <= max_batch:
-        sizes.append(size)
-        size *= 2
-    if sizes[-1] != max_batch:
-        sizes.append(max_batch)
-    return tuple(sizes)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StepTimeFit:
-    """t(B) = alpha + beta * B in seconds; error: RMS relative residual over all points."""
-
-    alpha: float
-    beta: float
-    error: float
-
-    @property
-    def b_sat(self) -> float | None:
-        return self.alpha / self.beta if self.beta > 0 else None
-
-
-def _weighted_line(xs: Sequence[float], ys: Sequence[float],
-                   ws: Sequence[float]) -> tuple[float, float]:
-    """Weighted least squares for y = a + b x with a, b >= 0 (times cannot be negative)."""
-    sw = sum(ws)
-    sx = sum(w * x for w, x in zip(ws, xs))
-    sy = sum(w * y for w, y in zip(ws, ys))
-    sxx = sum(w * x * x for w, x in zip(ws, xs))
-    sxy = sum(w * x * y for w, x, y in zip(ws, xs, ys))
-    det = sw * sxx - sx * sx
-    if det <= 1e-12 * sw * sxx:
-        return sy / sw, 0.0
-    b = (sw * sxy - sx * sy) / det
-    a = (sy - b * sx) / sw
-    if a < 0:
-        return 0.0, sxy / sxx
-    if b < 0:
-        return sy / sw, 0.0
-    return a, b
-
-
-def fit_step_time(batch_sizes: Sequence[int], seconds: Sequence[float]) -> StepTimeFit:
-    """Robust fit of t(B) = alpha + beta * B to median step times.
-
-    Residuals are relative (times span 100x across sizes) and Huber-weighted by
-    iterative reweighting, so one size timed during a burst of load barely moves it.
-    """
-    if len(batch_sizes) != len(seconds) or len(set(batch_sizes)) < 2:
-        raise ConfigError(f"the fit needs step times at >= 2 distinct batch sizes, got "
-                          f"{list(batch_sizes)}")
-    if min(seconds) <= 0:
-        raise ConfigError(f"step times must be > 0, got {list(seconds)}")
-    base = [1.0 / t ** 2 for t in seconds]
-    robust = [1.0] * len(seconds)
-    for _ in range(FIT_ITERATIONS):
-        a, b = _weighted_line(batch_sizes, seconds, [w * r for w, r in zip(base, robust)])
-        rel = [(t - a - b * n) / t for n, t in zip(batch_sizes, seconds)]
-        scale = 1.4826 * statistics.median(abs(r) for r in rel)
-        if scale < 1e-12:
-            break
-        new = [min(1.0, HUBER_K * scale / abs(r)) if r else 1.0 for r in rel]
-        if max(abs(x - y) for x, y in zip(new, robust)) < 1e-9:
-            break
-        robust = new
-    error = math.sqrt(statistics.fmean(r * r for r in rel))
-    return StepTimeFit(alpha=a, beta=b, error=error)
-
-
-def _throughput_at(points: Sequence[tuple[int, float]], batch: float) -> float:
-    """Samples/s at `batch`, interpolated linearly in log-log between measured sizes."""
-    for (b0, s0), (b1, s1) in zip(points, points[1:]):
-        if b0 <= batch <= b1:
-            f = math.log(batch / b0) / math.log(b1 / b0)
-            return math.exp(math.log(s0) + f * math.log(s1 / s0))
-    raise ValueError(f"batch {batch} outside the measured range")
-
-
-def find_knee(batch_sizes: Sequence[int], samples_per_s: Sequence[float],
-              gain: float = 0.10) -> int | None:
-    """The largest measured batch whose doubling still raises throughput by >= gain.
-
-    The doubled size is read from the measurements (interpolated when not measured),
-    so the knee follows the device's real curve, not the fitted line. When not even
-    the smallest batch's doubling pays, the knee is the smallest batch; None when no
-    batch can be doubled inside the measured range.
-    """
-    points = sorted(zip(batch_sizes, samples_per_s))
-    largest = points[-1][0] if points else 0
-    candidates = [(b, s) for b, s in points if 2 * b <= largest]
-    if not candidates:
-        return None
-    paying = [b for b, s in candidates if _throughput_at(points, 2 * b) >= (1 + gain) * s]
-    return paying[-1] if paying else candidates[0][0]
-
-
-def noise_batch_sizes(max_batch: int, n_train: int) -> tuple[int, int]:
-    """(b_small, b_big) for the noise scale: b_big a power of two that fits and leaves
-    most of the set undrawn (<= N/4), b_small 16x smaller for a wide 1/B lever."""
-    b_big = 1 << (max(1, min(NOISE_MAX_BIG, max_batch, n_train // 4)).bit_length() - 1)
-    return max(1, b_big // 16), b_big
-
-
-def spread(values: Sequence[float]) -> tuple[float, float, float]:
-    """(median, min, max)."""
-    return statistics.median(values), min(values), max(values)
-
-
-# ---------------------------------------------------------------- results
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,7 +72,7 @@ class ProfileRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ProfileResult:
+class ProfileResult(JsonFile):
     """A throughput profile of one workload on one device.
 
     Step model t(B) = alpha + beta * B seconds (alpha, beta, b_sat = alpha / beta,
@@ -261,6 +100,8 @@ class ProfileResult:
     torch_version: str
     threads: int
 
+    what = "profile"
+
     def predict_iter_s(self, batch_size: int) -> float | None:
         """The fitted time per iteration at `batch_size`, in seconds."""
         if self.alpha is None or self.beta is None:
@@ -281,103 +122,8 @@ class ProfileResult:
         fields["noise"] = NoiseEstimate.from_dict(data["noise"]) if data["noise"] else None
         return cls(**fields)
 
-    def save(self, path: str | Path) -> None:
-        """Write JSON atomically (temp file + os.replace): never a torn file."""
-        write_json(path, self.to_dict(), what="profile")
 
-    @classmethod
-    def load(cls, path: str | Path) -> ProfileResult:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-# ---------------------------------------------------------------- measurement
-
-
-@dataclass(kw_only=True)
-class _Size:
-    """Measurements of one batch size in progress (mutable, internal)."""
-
-    batch_size: int
-    batches: Iterator[Batch] | None = None
-    warmup_steps: int = 0
-    steps_per_repeat: int = 1
-    iter_s: list[float] = field(default_factory=list)
-    data_wait: list[float] = field(default_factory=list)
-    oom: bool = False
-
-
-def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workload,
-           batches: Iterator[Batch], n: int, device: torch.device,
-           clock: Clock) -> tuple[float, float]:
-    """(seconds, seconds waiting for data) of n training steps, synchronised."""
-    wait = 0.0
-    synchronize(device)
-    started = clock()
-    for _ in range(n):
-        fetch = clock()
-        x, y = next(batches)
-        wait += clock() - fetch
-        train_step(model, optimizer, workload, x, y).item()  # as run() does: syncs
-    synchronize(device)
-    return clock() - started, wait
-
-
-def _warm_up(size: _Size, run_steps: Callable[[int], tuple[float, float]]) -> None:
-    """Step until STABLE_WINDOW consecutive steps agree, or MAX_WARMUP_STEPS."""
-    times: list[float] = []
-    while len(times) < MAX_WARMUP_STEPS:
-        times.append(run_steps(1)[0])
-        window = times[-STABLE_WINDOW:]
-        if len(window) == STABLE_WINDOW:
-            mid = statistics.median(window)
-            if max(window) - min(window) <= STABLE_SPREAD * mid:
-                break
-    size.warmup_steps = len(times)
-    step_s = statistics.median(times[-STABLE_WINDOW:])
-    size.steps_per_repeat = max(1, min(MAX_REPEAT_STEPS, math.ceil(REPEAT_SECONDS / step_s)))
-
-
-def _measure(sizes: list[_Size], model: nn.Module, optimizer: torch.optim.Optimizer,
-             workload: Workload, device: torch.device, seed: int, clock: Clock) -> None:
-    """Warm up and time every size."""
-    # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
-    # a DataLoader keeps worker processes per size, so those sizes run one by one.
-    interleave = isinstance(workload.train_data, TensorData)
-    order = ([(r, s) for r in range(REPEATS) for s in sizes] if interleave
-             else [(r, s) for s in sizes for r in range(REPEATS)])
-    for repeat, size in order:
-        if size.oom:
-            continue
-        try:
-            if size.batches is None:
-                size.batches = iter(TrainBatches(
-                    workload.train_data, size.batch_size, device, seed=seed + size.batch_size,
-                    num_workers=workload.num_workers))
-
-            def run_steps(n: int, size: _Size = size) -> tuple[float, float]:
-                return _steps(model, optimizer, workload, size.batches, n, device, clock)
-
-            if repeat == 0:
-                _warm_up(size, run_steps)
-            seconds, wait = run_steps(size.steps_per_repeat)
-            size.iter_s.append(seconds / size.steps_per_repeat)
-            size.data_wait.append(wait / seconds if seconds > 0 else 0.0)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            log.warning("batch %d ran out of memory while profiling", size.batch_size)
-            size.oom = True
-        if size.oom or repeat == REPEATS - 1:
-            size.batches = None  # frees DataLoader workers / device tensors
-        if size.oom:
-            # Outside the except block: the exception no longer pins the tensors.
-            optimizer.zero_grad(set_to_none=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def _row(size: _Size, n_train: int) -> ProfileRow:
+def _row(size: SizeTiming, n_train: int) -> ProfileRow:
     if size.oom:
         return ProfileRow(batch_size=size.batch_size, fits=False, reason="out of memory")
     iter_s, low, high = spread(size.iter_s)
@@ -391,20 +137,15 @@ def _row(size: _Size, n_train: int) -> ProfileRow:
         steps_per_repeat=size.steps_per_repeat, warmup_steps=size.warmup_steps)
 
 
-def _profile_config(workload: Workload) -> RunConfig:
+def _profile_config(workload: Workload) -> Hyperparams:
     """The reference recipe (it shapes the noise warm-up; step time barely depends on
     the LR); without one, SGD at batch 32, LR 0.01, momentum 0.9."""
-    ref = workload.reference
-    if ref is None:
-        return RunConfig(batch_size=32, lr=0.01, momentum=0.9)
-    return RunConfig(batch_size=ref.batch_size, lr=ref.lr, momentum=ref.momentum,
-                     optimizer=ref.optimizer)
+    return workload.reference or Hyperparams(batch_size=32, lr=0.01, momentum=0.9)
 
 
 def _eval_pass_s(model: nn.Module, workload: Workload, device: torch.device,
                  clock: Clock) -> float:
-    val = ValBatches(workload.val_data, workload.eval_batch_size, device,
-                     num_workers=workload.num_workers)
+    val = val_batches(workload, device)
     evaluate(model, workload, val)  # warm-up pass: new shapes
     times = []
     for _ in range(EVAL_REPEATS):
@@ -438,47 +179,40 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     if batch_sizes is not None and (not batch_sizes or min(batch_sizes) < 1):
         raise ConfigError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
     started = clock()
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dev = resolve_device(device)
     n_train = len(workload.train_data)
     limit = min(max_batch or n_train, n_train)
     wanted = auto_batch_sizes(limit) if batch_sizes is None else sorted(set(batch_sizes))
-    sizes = [_Size(batch_size=b) for b in wanted if b <= limit]
+    sizes = [SizeTiming(batch_size=b) for b in wanted if b <= limit]
     above = "larger than the training set" if limit == n_train else f"above max_batch {limit}"
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(seed)
-        initial = copy.deepcopy(workload.model_factory())
-        model = copy.deepcopy(initial).to(dev)
-        check_data(workload, min((s.batch_size for s in sizes), default=1), model, dev)
-        model.train()
+        # Never trained: the noise scale starts afresh from a copy of it.
+        initial = fresh_model(workload, seed=seed, private=True)
         config = _profile_config(workload)
-        optimizer = build_optimizer(workload, model, config)
-        _measure(sizes, model, optimizer, workload, dev, seed, clock)
-        eval_pass_s = _eval_pass_s(model, workload, dev, clock)
-        del model, optimizer
+        timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
+        check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
+        time_sizes(sizes, timing, workload, dev, seed, clock)
+        eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
+        del timing
         estimate = None
         # below the smallest size that ran out of memory while timing
         noise_limit = min([limit] + [s.batch_size - 1 for s in sizes if s.oom])
         b_small, b_big = noise_batch_sizes(noise_limit, n_train)
-        if noise and b_big >= 2:
+
+        def noise_scale() -> NoiseEstimate:
             # A fresh copy, so the checkpoint does not depend on how many steps the
             # timing happened to take: the same seed gives the same estimate.
-            model = copy.deepcopy(initial).to(dev)
-            out_of_memory = False
-            try:
-                estimate = measure_noise(
-                    model, build_optimizer(workload, model, config), workload, dev,
-                    b_small=b_small, b_big=b_big, draws=NOISE_DRAWS,
-                    warmup_steps=NOISE_WARMUP_STEPS,
-                    warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
-            except Exception as exc:
-                if not is_oom(exc):
-                    raise
-                out_of_memory = True
-            if out_of_memory:  # released outside the except block that pinned the tensors
+            run = setup_run(workload, config, dev, model=copy.deepcopy(initial))
+            return measure_noise(
+                run.model, run.optimizer, workload, dev, b_small=b_small, b_big=b_big,
+                draws=NOISE_DRAWS, warmup_steps=NOISE_WARMUP_STEPS,
+                warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
+
+        if noise and b_big >= 2:
+            estimate = run_or_oom(noise_scale, dev)
+            if estimate is None:
                 log.warning("noise scale not measured: out of memory at batch %d", b_big)
-                del model
-                release_memory(dev)
 
     rows = {s.batch_size: _row(s, n_train) for s in sizes}
     rows.update({b: ProfileRow(batch_size=b, fits=False, reason=above)

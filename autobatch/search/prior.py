@@ -8,8 +8,6 @@ and the configurations the study tries first.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +17,8 @@ import torch
 from autobatch.config import SearchBounds
 from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
-from autobatch.files import cache_dir
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
+from autobatch.measure.cache import cached
 from autobatch.search.space import (
     SearchSpace,
     batch_candidates,
@@ -28,8 +26,6 @@ from autobatch.search.space import (
     predicted_best_batch,
 )
 from autobatch.workloads import Workload
-
-log = logging.getLogger(__name__)
 
 # Time buckets start after this many steps at the predicted best batch.
 BUCKET_BASE_STEPS = 30
@@ -69,19 +65,11 @@ def cached_profile(workload: Workload, device: torch.device, max_batch: int, see
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
-    text = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
-            f"-t{torch.get_num_threads()}-s{seed}")
-    path = cache_dir() / f"profile-{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
-    if use_cache and path.exists():
-        try:
-            return ProfileResult.load(path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring unreadable profile cache %s: %s", path, exc)
-    result = profile(workload, device=device, max_batch=max_batch, seed=seed)
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result.save(path)
-    return result
+    key = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
+           f"-t{torch.get_num_threads()}-s{seed}")
+    return cached("profile", key,
+                  lambda: profile(workload, device=device, max_batch=max_batch, seed=seed),
+                  ProfileResult.load, use_cache=use_cache)
 
 
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,

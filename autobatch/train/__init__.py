@@ -6,6 +6,7 @@ from autobatch.train.setup import (
     RunSetup,
     build_optimizer,
     evaluate,
+    fresh_model,
     setup_run,
     train_batches,
     train_step,
@@ -15,5 +16,5 @@ from autobatch.train.setup import (
 __all__ = [
     "Batch", "Clock", "EvalCallback", "EvalPoint", "RunResult", "RunSetup", "StopReason",
     "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate", "first_batch",
-    "logits_of", "run", "setup_run", "train_batches", "train_step", "val_batches",
+    "fresh_model", "logits_of", "run", "setup_run", "train_batches", "train_step", "val_batches",
 ]

@@ -5,6 +5,7 @@ scale all start a run here, so they train the same thing the same way.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -28,14 +29,25 @@ def build_optimizer(workload: Workload, model: nn.Module,
     return factory(model.parameters(), hparams.lr, hparams.momentum)
 
 
+def fresh_model(workload: Workload, *, seed: int | None = None,
+                private: bool = False) -> nn.Module:
+    """The workload factory's model, after seeding torch with `seed` when given.
+
+    private: a deep copy, for measurements in this process: a factory may hand out
+    an object the caller holds (`lambda: model`), which `.to` and training would change.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = workload.model_factory()
+    return copy.deepcopy(model) if private else model
+
+
 def setup_run(workload: Workload, hparams: Hyperparams, device: torch.device, *,
               seed: int | None = None, model: nn.Module | None = None) -> RunSetup:
-    """A fresh model from the workload's factory (after seeding torch with `seed`, when
-    given), or `model`, moved to the device in training mode, with its optimizer."""
+    """`model`, else a fresh one (`fresh_model` with `seed`), moved to the device in
+    training mode, with its optimizer."""
     if model is None:
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = workload.model_factory()
+        model = fresh_model(workload, seed=seed)
     model = model.to(device).train()
     return RunSetup(model=model, optimizer=build_optimizer(workload, model, hparams))
 

@@ -17,10 +17,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from typer.testing import CliRunner
 
-from autobatch import ConfigError, DeviceError, DoesNotFitError, TensorData, Workload, probe
+from autobatch import ConfigError, DeviceError, DoesNotFitError, Workload, probe
 from autobatch.config import parse_bytes
 from autobatch.device import rss_bytes
-from autobatch.measure.probe import ProbeResult, _Candidate, _largest_input
+from autobatch.measure.footprint import largest_input
+from autobatch.measure.probe import ProbeResult
 from autobatch_cli.main import app
 from tests.conftest import blobs
 
@@ -122,7 +123,7 @@ class SeqNet(nn.Module):
 def test_probe_uses_the_largest_input():
     wl = Workload(name="seq", model_factory=SeqNet, train_data=Sequences(64, long_at=37),
                   val_data=Sequences(8, long_at=None), eval_batch_size=4)
-    assert _largest_input(wl)[0].shape == (1, 40)
+    assert largest_input(wl)[0].shape == (1, 40)
     result = probe(wl, device="cpu")
     assert result.max_batch_size == 10  # 10 x 40 = 400; the short inputs would allow 50
 
@@ -157,32 +158,11 @@ def test_probe_memory_limit_below_the_real_peak_does_not_fit():
         probe(wl, device="cpu", memory_limit=limit)
 
 
-class Wide(nn.Module):
-    """Memory-heavy, compute-light: each layer keeps a 128 KiB activation per sample."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scales = nn.ParameterList(nn.Parameter(torch.ones(32768)) for _ in range(4))
-        self.head = nn.Linear(32768, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for s in self.scales:
-            x = torch.tanh(x * s)
-        return self.head(x)
-
-
-def wide_workload() -> Workload:
-    g = torch.Generator().manual_seed(0)
-    data = TensorData(torch.randn(512, 32768, generator=g), torch.randint(0, 3, (512,)))
-    return Workload(name="wide", model_factory=Wide, train_data=data,
-                    val_data=TensorData(data.x[:16], data.y[:16]), eval_batch_size=16)
-
-
 PROBE_IN_FRESH_PROCESS = """
 import json, sys
 from autobatch.device import rss_bytes
 from autobatch.measure.probe import probe
-from tests.measure.test_probe import wide_workload
+from tests.doubles import wide_workload
 wl = wide_workload()
 limit = rss_bytes() + 512 * 2**20  # room for the ~170 MiB model and ~200 samples
 result = probe(wl, device="cpu", memory_limit=limit, headroom=0.1, use_cache=False)
@@ -230,31 +210,6 @@ def test_probe_leaves_the_callers_model_and_optimizer_untouched():
     assert all(torch.equal(optimizer_before["state"][i]["momentum_buffer"],
                            optimizer_after["state"][i]["momentum_buffer"])
                for i in optimizer_before["state"])
-
-
-def test_candidate_in_process_returns_memory_after_oom():
-    class Hog(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(8, 3)
-
-        def forward(self, x):
-            self.hog = None
-            big = torch.ones(64 * 2**20 // 4 * len(x))  # 64 MiB per sample, alive in the frame
-            big += 1
-            if len(x) >= 4:
-                raise torch.OutOfMemoryError(OOM)
-            return self.fc(x)
-
-    wl = workload(model_factory=Hog)
-    sample, label = _largest_input(wl)
-    cand = _Candidate(workload=wl, device=torch.device("cpu"), sample=sample, label=label)
-    assert not cand.here(1, n_eval=1)[0].oom  # lazy initialisation out of the way
-    before = rss_bytes()
-    measurement, steps = cand.here(4, n_eval=1)  # 256 MiB allocated, then OOM
-    assert measurement.oom and steps == 1
-    assert rss_bytes() - before < 64 * 2**20
-    assert not cand.here(2, n_eval=1)[0].oom  # the next smaller attempt succeeds
 
 
 def test_probe_cache_hit_miss_and_no_cache(cache_dir):

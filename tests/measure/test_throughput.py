@@ -1,101 +1,17 @@
-"""The throughput profiler: exact arithmetic with a fake clock, real torch on the CPU."""
+"""The throughput profiler: exact timings with a fake clock, real torch on the CPU."""
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 from autobatch import ConfigError, ProfileResult, profile
-from autobatch.measure.throughput import (
-    MAX_WARMUP_STEPS,
-    REPEATS,
-    auto_batch_sizes,
-    find_knee,
-    fit_step_time,
-    parse_batch_sizes,
-)
-from autobatch_cli.main import app
-from tests.conftest import ALPHA, BETA, FIXTURES, FakeClock, timed_linear_factory, tiny_workload
-
-
-def step_times(sizes):
-    return [ALPHA + BETA * b for b in sizes]
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("auto", None), (" AUTO ", None), ("8,16,32", (8, 16, 32)), ("32, 8 ,8,", (8, 32)),
-])
-def test_parse_batch_sizes_accepts_auto_and_lists(text, expected):
-    assert parse_batch_sizes(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", " ", ",", "8,x", "1.5", "0", "8,-1"])
-def test_parse_batch_sizes_rejects_bad_lists_naming_the_option(text):
-    with pytest.raises(ConfigError, match="--batch-sizes"):
-        parse_batch_sizes(text, name="--batch-sizes")
-
-
-@pytest.mark.parametrize("max_batch, expected", [
-    (3200, (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3200)),
-    (256, (8, 16, 32, 64, 128, 256)),
-    (100, (4, 8, 16, 32, 64, 100)),
-    (20, (1, 2, 4, 8, 16, 20)),
-    (1, (1,)),
-])
-def test_auto_batch_sizes_are_powers_of_two_plus_the_maximum(max_batch, expected):
-    assert auto_batch_sizes(max_batch) == expected
-
-
-def test_fit_step_time_recovers_an_exact_line():
-    sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
-    fit = fit_step_time(sizes, step_times(sizes))
-    assert fit.alpha == pytest.approx(ALPHA, rel=1e-9)
-    assert fit.beta == pytest.approx(BETA, rel=1e-9)
-    assert fit.b_sat == pytest.approx(200.0, rel=1e-9)
-    assert fit.error == pytest.approx(0.0, abs=1e-9)
-
-
-def test_fit_step_time_shrugs_off_one_size_timed_during_a_load_burst():
-    sizes = [8, 16, 32, 64, 128, 256, 512, 1024]
-    times = step_times(sizes)
-    times[5] *= 3  # another process stole the CPU while batch 256 was timed
-    fit = fit_step_time(sizes, times)
-    plain = fit_step_time(sizes[:5] + sizes[6:], times[:5] + times[6:])
-    assert fit.alpha == pytest.approx(ALPHA, rel=0.05)
-    assert fit.beta == pytest.approx(BETA, rel=0.05)
-    assert plain.alpha == pytest.approx(ALPHA, rel=1e-9)
-
-
-def test_fit_step_time_flat_times_give_no_saturation_batch():
-    fit = fit_step_time([8, 16, 32], [1e-3, 1e-3, 1e-3])
-    assert (fit.alpha, fit.beta, fit.b_sat) == (pytest.approx(1e-3), 0.0, None)
-
-
-def test_fit_step_time_needs_two_distinct_sizes():
-    with pytest.raises(ConfigError, match="2 distinct batch sizes"):
-        fit_step_time([8, 8], [1e-3, 1e-3])
-
-
-@pytest.mark.parametrize("gain, knee", [
-    # thr(2B)/thr(B) = 2(a + bB)/(a + 2bB) >= 1 + g  <=>  B <= a(1 - g) / (2 g b)
-    (0.10, 512),  # B <= 900
-    (0.50, 64),  # B <= 100
-    (0.90, 8),  # B <= 5.3: not even 8 -> 16 pays, the knee is the smallest batch
-])
-def test_find_knee_is_the_largest_batch_whose_doubling_still_pays(gain, knee):
-    sizes = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
-    throughput = [b / t for b, t in zip(sizes, step_times(sizes))]
-    assert find_knee(sizes, throughput, gain) == knee
-
-
-def test_find_knee_interpolates_an_unmeasured_doubling():
-    # Throughput B / (a + bB) at 100 and 400: the doubling of 100 (200) is interpolated.
-    sizes = [100, 400]
-    throughput = [b / t for b, t in zip(sizes, step_times(sizes))]
-    assert find_knee(sizes, throughput, 0.10) == 100
-    assert find_knee([100], [1.0], 0.10) is None
+from autobatch.measure.timing import MAX_WARMUP_STEPS, REPEATS
+from tests.conftest import tiny_workload
+from tests.doubles import ALPHA, BETA, FakeClock, step_times, timed_linear_factory
 
 
 def test_profile_with_a_fake_clock_measures_the_fake_device_exactly():
@@ -153,12 +69,13 @@ def test_the_noise_scale_stays_below_a_size_that_ran_out_of_memory():
     assert result.noise is not None and result.noise.b_big == 32  # 64 would run out
 
 
-def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it():
+def test_a_noise_scale_batch_that_runs_out_of_memory_leaves_the_profile_without_it(caplog):
     clock = FakeClock()
     workload = tiny_workload(model_factory=timed_linear_factory(clock, oom_from=64))
     result = profile(workload, device="cpu", batch_sizes=[8, 16], clock=clock)  # b_big 64
     assert result.noise is None
     assert [r.fits for r in result.rows] == [True, True]
+    assert "noise scale not measured: out of memory at batch 64" in caplog.text
 
 
 def test_profile_leaves_the_users_model_optimizer_and_rng_untouched():
@@ -195,13 +112,17 @@ def test_profile_result_is_strict_json_and_survives_a_save_load_round_trip(tmp_p
     result.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]  # no temp file left
     payload = json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert payload == result.to_dict()
     assert payload["rows"][2]["fits"] is False and payload["rows"][2]["iter_s"] is None
     assert ProfileResult.load(path) == result
     flat_clock = FakeClock()
     flat = profile(tiny_workload(model_factory=timed_linear_factory(flat_clock, beta=0.0)),
                    device="cpu", batch_sizes=[8, 16], noise=False, clock=flat_clock)
-    assert flat.beta == 0.0 and flat.to_dict()["b_sat"] is None  # null, never inf/NaN
-    json.dumps(flat.to_dict(), allow_nan=False)
+    assert flat.beta == 0.0 and flat.b_sat is None  # no saturation batch, not inf
+    # Non-finite floats are written as null, never as Infinity/NaN.
+    odd = dataclasses.replace(flat, b_sat=math.inf, fit_error=math.nan)
+    assert (odd.to_dict()["b_sat"], odd.to_dict()["fit_error"]) == (None, None)
+    json.dumps(odd.to_dict(), allow_nan=False)
 
 
 def test_profile_save_to_an_unwritable_path_is_a_config_error(tmp_path):
@@ -217,35 +138,3 @@ def test_profile_save_to_an_unwritable_path_is_a_config_error(tmp_path):
 def test_profile_rejects_bad_arguments_naming_them(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         profile(tiny_workload(), device="cpu", **kwargs)
-
-
-runner = CliRunner()
-GOOD = ["--workload", "user_workloads:good", "--app-dir", str(FIXTURES), "--device", "cpu"]
-
-
-@pytest.mark.parametrize("value", ["", "8,x", "abc", "0"])
-def test_cli_profile_bad_batch_sizes_exit_2_naming_the_option(value):
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", value])
-    assert result.exit_code == 2
-    assert "--batch-sizes" in result.stderr
-
-
-def test_cli_profile_json_is_strict_and_complete(tmp_path):
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,32,64,512",
-                                 "--max-batch", "64", "--json",
-                                 "--save", str(tmp_path / "p.json")])
-    assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(c))
-    assert [r["fits"] for r in payload["rows"]] == [True, True, True, True, False]
-    assert payload["alpha"] >= 0 and payload["beta"] >= 0 and payload["knee"] in (8, 16, 32)
-    noise = payload["noise"]
-    assert noise["draws"] >= 32 and noise["b_small"] < noise["b_big"] <= 64
-    assert ProfileResult.load(tmp_path / "p.json").workload == "user-good"
-
-
-def test_cli_profile_table_lists_each_size_and_the_fit():
-    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,256", "--no-noise"])
-    assert result.exit_code == 0, result.output
-    assert "no fit" in result.stdout and "training" in result.stdout  # may wrap
-    assert "t(B) =" in result.stdout and "knee" in result.stdout
-    assert "B_simple" not in result.stdout

@@ -4,7 +4,8 @@ import pytest
 
 from autobatch import ConfigError, profile
 from autobatch.report.plots import plot_profile
-from tests.conftest import FakeClock, timed_linear_factory, tiny_workload
+from tests.conftest import tiny_workload
+from tests.doubles import FakeClock, timed_linear_factory
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import torch
 
 from autobatch.config import SearchBounds
 from autobatch.events import TuneEvent
-from autobatch.search.prior import Prior, measure_prior, seed_trials
+from autobatch.measure import profile
+from autobatch.search import prior
+from autobatch.search.prior import Prior, cached_profile, measure_prior, seed_trials
 from autobatch.search.space import SearchSpace, powers_of_two
 from tests.conftest import tiny_workload
 
@@ -52,3 +54,23 @@ def test_measure_prior_skips_the_lr_range_test_for_a_fixed_lr_and_batch():
     assert prior.space.batch_sizes == (32,) and prior.space.anchor_batch == 32
     assert (prior.space.lr_fixed, prior.space.momentum_fixed) == (0.05, 0.8)
     assert prior.probe.max_batch_size == 32  # probed at the fixed batch only
+
+
+def test_cached_profile_profiles_once_per_workload_device_and_batch_range(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["max_batch"])
+        return profile(*args, **kwargs)
+
+    monkeypatch.setattr(prior, "profile", counted)
+    wl, cpu = tiny_workload(), torch.device("cpu")
+    first = cached_profile(wl, cpu, 32, 0, use_cache=True)
+    assert cached_profile(wl, cpu, 32, 0, use_cache=True) == first
+    assert calls == [32]
+    cached_profile(wl, cpu, 16, 0, use_cache=True)  # another batch range: another profile
+    assert calls == [32, 16] and len(list(tmp_path.glob("profile-*.json"))) == 2
+    cached_profile(wl, cpu, 32, 0, use_cache=False)
+    assert calls == [32, 16, 32]

@@ -1,0 +1,42 @@
+"""The measurement cache: one JSON file per result under the cache folder, named by a
+hash of everything the result depends on, so a repeated probe or profile on the same
+hardware costs nothing. A file that cannot be read is measured afresh and replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from autobatch.files import JsonFile, cache_dir
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=JsonFile)
+
+
+def cache_path(kind: str, key: str, folder: str | Path | None = None) -> Path:
+    """The file of a `kind` result whose inputs `key` describes, under `folder` (default
+    $AUTOBATCH_CACHE_DIR or ~/.cache/autobatch)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return Path(folder or cache_dir()) / f"{kind}-{digest}.json"
+
+
+def cached(kind: str, key: str, measure: Callable[[], R], load: Callable[[Path], R], *,
+           use_cache: bool = True, folder: str | Path | None = None) -> R:
+    """load() of the cached result when it is there and readable, else measure(), saved
+    for next time. use_cache=False measures and neither reads nor writes the cache."""
+    if not use_cache:
+        return measure()
+    path = cache_path(kind, key, folder)
+    if path.exists():
+        try:
+            return load(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable %s cache %s: %s", kind, path, exc)
+    result = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.save(path)
+    return result

@@ -1,0 +1,56 @@
+"""The LR range test's arithmetic: a geometric sweep, a smoothed loss, the range read off it."""
+
+import math
+
+import pytest
+
+from autobatch.measure.lr_range import (
+    HIGH_SPAN,
+    LOW_SPAN,
+    smooth,
+    suggest_range,
+    sweep_lrs,
+)
+
+# LRs 1, 2, ..., 80. The loss falls from 1.1 to 1.01 over the first ten, so the smoothed
+# loss (an average of the losses so far) falls too, to between 1.0 and 1.1, and is
+# lowest at LR 10. Losses of 1.5 after that keep the smoothed loss above that minimum
+# and below twice it; a loss of 1e6 takes it past twice the minimum at once.
+LRS = [float(lr) for lr in range(1, 81)]
+FALLING = [1.1 - 0.01 * i for i in range(10)]
+
+
+def test_suggest_range_ends_at_the_last_lr_before_the_loss_doubles():
+    losses = FALLING + [1.5] * 4 + [1e6] * 66  # past twice the minimum from LR 15
+    low, high, lr_min = suggest_range(LRS, losses)
+    assert lr_min == 10.0
+    assert high == 14.0
+    assert low == pytest.approx(10.0 / LOW_SPAN)
+
+
+def test_suggest_range_caps_the_high_end_at_high_span_times_the_minimum():
+    losses = FALLING + [1.5] * 70  # never twice the minimum
+    assert suggest_range(LRS, losses) == (pytest.approx(10.0 / LOW_SPAN),
+                                         10.0 * HIGH_SPAN, 10.0)
+
+
+def test_suggest_range_skips_non_finite_losses():
+    losses = FALLING + [1.5] * 4 + [1e6] + [math.nan] * 65
+    assert suggest_range(LRS, losses)[1:] == (14.0, 10.0)
+
+
+def test_suggest_range_needs_three_finite_losses():
+    with pytest.raises(ValueError, match="diverged at once"):
+        suggest_range([1.0, 2.0, 3.0], [1.0, math.inf, math.nan])
+
+
+def test_smooth_is_a_bias_corrected_moving_average():
+    assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+    # beta 0.5: the newer loss weighs twice the older, and the weights are normalised
+    assert smooth([1.0, 3.0], beta=0.5) == pytest.approx([1.0, (0.25 * 1.0 + 0.5 * 3.0) / 0.75])
+
+
+def test_sweep_lrs_are_geometric_from_start_to_stop():
+    lrs = sweep_lrs(1e-3, 10.0, 5)
+    assert lrs == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
+

@@ -1,0 +1,72 @@
+"""`autobatch profile`: its options and what it prints."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from autobatch import ConfigError, ProfileResult
+from autobatch.measure.step_fit import find_knee, fit_step_time
+from autobatch.measure.throughput import NOISE_DRAWS
+from autobatch_cli.main import app
+from autobatch_cli.profile import parse_batch_sizes
+from tests.conftest import FIXTURES
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("auto", None), (" AUTO ", None), ("8,16,32", (8, 16, 32)), ("32, 8 ,8,", (8, 32)),
+])
+def test_parse_batch_sizes_accepts_auto_and_lists(text, expected):
+    assert parse_batch_sizes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", "8,x", "1.5", "0", "8,-1"])
+def test_parse_batch_sizes_rejects_bad_lists_naming_the_option(text):
+    with pytest.raises(ConfigError, match="--batch-sizes"):
+        parse_batch_sizes(text, name="--batch-sizes")
+
+
+runner = CliRunner()
+GOOD = ["--workload", "user_workloads:good", "--app-dir", str(FIXTURES), "--device", "cpu"]
+
+
+@pytest.mark.parametrize("value", ["", "8,x", "abc", "0"])
+def test_cli_profile_bad_batch_sizes_exit_2_naming_the_option(value):
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", value])
+    assert result.exit_code == 2
+    assert "--batch-sizes" in result.stderr
+
+
+def test_cli_profile_json_is_strict_and_complete(tmp_path):
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,32,64,512",
+                                 "--max-batch", "64", "--json",
+                                 "--save", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(c))
+    assert [r["fits"] for r in payload["rows"]] == [True, True, True, True, False]
+    # The fit and the knee are those of the rows printed.
+    fitted = [r for r in payload["rows"] if r["fits"]]
+    sizes = [r["batch_size"] for r in fitted]
+    fit = fit_step_time(sizes, [r["iter_s"] for r in fitted])
+    assert (payload["alpha"], payload["beta"]) == (pytest.approx(fit.alpha),
+                                                   pytest.approx(fit.beta))
+    assert payload["knee"] == find_knee(sizes, [r["samples_per_s"] for r in fitted], 0.10)
+    noise = payload["noise"]  # 128 training samples: b_big at most a quarter of them
+    assert (noise["draws"], noise["b_small"], noise["b_big"]) == (NOISE_DRAWS, 2, 32)
+    # --save writes the profile --json prints.
+    assert ProfileResult.load(tmp_path / "p.json").to_dict() == payload
+
+
+def test_cli_profile_table_lists_each_size_and_the_fit():
+    result = runner.invoke(app, ["profile", *GOOD, "--batch-sizes", "8,16,256", "--no-noise"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # A row per size (\W: the table's borders): times where it ran, the reason where not.
+    for size in (8, 16):
+        assert re.search(rf"^\W+{size}\W+\d+\.\d+\W", out, re.M), out
+    assert re.search(r"^\W+256\W+no fit: larger", out, re.M), out  # the reason may wrap
+    knee = re.search(r"^knee\s+(\d+) ", out, re.M)
+    assert knee and re.search(rf"^\W+{knee[1]}\W.*knee", out, re.M), out
+    assert "t(B) =" in out
+    assert "B_simple" not in out
