@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"autobatch": ROOT / "autobatch", "autobatch_cli": ROOT / "cli"}
 MAX_LINES = 300
