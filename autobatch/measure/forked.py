@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import autobatch.frames as frames
+import autobatch.stop as stop
 from autobatch.device import is_oom, proc_status_bytes
 from autobatch.errors import AutobatchError, DeviceError
 
@@ -66,6 +67,7 @@ def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
     killed = False
     try:
         while True:
+            stop.check()  # a stop signal kills the child (below) and ends the probe
             ready, _, _ = select.select([read_fd], [], [], POLL_S)
             if ready:
                 arrived = reader.feed()

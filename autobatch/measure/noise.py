@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import autobatch.stop as stop
 from autobatch.device import synchronize
 from autobatch.errors import ConfigError
 from autobatch.train import logits_of, train_batches, train_step
@@ -163,6 +164,7 @@ def measure_noise(model: nn.Module, optimizer: torch.optim.Optimizer, workload: 
     big = iter(train_batches(workload, b_big, device, seed=seed + 2))
     small_sqs, big_sqs = [], []
     for _ in range(draws):
+        stop.check()  # a safe point between draws (see autobatch.stop)
         small_sqs.append(grad_sq_norm(model, workload, *next(small)))
         big_sqs.append(grad_sq_norm(model, workload, *next(big)))
     synchronize(device)

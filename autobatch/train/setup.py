@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import autobatch.stop as stop
 from autobatch.hyperparams import Hyperparams
 from autobatch.train.data import TrainBatches, ValBatches, logits_of
 from autobatch.workloads import OPTIMIZERS, Workload
@@ -65,7 +66,12 @@ def val_batches(workload: Workload, device: torch.device) -> ValBatches:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workload,
                x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimizer update (forward, backward, step); returns the loss, not synchronised."""
+    """One optimizer update (forward, backward, step); returns the loss, not synchronised.
+
+    Every stage trains through here, so the start of a step is where a stop signal is
+    obeyed (see autobatch.stop).
+    """
+    stop.check()
     loss = workload.loss_fn(logits_of(model(x)), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
