@@ -35,6 +35,17 @@ DEFAULT_TRIAL_BUDGET_S = 60.0
 TRIAL_SHARE = 0.15
 
 
+def check_headroom(name: str, value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 0.9):
+        raise ConfigError(f"{name} must be in [0, 0.9), got {value!r}")
+
+
+def check_memory_limit(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ConfigError(f"{name} must be a number of bytes >= 1, got {value!r}")
+
+
 def check_target(name: str, value: float) -> None:
     if not (math.isfinite(value) and 0.0 < value <= 1.0):
         raise ConfigError(f"{name} must be in (0, 1], got {value!r}")
@@ -234,8 +245,8 @@ class TuneConfig(SearchBounds):
                               f"{self.verify} and {self.verify_runs}")
         if self.time_mode not in ("measured", "modeled"):
             raise ConfigError(f"time_mode must be measured or modeled, got {self.time_mode!r}")
-        if not 0 <= self.headroom < 0.9:
-            raise ConfigError(f"headroom must be in [0, 0.9), got {self.headroom}")
+        check_headroom("headroom", self.headroom)
+        check_memory_limit("memory_limit", self.memory_limit)
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.workers != 1:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from autobatch.config import check_headroom, check_memory_limit
 from autobatch.device import (
     DeviceInfo,
     allocator_settings,
@@ -33,6 +34,7 @@ from autobatch.device import (
 )
 from autobatch.errors import ConfigError, DoesNotFitError
 from autobatch.files import JsonFile, json_safe
+from autobatch.hyperparams import check_batch
 from autobatch.measure.batch_search import Measurement, Outcome, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint
@@ -164,15 +166,10 @@ def _check_options(min_batch: int, max_batch: int | None, headroom: float,
                    memory_limit: int | None, max_attempts: int) -> None:
     for name, value in (("min_batch", min_batch), ("max_batch", max_batch),
                         ("max_attempts", max_attempts)):
-        if value is None and name == "max_batch":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if not (isinstance(headroom, (int, float)) and 0.0 <= headroom < 0.9):
-        raise ConfigError(f"headroom must be in [0, 0.9), got {headroom!r}")
-    if memory_limit is not None and (isinstance(memory_limit, bool)
-                                     or not isinstance(memory_limit, int) or memory_limit < 1):
-        raise ConfigError(f"memory_limit must be a number of bytes >= 1, got {memory_limit!r}")
+        if value is not None:
+            check_batch(name, value)
+    check_headroom("headroom", headroom)
+    check_memory_limit("memory_limit", memory_limit)
 
 
 def _resolve(device: str | torch.device) -> torch.device:
