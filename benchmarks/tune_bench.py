@@ -142,8 +142,9 @@ def main() -> None:
                                       storage=f"sqlite:///{folder / 'tune.db'}",
                                       compare=False), device="cpu")
     tune_seconds = time.perf_counter() - started
-    rec = tuned.best
-    contenders = [Contender("autobatch recommendation", rec.batch_size, rec.lr, rec.momentum)]
+    rec = tuned.best.hparams
+    contenders = [Contender("autobatch recommendation", rec.batch_size, rec.lr, rec.momentum,
+                            rec.optimizer)]
     print(f"tune: {tune_seconds:.1f}s -> {rec}", file=sys.stderr)
 
     ref = workload.reference
