@@ -51,12 +51,12 @@ def install(received: Iterable[int] = ()) -> None:
 def raise_at_once() -> None:
     """Stop signals raise in their handler again: for code without safe points that
     blocks where autobatch cannot check (a web server)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    for signum in EXIT_CODES:
+        signal.signal(signum, _raise_now)
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+def _raise_now(signum: int, frame: Any) -> None:
+    raise interruption(signum)
 
 
 def requested() -> bool:

@@ -15,7 +15,6 @@ from rich.panel import Panel
 import autobatch.stop as stop
 from autobatch.errors import AutobatchError, ConfigError
 from autobatch.report import is_loopback, serve
-from autobatch.stop import Terminated
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -69,7 +68,7 @@ def dashboard(
     stop.raise_at_once()  # the server blocks where no safe point can be checked
     try:
         serve(url, host=host, port=port, artifacts=artifacts)
-    except Terminated:
+    except stop.Terminated:
         raise typer.Exit(EXIT_TERMINATED) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
