@@ -102,17 +102,23 @@ class Footprint:
             return self.in_fork(batch, usable)
         return self.here(batch)
 
-    def warm_up(self, min_batch: int) -> int:
-        """Training steps of a warm-up in this process on CPU; none on CUDA.
+    def warm_up(self, min_batch: int, usable: int) -> tuple[Measurement, int]:
+        """A warm-up in this process on CPU (none on CUDA): (its capped check, steps).
 
         Forked children inherit this process's lazily initialised kernels; without a
         warm-up each child pays that first-step cost (about a second) again. Batch 2
         at most keeps the parent small; not 1 unless min_batch is 1, since BatchNorm
-        cannot train on one sample with 1x1 feature maps.
+        cannot train on one sample with 1x1 feature maps. The warm-up batch is first
+        measured in a capped child, and this process runs it only once it fits: no
+        step of the probe runs past `usable`. An OOM there is returned, not run.
         """
         if self.device.type != "cpu":
-            return 0
-        return self.here(min(min_batch, 2), n_eval=1)[1]
+            return Measurement(oom=False), 0
+        batch = min(min_batch, 2)
+        checked, steps = self.in_fork(batch, usable)
+        if checked.oom:
+            return checked, steps
+        return checked, steps + self.here(batch, n_eval=1)[1]
 
     def work(self, batch: int, on_step: Callable[[], None], n_eval: int | None = None,
              *, private_copy: bool = False) -> None:
@@ -165,9 +171,6 @@ class Footprint:
         baseline = rss_bytes()
 
         def child(send: Callable[[tuple], None]) -> int:
-            # libgomp's thread pool does not survive fork (a parallel region would
-            # hang), so the child computes on one thread, as DataLoader workers do.
-            torch.set_num_threads(1)
             reset_peak_memory(self.device)
             start, file_start = rss_bytes(), proc_status_bytes("RssFile")
             send(("start", anon_bytes("self")))

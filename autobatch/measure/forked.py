@@ -14,6 +14,8 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 import autobatch.frames as frames
 import autobatch.stop as stop
 from autobatch.device import is_oom, proc_status_bytes
@@ -49,6 +51,9 @@ def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
     pid = os.fork()
     if pid == 0:  # child: never return into the caller's stack
         os.close(read_fd)
+        # libgomp's thread pool does not survive fork (a parallel region would hang),
+        # so the child computes on one thread, as DataLoader workers do.
+        torch.set_num_threads(1)
         try:
             def send(message: tuple) -> None:
                 frames.send(write_fd, message)

@@ -38,7 +38,7 @@ from autobatch.hyperparams import check_batch
 from autobatch.measure.batch_search import Measurement, Outcome, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint
-from autobatch.measure.forked import run_in_child
+from autobatch.measure.forked import ChildOutOfMemory, run_in_child
 from autobatch.train import check_data
 from autobatch.workloads import Workload
 
@@ -131,7 +131,7 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     _check_options(min_batch, max_batch, headroom, memory_limit, max_attempts)
     dev = _resolve(device)
     model = workload.model_factory()
-    check_data(workload, min_batch, model, torch.device("cpu"))
+    _check_data_capped(workload, min_batch, model, dev, memory_limit)
     n_train = len(workload.train_data)
     max_batch = n_train if max_batch is None else max_batch
     if min_batch > max_batch:
@@ -170,6 +170,22 @@ def _check_options(min_batch: int, max_batch: int | None, headroom: float,
             check_batch(name, value)
     check_headroom("headroom", headroom)
     check_memory_limit("memory_limit", memory_limit)
+
+
+def _check_data_capped(workload: Workload, min_batch: int, model: torch.nn.Module,
+                       dev: torch.device, memory_limit: int | None) -> None:
+    """check_data, which runs the model on two samples, in a forked child capped as the
+    candidates are: not even that forward pass runs past the limit in this process."""
+    cpu = torch.device("cpu")
+    usable = (memory_limit if dev.type == "cpu" and memory_limit
+              else rss_bytes() + memory_info(cpu)[0])
+    try:
+        run_in_child(lambda _send: check_data(workload, min_batch, model, cpu),
+                     anon_cap=usable - rss_bytes())
+    except ChildOutOfMemory:
+        raise DoesNotFitError(f"workload {workload.name!r} does not fit: evaluating two "
+                              f"samples on the CPU ran out of memory (usable "
+                              f"{_gib(usable)})") from None
 
 
 def _resolve(device: str | torch.device) -> torch.device:
@@ -227,7 +243,9 @@ class _Job:
         info = device_info(dev)
         footprint = Footprint.of(self.workload, dev)
         attempts: list[Attempt] = []
-        warmup_steps = footprint.warm_up(self.min_batch)
+        warm, warmup_steps = footprint.warm_up(self.min_batch, usable)
+        if warm.oom:
+            raise self._does_not_fit(min(self.min_batch, 2), None, usable, budget)
 
         def measure(batch: int) -> Measurement:
             t0 = time.perf_counter()
@@ -249,11 +267,7 @@ class _Job:
                                                                     strict=True)]
         if found.batch_size is None:
             first = found.trials[0]
-            peak = _gib(first.peak_bytes) if first.peak_bytes else "out of memory"
-            raise DoesNotFitError(
-                f"workload {self.workload.name!r} does not fit at batch {first.batch_size}: "
-                f"peak {peak}, usable {_gib(usable)} (budget {_gib(budget)} after "
-                f"{self.headroom:.0%} headroom)")
+            raise self._does_not_fit(first.batch_size, first.peak_bytes, usable, budget)
         chosen = next(t for t in reversed(found.trials) if t.batch_size == found.batch_size
                       and t.outcome == "fit")
         fit = found.fit
@@ -271,6 +285,14 @@ class _Job:
             seconds=time.perf_counter() - started, allocator=allocator_settings(dev),
             isolation=isolation, torch_version=torch.__version__,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+    def _does_not_fit(self, batch: int, peak: int | None, usable: int,
+                      budget: int) -> DoesNotFitError:
+        return DoesNotFitError(
+            f"workload {self.workload.name!r} does not fit at batch {batch}: "
+            f"peak {_gib(peak) if peak else 'out of memory'}, usable {_gib(usable)} "
+            f"(budget {_gib(budget)} after {self.headroom:.0%} headroom)")
 
 
 def _cuda_fraction(dev: torch.device) -> float:
