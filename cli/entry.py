@@ -2,7 +2,8 @@
 
 A signal that arrives while the library is imported (seconds: torch) is recorded,
 then handed to autobatch.stop, which obeys it at the first safe point; the signal
-handling of a process that merely imports autobatch_cli (a test) is left alone.
+handling of a process that merely imports autobatch_cli (a test) is left alone, and
+so are its standard streams: the program keeps stdout for its results.
 """
 
 import signal
@@ -19,6 +20,8 @@ def main() -> None:
         signal.signal(signum, _record)
     import autobatch.stop as stop
     from autobatch_cli.main import app
+    from autobatch_cli.output import keep_stdout_for_results
 
     stop.install(_early)
+    keep_stdout_for_results()
     app(prog_name="autobatch")

@@ -27,7 +27,6 @@ from autobatch_cli.output import (
     print_json,
     stderr,
     stdout,
-    user_output_to_stderr,
 )
 
 app = typer.Typer(
@@ -84,7 +83,7 @@ def run(
     stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
                  f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
                  f"target {target if target is not None else '-'}, budget {config.budget}")
-    with stderr.status("training ...") as status, user_output_to_stderr():
+    with stderr.status("training ...") as status:
         def show(point: EvalPoint) -> None:
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
                           f"metric {point.metric:.4f}")

@@ -6,12 +6,11 @@ or NO_COLOR is set, so CI logs get plain lines.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
@@ -32,25 +31,24 @@ EXIT_TERMINATED = 143
 
 def print_json(payload: Any) -> None:
     """Strict JSON (no NaN/Infinity) on stdout, bypassing rich's markup."""
-    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    sys.stdout.flush()
+    out = stdout.file
+    out.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    out.flush()
 
 
-@contextlib.contextmanager
-def user_output_to_stderr() -> Iterator[None]:
-    """While the library runs the user's code, whatever it prints (Python or native,
-    this process or its children) goes to stderr: stdout carries results only, so
-    `--json` parses and `--format env` is safe to eval."""
+def keep_stdout_for_results() -> None:
+    """From here on stdout carries results only: file descriptor 1 (and sys.stdout over
+    it) becomes stderr, so whatever user code prints, Python or native, in this process
+    or its children (workers, trial processes, forked probes), goes to stderr; results
+    go to the real stdout, set aside. `--json` parses and `--format env` is safe to eval
+    whatever the training code prints, from the import of its module on."""
     sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+        stdout.file = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+    except OSError:  # stdout or stderr closed: nothing to keep apart
+        return
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -70,6 +68,9 @@ def exits_cleanly(command: F) -> F:
         except Terminated:
             raise fail("terminated (SIGTERM); finished work is saved, rerun to resume",
                        EXIT_TERMINATED) from None
+        except SystemExit as exc:  # the commands end through typer.Exit, never this
+            raise fail(f"the workload's code called sys.exit({exc.code!r}); autobatch "
+                       "stopped (finished work is saved)", 1) from None
         except KeyboardInterrupt:
             raise fail("interrupted; finished work is saved, rerun to resume",
                        EXIT_INTERRUPTED) from None

@@ -28,7 +28,6 @@ from autobatch_cli.output import (
     exits_cleanly,
     stderr,
     stdout,
-    user_output_to_stderr,
 )
 
 Opt = typer.Option
@@ -117,13 +116,13 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces it
     device = resolve_device(options.device or "auto")
     if tune_cfg.workers == 0:
-        with Progress() as progress, user_output_to_stderr():
+        with Progress() as progress:
             prepared = prepare(wl, tune_cfg, device, progress)
         stdout.print(f"study {prepared.study.study_name!r} in {mask_url(prepared.storage_url)} "
                      "is ready; join it from any machine with: autobatch worker "
                      f"--storage URL --study-name {prepared.study.study_name}")
         return
-    with Progress(tune_cfg.timeout_s, STARTED) as progress, user_output_to_stderr():
+    with Progress(tune_cfg.timeout_s, STARTED) as progress:
         result = run_tune(wl, tune_cfg, device=device, on_event=progress, started=STARTED)
         publish_quietly(result, tune_cfg, progress)
     # shown before the file is written: a path that fails then loses nothing on screen
@@ -131,6 +130,7 @@ def tune(
     if fmt:
         stderr.print(table)
         stdout.file.write(result.render(fmt))
+        stdout.file.flush()
     else:
         stdout.print(table)
     if out_path is not None:

@@ -234,15 +234,42 @@ def test_tune_output_that_cannot_be_written_fails_after_showing_the_result(tmp_p
     assert len([t for t in study.trials if t.state.is_finished()]) == 2
 
 
-def test_what_user_code_prints_goes_to_stderr_and_stdout_keeps_the_result(tmp_path):
+@pytest.mark.parametrize(("command", "key"), [
+    (["run", "--batch-size", "16", "--lr", "0.1", "--budget", "5steps"], "steps"),
+    (["probe", "--max-batch", "64", "--no-cache"], "max_batch_size"),
+    (["profile", "--batch-sizes", "4,8", "--no-noise"], "rows"),
+])
+def test_what_user_code_prints_goes_to_stderr_and_json_keeps_stdout(command, key):
+    """From the workload's construction on, through forked probes and training alike."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", *command, "--workload", "user_workloads:chatty",
+         "--app-dir", str(FIXTURES), "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert key in strict_json(proc.stdout)
+    for printed in ("building the chatty workload", "hello from the user's forward",
+                    "native hello"):
+        assert printed in proc.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--batch-size", "16", "--lr", "0.1", "--budget", "5steps"],
+    ["probe", "--no-cache"],
+    ["profile", "--batch-sizes", "4,8", "--no-noise"],
+])
+def test_sys_exit_in_training_code_is_an_error_of_that_code_never_success(command):
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", *command, "--workload", "user_workloads:exits",
+         "--app-dir", str(FIXTURES), "--device", "cpu", "--json"],
+        capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    assert "the workload's code called sys.exit(0)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_what_user_code_prints_leaves_tune_env_output_safe_to_eval(tmp_path):
     common = ["--workload", "user_workloads:chatty", "--app-dir", str(FIXTURES)]
-    run = subprocess.run(
-        [sys.executable, "-m", "autobatch_cli", "run", *common, "--batch-size", "16",
-         "--lr", "0.1", "--budget", "5steps", "--json"],
-        capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert strict_json(run.stdout)["steps"] == 5
-    assert "hello from the user's forward" in run.stderr and "native hello" in run.stderr
     tune = subprocess.run(
         [sys.executable, "-m", "autobatch_cli", "tune", *common, "--target", "0.9",
          "--batch-size", "16", "--lr", "0.1", "--n-trials", "2", "--verify", "1",
