@@ -93,9 +93,10 @@ def test_the_smallest_study_file_runs_end_to_end(tmp_path):
     study = Path(__file__).parent.parent / "studies" / "digits-cnn.toml"
     proc = subprocess.run(
         [sys.executable, "-m", "autobatch_cli", "tune", "--config", str(study),
-         "--timeout", "60s", "--n-trials", "8", "--storage", f"sqlite:///{tmp_path}/s.db",
-         "--output", str(tmp_path / "best.json")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+         # the trial count bounds the work; the time budgets hold at a 3x slowdown
+         "--timeout", "300s", "--trial-budget", "20s", "--n-trials", "6",
+         "--storage", f"sqlite:///{tmp_path}/s.db", "--output", str(tmp_path / "best.json")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["workload"] == "digits-cnn" and best["target"] == 0.97

@@ -91,8 +91,9 @@ def test_probe_never_reports_a_batch_that_runs_out_of_memory_late(case):
     assert {a.outcome for a in result.attempts if a.batch_size >= 23} == {"oom"}
     assert all(a.outcome == "fit" for a in result.attempts if a.batch_size <= 22)
     assert len(result.attempts) <= 10
-    # Every started step counts, including the one that failed, plus a 1-step warm-up.
-    assert result.train_steps == 2 + sum(a.train_steps for a in result.attempts)
+    # Every started step counts, including the one that failed, plus the 2-step warm-up
+    # and its 2-step check in a capped child.
+    assert result.train_steps == 4 + sum(a.train_steps for a in result.attempts)
 
 
 class Sequences(Dataset):
@@ -190,6 +191,45 @@ def test_probe_real_memory_limit_on_cpu():
     assert 0.5 * 2**20 < result["bytes_per_sample"] < 3 * 2**20
     # How close the answer is to the true maximum is measured by the benchmark (98%):
     # RSS readings of two separate probes scatter by over 5%, too much for a CI check.
+
+
+HUNGRY_PROBE = """
+import resource, sys, torch
+from torch import nn
+from autobatch import DoesNotFitError, Workload, probe
+from autobatch.device import rss_bytes
+from tests.conftest import blobs
+
+class Hungry(nn.Linear):
+    def forward(self, x):
+        # touched, so resident: {gib} GiB whatever the batch
+        scratch = torch.ones({gib} * 2**30 // 4)
+        return super().forward(x) + scratch[0]
+
+wl = Workload(name="hungry", model_factory=lambda: Hungry(8, 3), train_data=blobs(64),
+              val_data=blobs(16), eval_batch_size=8)
+limit = rss_bytes() + 512 * 2**20
+try:
+    probe(wl, device="cpu", memory_limit=limit, use_cache=False, min_batch={min_batch})
+except DoesNotFitError as exc:
+    print(exc, file=sys.stderr)
+print(limit, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.parametrize(("gib", "min_batch"), [(2, 1), (3, 4)])
+def test_probe_under_a_memory_limit_runs_no_step_past_it_in_its_own_process(gib, min_batch):
+    """A model that allocates gigabytes in forward: the probe's own process (its
+    warm-up included) never holds them; a capped child does, and is killed."""
+    proc = subprocess.run([sys.executable, "-c", HUNGRY_PROBE.format(gib=gib,
+                                                                   min_batch=min_batch)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"does not fit at batch {min(min_batch, 2)}: peak out of memory",
+                     proc.stderr), proc.stderr
+    limit, own_peak = map(int, proc.stdout.split())
+    assert own_peak < limit
 
 
 def test_probe_leaves_the_callers_model_and_optimizer_untouched():

@@ -107,22 +107,25 @@ def test_divergence_stops_at_once_and_never_reports_nan():
 
 
 class LossTurnsBad:
-    """Cross-entropy for `good_steps` steps, then `bad`."""
+    """Cross-entropy for `good_steps` steps, then `bad`; each step costs 1 s on `clock`."""
 
-    def __init__(self, good_steps: int, bad: float) -> None:
-        self.good_steps, self.bad, self.calls = good_steps, bad, 0
+    def __init__(self, good_steps: int, bad: float, clock: FakeClock) -> None:
+        self.good_steps, self.bad, self.calls, self.clock = good_steps, bad, 0, clock
 
     def __call__(self, out, y):
         self.calls += 1
+        self.clock.now += 1.0
         loss = F.cross_entropy(out, y)
         return loss if self.calls <= self.good_steps else loss * 0 + self.bad
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0])
 def test_a_loss_that_turns_bad_after_good_evaluations_stops_the_run_as_diverged(bad):
-    workload = unreachable_workload(loss_fn=LossTurnsBad(200, bad))
+    # On a fake clock the evaluations follow the steps, however fast this machine is.
+    clock = FakeClock(eval_cost=0.0)
+    workload = unreachable_workload(loss_fn=LossTurnsBad(200, bad, clock))
     result = run(workload, RunConfig(batch_size=16, lr=0.1, target=0.9,
-                                     budget=Budget(steps=1000)), device="cpu")
+                                     budget=Budget(steps=1000)), device="cpu", clock=clock)
     assert result.stop_reason == "diverged"
     assert result.steps == 201
     assert result.trace  # evaluated while the loss was still good
