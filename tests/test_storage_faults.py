@@ -397,3 +397,32 @@ def test_workers_ride_out_a_postgresql_restart_and_finish_the_budget(own_server)
     study = optuna.load_study(study_name=name, storage=own_server.url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_a_worker_paused_past_the_heartbeat_grace_drops_its_trial_and_goes_on(own_server):
+    name = f"paused-{os.getpid()}"
+    env = {"AUTOBATCH_STORAGE": own_server.url, "AUTOBATCH_HEARTBEAT_S": "1"}
+    setup = autobatch(*slow_tune(own_server.url, n_trials=4)[:-4], "--workers", "0",
+                      "--study-name", name, env=env)
+    assert setup.wait(timeout=240) == 0, setup.stderr.read()
+
+    def trials(*states):
+        return optuna.load_study(study_name=name, storage=own_server.url).get_trials(
+            states=states)
+
+    paused = autobatch("worker", "--study-name", name, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not trials(TrialState.RUNNING):
+        time.sleep(0.1)
+    paused.send_signal(signal.SIGSTOP)
+    survivor = autobatch("worker", "--study-name", name, env=env)
+    while time.time() < deadline and not trials(TrialState.FAIL):
+        time.sleep(0.2)  # the survivor found it stale (grace 3 s) and failed it
+    paused.send_signal(signal.SIGCONT)
+    errors = [w.communicate(timeout=240)[1] for w in (paused, survivor)]
+    assert [paused.returncode, survivor.returncode] == [0, 0], errors
+    assert "; dropped it, going on with the next trial" in errors[0]
+    assert not [e for e in errors if "Traceback" in e or "Cannot tell" in e], "\n".join(errors)
+    assert len(trials(TrialState.COMPLETE, TrialState.PRUNED)) == 4
+    assert not trials(TrialState.RUNNING)
