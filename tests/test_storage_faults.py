@@ -375,13 +375,20 @@ def test_a_server_down_past_the_retry_window_is_one_line_and_back_up_it_is_used_
     assert [t.value for t in again.trials] == [1.0]
 
 
-@pytest.mark.slow
-def test_workers_ride_out_a_postgresql_restart_and_finish_the_budget(own_server):
-    name = f"restart-{os.getpid()}"
-    env = {"AUTOBATCH_STORAGE": own_server.url, "AUTOBATCH_HEARTBEAT_S": "2"}
-    setup = autobatch(*slow_tune(own_server.url, n_trials=6)[:-4], "--workers", "0",
+def study_for_workers(server: Server, prefix: str, *, n_trials: int,
+                      heartbeat_s: int) -> tuple[str, dict[str, str]]:
+    """A study set up for `autobatch worker`s on the server; its name and their env."""
+    name = f"{prefix}-{os.getpid()}"
+    env = {"AUTOBATCH_STORAGE": server.url, "AUTOBATCH_HEARTBEAT_S": str(heartbeat_s)}
+    setup = autobatch(*slow_tune(server.url, n_trials=n_trials)[:-4], "--workers", "0",
                       "--study-name", name, env=env)
     assert setup.wait(timeout=240) == 0, setup.stderr.read()
+    return name, env
+
+
+@pytest.mark.slow
+def test_workers_ride_out_a_postgresql_restart_and_finish_the_budget(own_server):
+    name, env = study_for_workers(own_server, "restart", n_trials=6, heartbeat_s=2)
     workers = [autobatch("worker", "--study-name", name, env=env) for _ in range(2)]
     deadline = time.time() + 120
     while time.time() < deadline and len(optuna.load_study(
@@ -401,11 +408,7 @@ def test_workers_ride_out_a_postgresql_restart_and_finish_the_budget(own_server)
 
 @pytest.mark.slow
 def test_a_worker_paused_past_the_heartbeat_grace_drops_its_trial_and_goes_on(own_server):
-    name = f"paused-{os.getpid()}"
-    env = {"AUTOBATCH_STORAGE": own_server.url, "AUTOBATCH_HEARTBEAT_S": "1"}
-    setup = autobatch(*slow_tune(own_server.url, n_trials=4)[:-4], "--workers", "0",
-                      "--study-name", name, env=env)
-    assert setup.wait(timeout=240) == 0, setup.stderr.read()
+    name, env = study_for_workers(own_server, "paused", n_trials=4, heartbeat_s=1)
 
     def trials(*states):
         return optuna.load_study(study_name=name, storage=own_server.url).get_trials(
