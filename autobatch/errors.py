@@ -45,3 +45,23 @@ class DoesNotFitError(AutobatchError):
     """Not even the smallest batch fits in the usable memory."""
 
     exit_code = 4
+
+
+class StorageError(AutobatchError):
+    """The study storage cannot be reached or used."""
+
+    exit_code = 2
+
+
+class StorageFault(StorageError):
+    """The study storage failed while in use: its filesystem is read-only or full, or its
+    server stayed unreachable beyond the retry window. Finished trials stay stored."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the fail_reason of the trial it interrupted
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (str(self), self.reason)

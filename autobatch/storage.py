@@ -17,6 +17,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -27,7 +28,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
-from autobatch.errors import AutobatchError, ConfigError
+from autobatch.errors import ConfigError, StorageError, StorageFault
+from autobatch.faults import FULL, READ_ONLY, Guard, guard, kind_of, not_created
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,37 @@ MAX_RETRY = 3
 TORN_SCAN_BYTES = 1 << 20
 
 
-class StorageError(AutobatchError):
-    """The study storage cannot be reached or used."""
+# every call of Optuna's storage API, and the RDB storage's private ones its cache makes
+_CALLS = tuple(name for name in vars(optuna.storages.BaseStorage) if not name.startswith("_")
+               and name not in ("remove_session", "check_trial_is_updatable"))
+_RDB_CALLS = (*_CALLS, "_create_new_trial", "_set_trial_param", "_get_trials",
+              "_get_best_trial_id", "record_heartbeat")
 
-    exit_code = 2
+
+class RDBStudyStorage(guard(optuna.storages.RDBStorage, _RDB_CALLS)):  # type: ignore[misc]
+    """Optuna's RDB storage whose every call goes through a faults.Guard: transient
+    errors retried, read-only or full filesystems and lost servers one StorageFault."""
+
+    def __init__(self, url: str, *, path: Path | None, **kwargs: Any) -> None:
+        self._guard = Guard(str(path) if path else mask_url(url), path)
+        super().__init__(url, **kwargs)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except StorageFault:  # the heartbeat thread: the trial's own calls report it
+            log.debug("heartbeat of trial id %d not recorded", trial_id)
 
 
-class HeartbeatStorage(optuna.storages.RDBStorage):
+class JournalStudyStorage(guard(JournalStorage, _CALLS)):  # type: ignore[misc]
+    """Optuna's journal storage whose calls go through a faults.Guard."""
+
+    def __init__(self, path: Path, lock: JournalFileSymlinkLock) -> None:
+        self._guard = Guard(str(path), path)
+        super().__init__(JournalFileBackend(str(path), lock_obj=lock))
+
+
+class HeartbeatStorage(RDBStudyStorage):
     """RDB storage whose stale trials include those that never sent a heartbeat.
 
     Optuna fails a RUNNING trial only once its last heartbeat is too old, so a worker
@@ -67,6 +93,9 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         self._silent_since: dict[int, float] = {}
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self._guard.call(self._stale_trial_ids, study_id)
+
+    def _stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         with Session(self.engine) as session:
             silent = session.scalars(
@@ -168,7 +197,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if kind == "journal":
         lock = JournalFileSymlinkLock(str(path))
         try:  # a torn last line (a writer killed mid-write) is skipped by Optuna itself
-            storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+            storage = JournalStudyStorage(path, lock)
         except (UnicodeDecodeError, ValueError) as exc:
             raise StorageError(
                 f"{str(path)!r} is not a readable study journal ({exc}); it was left "
@@ -177,10 +206,13 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         drop_torn_line(path, lock)
         return storage
     if kind == "sqlite":
+        existed = path is None or path.exists()
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+            return RDBStudyStorage(url, path=path, engine_kwargs={
+                "connect_args": {"timeout": SQLITE_TIMEOUT_S}})
         except DatabaseError as exc:  # not a database, or a torn one: never written to
+            if (fault := kind_of(exc, path)) in (READ_ONLY, FULL) and path is not None:
+                raise _not_created(path, existed, fault, exc) from None
             raise StorageError(
                 f"{str(path)!r} is not a readable SQLite study database ({_reason(exc)}); "
                 "it was left untouched: restore it from a backup (sqlite3 FILE '.recover' "
@@ -189,7 +221,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return HeartbeatStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat_s,
+                url, path=None, engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat_s,
                 grace_period=GRACE_FACTOR * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRY))
     except (ImportError, NoSuchModuleError) as exc:
@@ -202,6 +235,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(
             f"cannot reach the {kind} server at {parsed.host}:{parsed.port or 'default port'} "
             f"({mask_url(url)}): {_reason(exc)}") from None
+
+
+def _not_created(path: Path, existed: bool, kind: str, exc: DatabaseError) -> StorageError:
+    """The error for a database that could not be opened on a read-only or full
+    filesystem; a new one is removed again, with SQLite's side files."""
+    if existed:
+        return Guard(str(path), path).fault(kind, exc)
+    for leftover in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal"))):
+        leftover.unlink(missing_ok=True)
+    return not_created(path, kind, exc)
 
 
 def drop_torn_line(path: Path, lock: JournalFileSymlinkLock) -> None:

@@ -10,6 +10,7 @@ Publishing the study's note and artifacts for the dashboard is the caller's choi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from autobatch.config import STUDY_SHARE, TuneConfig
 from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
+from autobatch.locks import StudyLock
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search import (
     METRIC_NAME,
@@ -80,6 +82,8 @@ class Prepared:
     study: optuna.Study
     prior: Prior
     storage_url: str
+    # a SQLite study's single-writer lock, held until tune() ends (or this is dropped)
+    lock: StudyLock | None = None
 
 
 def prepare(workload: Workload, config: TuneConfig, device: torch.device,
@@ -94,6 +98,19 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         check_cuda_devices(config.devices)
     check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                torch.device("cpu"))
+    path = storage_file(storage_url)
+    # before anything is swept as a zombie, no other tune may run on a SQLite file
+    lock = StudyLock(path) if path and not supports_workers(storage_url) else None
+    try:
+        return _open_study(workload, config, device, emit, storage_url, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
+                emit: EventCallback, storage_url: str, lock: StudyLock | None) -> Prepared:
     storage = open_storage(storage_url)
     path = storage_file(storage_url)
     emit(TuneEvent("stage", "storage", f"study storage {path or mask_url(storage_url)}"))
@@ -126,7 +143,7 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         study.set_user_attr(keys.PRIOR, prior.to_dict())
         for params in seed_trials(prior):
             study.enqueue_trial(params, skip_if_exists=True)
-    return Prepared(study=study, prior=prior, storage_url=storage_url)
+    return Prepared(study=study, prior=prior, storage_url=storage_url, lock=lock)
 
 
 def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device = "auto",
@@ -147,49 +164,53 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
     if config.workers == 0:
         raise ConfigError("tune() runs trials: use prepare() to set a study up for workers")
     prepared = prepare(workload, config, dev, emit)
-    study, prior = prepared.study, prepared.prior
-    study_deadline = (started + STUDY_SHARE * config.timeout_s if config.timeout_s
-                      else math.inf)
-    emit(TuneEvent("stage", "study", f"{config.total_trials or 'open-ended'} trials, "
-                   f"{config.workers} worker(s)"))
-    if config.workers > 1:
-        codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
-                              deadline=study_deadline, devices=config.devices)
-        failed = sorted(c for c in codes if c != 0)
-        if failed and len(failed) == len(codes):
-            raise AutobatchError(f"every worker failed (exit codes {failed}); their errors "
-                                 "are above")
-        if failed:
-            emit(TuneEvent("stage", "workers", f"{len(failed)} of {len(codes)} workers "
-                           f"failed (exit codes {failed}); the others finished the study"))
-    else:
-        objective = make_objective(workload, prior, settings(workload, config), dev,
-                                   study_deadline)
-        run_trials(study, objective, n_trials=config.total_trials, deadline=study_deadline,
-                   exclusive=not supports_workers(prepared.storage_url),
-                   patience=config.patience,
-                   on_trial=lambda _, trial: emit(TuneEvent("trial", str(trial.number),
-                                                            trial=trial)))
-    if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
-        emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
-                       f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
-    summary = summarize(study)
-    reached = reached_trials(study.get_trials(deepcopy=False))
-    if not reached:
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.items()))
-        raise TargetNotReachedError(
-            f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
-            "raise --trial-budget, lower --target, or widen the bounds")
-    plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
-                      budget_s=config.trial_budget, compare=config.compare,
-                      fixed_batch=config.batch_size)
-    candidates = verify(workload, plan, prior, reached, dev, deadline, emit)
-    best = recommendation(candidates)
-    if warning := unreliable(best):
-        emit(TuneEvent("stage", "warning", warning))
-    return TuneResult.build(
-        workload=workload.name, target=config.target, device=device_name(dev), prior=prior,
-        candidates=candidates, best=best,
-        study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
-                        trials=summary),
-        seconds=time.time() - started)
+    with prepared.lock or contextlib.nullcontext():
+        study, prior = prepared.study, prepared.prior
+        study_deadline = (started + STUDY_SHARE * config.timeout_s if config.timeout_s
+                          else math.inf)
+        emit(TuneEvent("stage", "study", f"{config.total_trials or 'open-ended'} trials, "
+                       f"{config.workers} worker(s)"))
+        if config.workers > 1:
+            codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
+                                  deadline=study_deadline, devices=config.devices)
+            failed = sorted(c for c in codes if c != 0)
+            if failed and len(failed) == len(codes):
+                error = AutobatchError(f"every worker failed (exit codes {failed}); their "
+                                       "errors are above")
+                if len(set(failed)) == 1:  # all for one reason (a lost storage: 5)
+                    error.exit_code = failed[0]
+                raise error
+            if failed:
+                emit(TuneEvent("stage", "workers", f"{len(failed)} of {len(codes)} workers "
+                               f"failed (exit codes {failed}); the others finished the study"))
+        else:
+            objective = make_objective(workload, prior, settings(workload, config), dev,
+                                       study_deadline)
+            run_trials(study, objective, n_trials=config.total_trials, deadline=study_deadline,
+                       exclusive=not supports_workers(prepared.storage_url),
+                       patience=config.patience,
+                       on_trial=lambda _, trial: emit(TuneEvent("trial", str(trial.number),
+                                                                trial=trial)))
+        if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
+            emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
+                           f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
+        summary = summarize(study)
+        reached = reached_trials(study.get_trials(deepcopy=False))
+        if not reached:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.items()))
+            raise TargetNotReachedError(
+                f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
+                "raise --trial-budget, lower --target, or widen the bounds")
+        plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
+                          budget_s=config.trial_budget, compare=config.compare,
+                          fixed_batch=config.batch_size)
+        candidates = verify(workload, plan, prior, reached, dev, deadline, emit)
+        best = recommendation(candidates)
+        if warning := unreliable(best):
+            emit(TuneEvent("stage", "warning", warning))
+        return TuneResult.build(
+            workload=workload.name, target=config.target, device=device_name(dev), prior=prior,
+            candidates=candidates, best=best,
+            study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
+                            trials=summary),
+            seconds=time.time() - started)

@@ -27,6 +27,7 @@ import autobatch.keys as keys
 import autobatch.stop as stop
 from autobatch.config import Budget, RunConfig, TimeMode
 from autobatch.device import run_or_oom
+from autobatch.errors import StorageFault
 from autobatch.search.pruning import PRUNE_WARMUP, TimeBucketPruning
 from autobatch.search.runners import TrialCrashed, TrialRunner
 from autobatch.search.space import SearchSpace
@@ -47,12 +48,29 @@ def modeled_seconds(steps: int, batch_size: int, alpha: float, beta: float) -> f
 
 @contextmanager
 def interrupt_reason(trial: optuna.Trial) -> Iterator[None]:
-    """Optuna marks a trial FAIL when Ctrl-C (or SIGTERM raised as one) ends it; say why."""
+    """Optuna marks a trial FAIL when Ctrl-C (or SIGTERM raised as one) or a storage
+    fault ends it; say why (where the storage still takes it)."""
     try:
         yield
     except KeyboardInterrupt:
         trial.set_user_attr(keys.FAIL_REASON, "interrupted")
         raise
+    except StorageFault as fault:
+        try:
+            trial.set_user_attr(keys.FAIL_REASON, fault.reason)
+        except StorageFault:
+            raise TrialAbandoned(fault) from None
+        raise
+
+
+class TrialAbandoned(BaseException):
+    """A storage fault ended the trial and its reason could not be stored: the trial is
+    left RUNNING, as by a process that died, for the next run (or a heartbeat) to fail,
+    never FAIL without a reason. A BaseException, so that Optuna does not tell it."""
+
+    def __init__(self, fault: StorageFault) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
 
 
 @dataclass(frozen=True, kw_only=True)

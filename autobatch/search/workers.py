@@ -24,9 +24,11 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
@@ -34,8 +36,9 @@ from optuna.trial import TrialState
 import autobatch.keys as keys
 import autobatch.stop as stop
 from autobatch.device import resolve_device
-from autobatch.errors import ConfigError
-from autobatch.search.objective import Objective, interrupt_reason
+from autobatch.errors import ConfigError, StorageFault
+from autobatch.faults import causes, lost_fault
+from autobatch.search.objective import Objective, TrialAbandoned, interrupt_reason
 from autobatch.search.prior import Prior
 from autobatch.search.pruning import pruner
 from autobatch.search.runners import TrialCrashed, runner_for
@@ -48,8 +51,8 @@ WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
 
 
 class _InterruptsInOneLine(logging.Filter):
-    """Optuna logs a trial that a stop signal ended as failed, with a traceback; the
-    command line reports the stop in one line instead."""
+    """Optuna logs a trial that a stop signal, a storage fault or another worker ended
+    as failed, with a traceback; the command line reports each in one line instead."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,13 +60,15 @@ class _InterruptsInOneLine(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         trial = re.match(r"Trial (\d+) failed", str(record.msg))
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and isinstance(record.exc_info[1], _ONE_LINERS):
             self.quiet.update([trial[1]] if trial else [])
             return False
         return not (trial and trial[1] in self.quiet)
 
 
+_ONE_LINERS = (KeyboardInterrupt, StorageFault, UpdateFinishedTrialError)
 logging.getLogger("optuna.study._optimize").addFilter(_InterruptsInOneLine())
+log = logging.getLogger(__name__)
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
@@ -103,8 +108,10 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
     """
     callbacks = [on_trial] if on_trial else []
     heartbeat = is_heartbeat_enabled(study._storage)
+    current: list[optuna.Trial] = []  # the trial being run
 
     def within_budget(trial: optuna.Trial) -> float:
+        current[:] = [trial]
         # one guard from the trial's creation on: a signal can land while claiming
         with interrupt_reason(trial):
             if n_trials is not None:
@@ -135,6 +142,46 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             if exclusive:  # a trial still RUNNING is the one Optuna had just created
                 fail_running(study, "interrupted")
             raise
+        except TrialAbandoned as abandoned:
+            raise closed_after(study, current, abandoned.fault) from None
+        except Exception as exc:
+            fault = next((e for e in causes(exc) if isinstance(e, StorageFault)),
+                         lost_fault(study._storage))
+            if fault is not None:
+                raise closed_after(study, current, fault) from None
+            if not (current and failed_elsewhere(study, current[0], exc)):
+                raise
+            log.warning("trial %d was failed by another worker while this one sent no "
+                        "heartbeat past the grace period (paused?); dropped it, going on "
+                        "with the next trial", current[0].number)
+
+
+def failed_elsewhere(study: optuna.Study, trial: optuna.Trial, exc: Exception) -> bool:
+    """Whether `exc` came from updating or telling `trial` after another worker had
+    failed it (its heartbeat was stale): the trial is finished in the storage."""
+    if not any(isinstance(e, UpdateFinishedTrialError) or (
+            isinstance(e, ValueError) and str(e).startswith("Cannot tell a "))
+            for e in causes(exc)):
+        return False
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
+def closed_after(study: optuna.Study, current: list[optuna.Trial],
+                 fault: StorageFault) -> StorageFault:
+    """The fault, saying what became of the trial it interrupted: marked FAIL with the
+    fault's reason where the storage still takes it, else left RUNNING for the next run
+    (SQLite) or the heartbeat (a server) to fail."""
+    if not current:
+        return fault
+    trial, storage = current[0], study._storage
+    fate = "was left RUNNING (the next run marks it FAIL)"
+    with suppress(StorageFault):
+        if storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            storage.set_trial_user_attr(trial._trial_id, keys.FAIL_REASON, fault.reason)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if storage.get_trial(trial._trial_id).state == TrialState.FAIL:
+            fate = f"was marked FAIL ({fault.reason})"
+    return StorageFault(f"{fault}; trial {trial.number} {fate}", fault.reason)
 
 
 def objective_from_study(study: optuna.Study, device: torch.device,
