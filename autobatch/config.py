@@ -150,7 +150,7 @@ class RunConfig(Hyperparams):
     @classmethod
     def of(cls, hparams: Hyperparams, **run: Any) -> RunConfig:
         """A run of the recipe `hparams`; `run` sets target, budget, seed, eval_resolution."""
-        return cls(**hparams.to_dict(), **run)
+        return cls(**hparams.values(), **run)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -192,4 +192,4 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         candidates=candidates, best=best,
         study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                         trials=summary),
-        seconds=time.time() - started)
+        seconds=time.time() - started, train_size=len(workload.train_data))
