@@ -64,7 +64,7 @@ def measure(workload: Workload, config: TuneConfig, device: torch.device,
             emit: EventCallback) -> Prior:
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
-                         seed=config.seed)
+                         seed=config.seed, trial_budget_s=config.trial_budget)
 
 
 def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:

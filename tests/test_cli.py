@@ -189,6 +189,7 @@ TUNE_BAD_INPUT = [
     (["--format", "xml"], "--format must be json, yaml or env"),
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--output", "/nonexistent/dir/best.json"], "--output folder '/nonexistent/dir'"),
+    (["--schedule", "step"], "schedule must be one of auto, constant, cosine, linear, wsd"),
 ]
 
 
