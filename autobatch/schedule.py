@@ -221,7 +221,8 @@ class Schedule:
     def words(self) -> str:
         """The formula in words (for the result file)."""
         warmup = ("" if self.warmup in ("0steps", "0%", "0epochs") else
-                  f"linear warmup from ~0 to the peak LR over {self.warmup} "
+                  f"linear warmup from ~0 to the peak LR over "
+                  f"{re.sub(r'(?<=[0-9])(?=[a-z])', ' ', self.warmup)} "
                   "((step + 1) / warmup), then ")
         cooldown = f" (cooldown {self.cooldown:.0%} of the horizon)" if self.name == "wsd" else ""
         return f"{warmup}{_WORDS[self.name]}{cooldown}; step counts optimizer steps from 0"
