@@ -13,7 +13,9 @@ from autobatch.errors import (
 )
 from autobatch.hyperparams import Hyperparams, Recipe
 from autobatch.measure import ProbeResult, ProfileResult, probe, profile
+from autobatch.recipe import load_recipe, lr_scheduler
 from autobatch.result import TuneResult
+from autobatch.schedule import Schedule
 from autobatch.train import EvalPoint, RunResult, run
 from autobatch.tuner import tune
 from autobatch.version import __version__ as __version__
@@ -33,13 +35,16 @@ __all__ = [
     "Recipe",
     "RunConfig",
     "RunResult",
+    "Schedule",
     "TargetNotReachedError",
     "TensorData",
     "TuneConfig",
     "TuneResult",
     "Workload",
     "WorkloadError",
+    "load_recipe",
     "load_workload",
+    "lr_scheduler",
     "probe",
     "profile",
     "run",

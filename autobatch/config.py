@@ -21,6 +21,7 @@ from autobatch.hyperparams import (
     check_optimizer,
     check_positive,
 )
+from autobatch.schedule import SCHEDULE_NAMES
 from autobatch.storage import default_storage_url, require_shared_storage
 
 TimeMode = Literal["measured", "modeled"]
@@ -150,12 +151,17 @@ class RunConfig(Hyperparams):
     @classmethod
     def of(cls, hparams: Hyperparams, **run: Any) -> RunConfig:
         """A run of the recipe `hparams`; `run` sets target, budget, seed, eval_resolution."""
-        return cls(**hparams.to_dict(), **run)
+        return cls(**hparams.values(), **run)
+
+
+SCHEDULE_CHOICES = ("auto", *SCHEDULE_NAMES)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchBounds:
-    """What the user fixed or bounded; the study searches the rest. None: not fixed."""
+    """What the user fixed or bounded; the study searches the rest. None: not fixed.
+
+    schedule: the LR schedule's shape, or 'auto' to search over them all."""
 
     batch_size: int | None = None
     min_batch: int = 1
@@ -165,8 +171,12 @@ class SearchBounds:
     momentum: float | None = None
     momentum_range: tuple[float, float] = (0.0, 0.99)
     optimizer: OptimizerName | None = None
+    schedule: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULE_CHOICES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULE_CHOICES)}, got "
+                              f"{self.schedule!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.min_batch < 1:

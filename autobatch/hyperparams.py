@@ -10,10 +10,11 @@ fields generically.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from autobatch.errors import ConfigError
+from autobatch.schedule import CONSTANT, Schedule
 
 OptimizerName = Literal["sgd", "adam"]
 OPTIMIZER_NAMES = ("sgd", "adam")
@@ -59,24 +60,33 @@ class Hyperparams:
 
     batch_size: samples per optimizer step (>= 1). lr: learning rate (> 0).
     momentum: SGD momentum, or Adam's beta1, in [0, 1). optimizer: 'sgd', 'adam', or
-    None for the workload's own optimizer factory.
+    None for the workload's own optimizer factory. schedule: the LR over optimizer
+    steps as a multiplier of `lr`, the peak (autobatch.schedule; default constant).
+    A field whose value is a nested value names its decoder in its metadata.
     """
 
     batch_size: int
     lr: float
     momentum: float = 0.9
     optimizer: OptimizerName | None = None
+    schedule: Schedule = field(default=CONSTANT, metadata={"decode": Schedule.from_dict})
 
     def __post_init__(self) -> None:
         check_batch("batch_size", self.batch_size)
         check_positive("lr", self.lr)
         check_momentum("momentum", self.momentum)
         check_optimizer("optimizer", self.optimizer)
+        if not isinstance(self.schedule, Schedule):
+            raise ConfigError(f"schedule must be a Schedule, got {self.schedule!r}")
 
     @property
     def hparams(self) -> Hyperparams:
         """Just the recipe (a RunConfig without its target, budget and seed)."""
-        return Hyperparams(**{f.name: getattr(self, f.name) for f in fields(Hyperparams)})
+        return Hyperparams(**self.values())
+
+    def values(self) -> dict[str, Any]:
+        """The recipe's fields as they are (to_dict() turns nested values into dicts)."""
+        return {f.name: getattr(self, f.name) for f in fields(Hyperparams)}
 
     def key(self) -> tuple[Any, ...]:
         """Equal for the same recipe up to float noise (deduplicates candidates)."""
@@ -89,8 +99,8 @@ class Hyperparams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparams:
         """From to_dict()'s output or a trial's user attributes (other keys ignored)."""
-        return Hyperparams(**{f.name: data[f.name] for f in fields(Hyperparams)
-                              if f.name in data})
+        return Hyperparams(**{f.name: f.metadata.get("decode", _same)(data[f.name])
+                              for f in fields(Hyperparams) if f.name in data})
 
     @classmethod
     def stored(cls, attrs: dict[str, Any]) -> Hyperparams | None:
@@ -98,6 +108,10 @@ class Hyperparams:
         failed, or is still running, before its suggestion was stored)."""
         required = (f.name for f in fields(Hyperparams) if f.default is MISSING)
         return cls.from_dict(attrs) if all(name in attrs for name in required) else None
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # The name a workload's reference recipe has always had.

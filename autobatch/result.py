@@ -2,7 +2,9 @@
 
 Schema (version 1), all times in seconds:
   schema_version, autobatch_version, created_at, workload, target, device,
-  batch_size, lr, momentum, optimizer (null: the workload's own),
+  batch_size, lr (the peak LR), momentum, optimizer (null: the workload's own),
+  schedule {name, warmup, horizon, cooldown (as tuned: steps, epochs or a share),
+  warmup_steps, horizon_steps, cooldown_steps, per ("optimizer step"), formula},
   expected_time_to_target_s (median of the re-measured runs), spread {min, max,
   runs, reached}, candidates [{name, batch_size, lr, momentum, optimizer, tuned,
   trial_number, study_value, runs, median_s, reached}], prior {max_batch_size,
@@ -20,6 +22,7 @@ from typing import Any, Literal, get_args
 
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
+from autobatch.schedule import steps_per_epoch
 from autobatch.search import Prior
 from autobatch.verify import Candidate
 from autobatch.version import __version__
@@ -27,6 +30,8 @@ from autobatch.version import __version__
 SCHEMA_VERSION = 1
 Format = Literal["json", "yaml", "env"]
 FORMATS: tuple[Format, ...] = get_args(Format)
+# The schedule's keys in the env format (the formula in words does not fit a shell line).
+ENV_SCHEDULE = ("name", "warmup_steps", "horizon_steps", "cooldown", "cooldown_steps")
 
 
 def check_format(name: str, fmt: str) -> None:
@@ -56,12 +61,13 @@ class TuneResult:
     prior: dict[str, Any]
     study: StudyInfo
     tuning_seconds: float
+    train_size: int | None = None  # training samples: resolves the schedule to steps
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
     def build(cls, *, workload: str, target: float, device: str, prior: Prior,
               candidates: list[Candidate], best: Candidate, study: StudyInfo,
-              seconds: float) -> TuneResult:
+              seconds: float, train_size: int | None = None) -> TuneResult:
         profile, space = prior.profile, prior.space
         noise = profile.noise
         facts = {
@@ -79,7 +85,7 @@ class TuneResult:
         }
         return cls(workload=workload, target=target, device=device, best=best,
                    candidates=tuple(candidates), prior=facts, study=study,
-                   tuning_seconds=seconds)
+                   tuning_seconds=seconds, train_size=train_size)
 
     def to_dict(self) -> dict[str, Any]:
         runs = [r for r in self.best.runs if r is not None]
@@ -91,7 +97,7 @@ class TuneResult:
             "workload": self.workload,
             "target": self.target,
             "device": self.device,
-            **self.best.hparams.to_dict(),
+            **self.recipe(),
             "expected_time_to_target_s": expected,
             "spread": {"min": min(runs) if runs else None, "max": max(runs) if runs else None,
                        "runs": len(self.best.runs), "reached": len(runs)},
@@ -101,6 +107,16 @@ class TuneResult:
             "tuning_seconds": self.tuning_seconds,
         })
 
+    def recipe(self) -> dict[str, Any]:
+        """The recommended recipe, its schedule with the step counts it resolves to."""
+        hparams = self.best.hparams
+        recipe = hparams.to_dict()
+        if self.train_size:
+            resolved = hparams.schedule.resolve(steps_per_epoch(self.train_size,
+                                                                hparams.batch_size))
+            recipe["schedule"] = {**hparams.schedule.to_dict(), **resolved.steps()}
+        return recipe
+
     def render(self, fmt: Format) -> str:
         check_format("format", fmt)
         data = self.to_dict()
@@ -108,7 +124,9 @@ class TuneResult:
             return json.dumps(data, indent=2, allow_nan=False) + "\n"
         if fmt == "yaml":
             return "\n".join(_yaml_lines(data, 0)) + "\n"
-        env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict()},
+        env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict() if k != "schedule"},
+               **{f"SCHEDULE_{k.upper()}" if k != "name" else "SCHEDULE": v
+                  for k, v in data["schedule"].items() if k in ENV_SCHEDULE},
                "TIME_TO_TARGET_S": data["expected_time_to_target_s"]}
         return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
 

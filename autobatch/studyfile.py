@@ -103,6 +103,7 @@ class TuneOptions:
     momentum: float | None = None
     momentum_range: str | list[float] | None = None
     optimizer: str | None = None
+    schedule: str | None = None
     verify: int | None = None
     verify_runs: int | None = None
     time: str | None = None

@@ -66,7 +66,7 @@ def measure(workload: Workload, config: TuneConfig, device: torch.device,
             emit: EventCallback) -> Prior:
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
-                         seed=config.seed)
+                         seed=config.seed, trial_budget_s=config.trial_budget)
 
 
 def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:
@@ -213,4 +213,4 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
-            seconds=time.time() - started)
+            seconds=time.time() - started, train_size=len(workload.train_data))

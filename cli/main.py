@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 import autobatch.stop as stop
 from autobatch.config import Budget, RunConfig
+from autobatch.errors import ConfigError
+from autobatch.hyperparams import Hyperparams
+from autobatch.recipe import load_recipe
+from autobatch.schedule import parse_share
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
-from autobatch.workloads import KINDS
+from autobatch.workloads import KINDS, Workload
 from autobatch_cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -70,6 +76,18 @@ def run(
         help="Training budget: 60s, 10m, 2000steps or 5epochs.")] = "60s",
     optimizer: Annotated[Optional[str], typer.Option(
         help="sgd or adam. Default: the workload's own optimizer.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(
+        help="LR schedule: constant, cosine, linear or wsd (the LR is its peak).")] = None,
+    warmup: Annotated[Optional[str], typer.Option(
+        help="Linear warmup: 5% (of the horizon), 200steps or 1epochs.")] = None,
+    horizon: Annotated[Optional[str], typer.Option(
+        help="Where cosine/linear/wsd reach ~0: 40epochs or 2000steps. Default: the budget "
+             "(in steps or epochs).")] = None,
+    cooldown: Annotated[Optional[str], typer.Option(
+        help="wsd: share of the horizon spent cooling down, in (0, 1): 20% or 0.2.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="Train the recipe in this result file (autobatch tune --output best.json); "
+             "the options above override its fields.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_output: JsonOpt = False,
@@ -78,10 +96,14 @@ def run(
     """Train one configuration until the target, the budget, or divergence."""
     parsed_budget = Budget.parse(budget)
     wl = workload_from(workload, workload_options)
-    recipe = wl.recipe(batch_size=batch_size, lr=lr, momentum=momentum, optimizer=optimizer)
-    config = RunConfig.of(recipe, target=target, budget=parsed_budget, seed=seed)
+    given = {"batch_size": batch_size, "lr": lr, "momentum": momentum, "optimizer": optimizer}
+    shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
+             "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
+    hparams = recipe_of(wl, recipe, given, shape)
+    config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)
     stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
                  f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
+                 f"schedule {config.schedule}, "
                  f"target {target if target is not None else '-'}, budget {config.budget}")
     with stderr.status("training ...") as status:
         def show(point: EvalPoint) -> None:
@@ -95,6 +117,22 @@ def run(
         stdout.print(run_table(result))
 
 
+def recipe_of(wl: Workload, path: Path | None, given: dict[str, Any],
+              shape: dict[str, Any]) -> Hyperparams:
+    """The recipe to train: the result file's (or the workload's reference) with the
+    options given over it, and their schedule fields over its schedule."""
+    if path is None:
+        base = wl.recipe(**given)
+    else:
+        name, base = load_recipe(path)
+        if name is not None and name != wl.name:
+            raise ConfigError(f"recipe file {str(path)!r} is for workload {name!r}, not "
+                              f"{wl.name!r}")
+        base = replace(base, **{k: v for k, v in given.items() if v is not None})
+    shape = {k: v for k, v in shape.items() if v is not None}
+    return replace(base, schedule=replace(base.schedule, **shape)) if shape else base
+
+
 def run_table(result: RunResult) -> Table:
     table = Table(title=f"{result.workload} on {result.device}", show_header=False)
     reached = result.target_reached
@@ -103,6 +141,7 @@ def run_table(result: RunResult) -> Table:
         ("time to target", f"{result.time_to_target_s:.3f} s" if reached else "-"),
         ("steps to target", str(result.steps_to_target) if reached else "-"),
         ("stop reason", result.stop_reason),
+        ("schedule", str(result.schedule)),
         ("steps / samples / epochs",
          f"{result.steps} / {result.samples} / {result.epochs:.2f}"),
         ("training time", f"{result.train_seconds:.3f} s"),

@@ -72,6 +72,9 @@ def tune(
     momentum_range: Annotated[Optional[str], Opt(help="Momentum bounds LOW:HIGH.")] = None,
     optimizer: Annotated[Optional[str], Opt(help="sgd or adam (default: the workload's).")]
     = None,
+    schedule: Annotated[Optional[str], Opt(help=(
+        "LR schedule: auto (search the shapes, warmups and horizons), constant, cosine, "
+        "linear or wsd."))] = None,
     verify: Annotated[Optional[int], Opt(help="Re-measure the best N configurations.")] = None,
     time_mode: Annotated[Optional[str], Opt("--time", help=(
         "measured (wall-clock) or modeled (steps x profiled step time: for shared "
@@ -98,7 +101,8 @@ def tune(
         new_study=new_study, output=str(output) if output else None, format=format,
         artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,
         max_batch=max_batch, lr=lr, lr_range=lr_range, momentum=momentum,
-        momentum_range=momentum_range, optimizer=optimizer, verify=verify, time=time_mode,
+        momentum_range=momentum_range, optimizer=optimizer, schedule=schedule, verify=verify,
+        time=time_mode,
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
         compare=compare, use_cache=use_cache, seed=seed,
         workload_options=workload_options or {})
@@ -156,17 +160,19 @@ def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) 
 def closing_table(result: TuneResult) -> Table:
     data = result.to_dict()
     table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}")
-    for column in ("configuration", "batch", "LR", "momentum", "median time", "reached"):
+    for column in ("configuration", "batch", "LR", "momentum", "schedule", "median time",
+                   "reached"):
         table.add_column(column)
     for cand in result.candidates:
         median = cand.median()
         mark = " *" if cand is result.best else ""
         hp = cand.hparams
         table.add_row(f"{cand.name}{mark}", str(hp.batch_size), f"{hp.lr:.3g}",
-                      f"{hp.momentum:.3g}", f"{median:.3f}s" if median else "-",
+                      f"{hp.momentum:.3g}", str(hp.schedule), f"{median:.3f}s" if median else "-",
                       f"{cand.reached()}/{len(cand.runs)}")
     table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
-                     f"momentum {data['momentum']:.4g}; study {data['study']['name']!r} in "
+                     f"momentum {data['momentum']:.4g}, schedule {result.best.hparams.schedule}"
+                     f"; study {data['study']['name']!r} in "
                      f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s")
     return table
 

@@ -3,6 +3,7 @@ import autobatch
 PUBLIC = {
     "AutobatchError", "Budget", "ConfigError", "DataError", "DeviceError", "DoesNotFitError",
     "EvalPoint", "Hyperparams", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
+    "Schedule", "load_recipe", "lr_scheduler",
     "TargetNotReachedError", "TensorData", "TuneConfig", "TuneResult", "Workload",
     "WorkloadError", "load_workload", "probe", "profile", "run", "tune",
 }

@@ -45,6 +45,33 @@ def test_run_json_reports_time_to_target_and_steps():
         assert key in payload
 
 
+def test_run_with_a_schedule_names_it_with_its_steps_and_replays_a_result_file(tmp_path):
+    args = ["run", "--app-dir", str(FIXTURES), "--workload", "user_workloads:good",
+            "--budget", "100steps", "--device", "cpu", "--json"]
+    result = invoke(*args, "--batch-size", "16", "--lr", "0.1", "--schedule", "wsd",
+                    "--warmup", "5%", "--horizon", "5epochs", "--cooldown", "25%")
+    assert result.exit_code == 0, result.output
+    payload = strict_json(result.stdout)
+    assert payload["config"]["schedule"] == {"name": "wsd", "warmup": "5%",
+                                             "horizon": "5epochs", "cooldown": 0.25}
+    # 128 samples in batches of 16: 8 steps per epoch, 40 in the horizon
+    assert {k: payload["schedule"][k] for k in ("warmup_steps", "horizon_steps",
+                                                "cooldown_steps")} == {
+        "warmup_steps": 2, "horizon_steps": 40, "cooldown_steps": 10}
+    assert payload["steps"] == 40 and payload["trace"][-1]["lr"] < 0.1
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"workload": "user-good", "batch_size": 16, "lr": 0.1,
+                                "momentum": 0.9, "optimizer": None,
+                                "schedule": payload["config"]["schedule"]}))
+    again = invoke(*args, "--recipe", str(best))
+    assert again.exit_code == 0, again.output
+    replayed = strict_json(again.stdout)
+    assert replayed["config"] == payload["config"]
+    assert replayed["trace"][-1]["lr"] == payload["trace"][-1]["lr"]
+    other = invoke("run", "--workload", "mnist1d-cnn", "--recipe", str(best))
+    assert other.exit_code == 2 and "is for workload 'user-good'" in other.stderr
+
+
 def test_run_reports_divergence_instead_of_crashing():
     result = invoke("run", "--workload", "mnist1d-cnn", "--batch-size", "256", "--lr", "30",
                     "--target", "0.9", "--json")
@@ -95,6 +122,17 @@ BAD_INPUT = [
     (["--target", "1.5"], "target must be in (0, 1]"),
     (["--target", "0"], "target must be in (0, 1]"),
     (["--optimizer", "lbfgs"], "optimizer must be 'sgd' or 'adam'"),
+    (["--schedule", "step"], "schedule must be one of constant, cosine, linear, wsd"),
+    (["--schedule", "cosine", "--warmup", "200steps", "--horizon", "100steps"],
+     "warmup 200steps must be shorter than the horizon 100steps"),
+    (["--schedule", "wsd", "--horizon", "100steps", "--cooldown", "150%"],
+     "cooldown must be in (0, 1), got 1.5"),
+    (["--horizon", "4epochs"], "a constant schedule has no horizon"),
+    (["--schedule", "cosine", "--horizon", "4epochs", "--budget", "10steps"],
+     "horizon 4epochs (32 steps) is longer than the budget (10 steps)"),
+    (["--schedule", "cosine", "--horizon", "30s"], "horizon '30s' is in seconds"),
+    (["--schedule", "cosine"], "a cosine schedule needs a horizon in steps or epochs"),
+    (["--recipe", "/nonexistent/best.json"], "recipe file '/nonexistent/best.json' does not"),
 ]
 
 
@@ -151,6 +189,7 @@ TUNE_BAD_INPUT = [
     (["--format", "xml"], "--format must be json, yaml or env"),
     (["--workload", "nope"], "unknown workload 'nope'"),
     (["--output", "/nonexistent/dir/best.json"], "--output folder '/nonexistent/dir'"),
+    (["--schedule", "step"], "schedule must be one of auto, constant, cosine, linear, wsd"),
 ]
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from autobatch import ConfigError
 from autobatch.result import StudyInfo, TuneResult
+from autobatch.schedule import Schedule
 from tests.conftest import candidate
 
 
@@ -15,7 +16,11 @@ def result(best=None) -> TuneResult:
     return TuneResult(workload="mnist1d-cnn", target=0.9, device="cpu", best=best,
                       candidates=(best, ref), prior={"max_batch_size": 3200, "b_sat": None},
                       study=StudyInfo(name="s", storage="postgresql://u:***@h/db", trials={}),
-                      tuning_seconds=12.5, created_at="2026-11-22T00:00:00+0000")
+                      tuning_seconds=12.5, created_at="2026-11-22T00:00:00+0000",
+                      train_size=3200)
+
+
+COSINE = Schedule(name="cosine", warmup="5%", horizon="40epochs")
 
 
 def test_json_has_the_schema_fields_and_is_strict():
@@ -38,7 +43,26 @@ def test_yaml_parses_to_the_same_data():
 def test_env_format_is_shell_assignments():
     lines = result().render("env").splitlines()
     assert lines == ["AUTOBATCH_BATCH_SIZE=256", "AUTOBATCH_LR=0.3", "AUTOBATCH_MOMENTUM=0.9",
-                     "AUTOBATCH_OPTIMIZER=", "AUTOBATCH_TIME_TO_TARGET_S=2.0"]
+                     "AUTOBATCH_OPTIMIZER=", "AUTOBATCH_SCHEDULE=constant",
+                     "AUTOBATCH_SCHEDULE_COOLDOWN=0.2", "AUTOBATCH_SCHEDULE_WARMUP_STEPS=0",
+                     "AUTOBATCH_SCHEDULE_HORIZON_STEPS=", "AUTOBATCH_SCHEDULE_COOLDOWN_STEPS=",
+                     "AUTOBATCH_TIME_TO_TARGET_S=2.0"]
+
+
+def test_the_schedule_is_carried_with_its_step_counts_in_every_format():
+    yaml = pytest.importorskip("yaml")
+    r = result(candidate(schedule=COSINE))
+    data = json.loads(r.render("json"))
+    # 3200 samples in batches of 256: 12 steps per epoch; 40 epochs, 5% of them warmup
+    assert data["schedule"] == {
+        "name": "cosine", "warmup": "5%", "horizon": "40epochs", "cooldown": 0.2,
+        "warmup_steps": 24, "horizon_steps": 480, "cooldown_steps": None,
+        "per": "optimizer step", "formula": COSINE.resolve(12).words()}
+    assert "cosine decay" in data["schedule"]["formula"]
+    assert data["candidates"][0]["schedule"] == COSINE.to_dict()
+    assert yaml.safe_load(r.render("yaml")) == data
+    env = r.render("env")
+    assert "AUTOBATCH_SCHEDULE=cosine\n" in env and "AUTOBATCH_SCHEDULE_HORIZON_STEPS=480\n" in env
 
 
 def test_without_verification_the_study_value_is_the_expectation():

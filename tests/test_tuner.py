@@ -18,7 +18,8 @@ from tests.conftest import tiny_workload
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tune")
-    config = TuneConfig(target=0.95, n_trials=6, verify=2, verify_runs=2,
+    # 10 trials: every seeded prediction runs (schedule variants included)
+    config = TuneConfig(target=0.95, n_trials=10, verify=2, verify_runs=2,
                         storage=f"sqlite:///{folder / 'study.db'}", study_name="tiny")
     events = []
     result = tune(tiny_workload(), config, device="cpu", on_event=events.append)
@@ -47,9 +48,9 @@ def test_study_has_metric_name_attributes_prior_and_contract(tuned):
     assert study.metric_names == [METRIC_NAME]
     assert keys.PRIOR in study.user_attrs and keys.CONTRACT in study.user_attrs
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert len(finished) == 6
+    assert len(finished) == 10
     for trial in study.trials:
-        assert {"batch_size", "lr", "momentum"} <= set(trial.user_attrs)
+        assert {"batch_size", "lr", "momentum", "schedule"} <= set(trial.user_attrs)
         if trial.state == TrialState.PRUNED:
             assert trial.user_attrs["prune_reason"]
 
@@ -66,18 +67,18 @@ def test_events_cover_every_stage(tuned):
     _, _, events = tuned
     stages = {e.name for e in events if e.kind == "stage"}
     assert {"probe", "profile", "lr_range", "study"} <= stages
-    assert sum(e.kind == "trial" for e in events) == 6
+    assert sum(e.kind == "trial" for e in events) == 10
     assert any(e.kind == "verify" for e in events)
 
 
 def test_rerun_resumes_and_completes_the_remaining_budget(tuned):
     config, _, _ = tuned
-    more = TuneConfig(**{**config.__dict__, "n_trials": 8, "verify": 0})
+    more = TuneConfig(**{**config.__dict__, "n_trials": 12, "verify": 0})
     events = []
     tune(tiny_workload(), more, device="cpu", on_event=events.append)
     assert not any(e.name == "probe" for e in events)  # the prior comes from the study
     assert sum(e.kind == "trial" for e in events) == 2
-    assert len(load(config).trials) == 8
+    assert len(load(config).trials) == 12
 
 
 def test_resume_with_a_different_target_is_refused_listing_it(tuned):

@@ -149,10 +149,12 @@ def recommended_trial(rec: dict[str, Any]) -> int | None:
 
 
 def _recipe_cells(recipe: Hyperparams | None) -> list[str]:
-    """Batch, LR and momentum as table cells ('-' for a trial that stored no recipe)."""
+    """Batch, LR, momentum and schedule as table cells ('-' for a trial that stored no
+    recipe)."""
     if recipe is None:
-        return ["-"] * 3
-    return [str(recipe.batch_size), f"{recipe.lr:.4g}", f"{recipe.momentum:.3g}"]
+        return ["-"] * 4
+    return [str(recipe.batch_size), f"{recipe.lr:.4g}", f"{recipe.momentum:.3g}",
+            str(recipe.schedule)]
 
 
 def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
@@ -189,8 +191,8 @@ def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
     return headline, rows
 
 
-COMPARISON_HEADER = ["configuration", "batch", "LR", "momentum", "median time to target",
-                     "reached", "speed vs reference"]
+COMPARISON_HEADER = ["configuration", "batch", "LR", "momentum", "schedule",
+                     "median time to target", "reached", "speed vs reference"]
 
 
 def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
@@ -212,5 +214,5 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
     return rows
 
 
-TRIAL_HEADER = ["#", "state", "batch", "LR", "momentum", "time to target", "best metric",
-                "steps", "samples/s", "train s", "stop", "prune / fail reason"]
+TRIAL_HEADER = ["#", "state", "batch", "LR", "momentum", "schedule", "time to target",
+                "best metric", "steps", "samples/s", "train s", "stop", "prune / fail reason"]

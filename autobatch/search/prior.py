@@ -2,8 +2,12 @@
 
 The probe bounds the batch, the profile and the noise scale predict the best batch
 B* = sqrt(B_sat * B_crit) and cap where more batch stops paying, the LR range test
-bounds the LR. From these come the search space, the time buckets of the pruner,
-and the configurations the study tries first.
+bounds the LR (the peak of a schedule). The profiled step time says how many epochs fit
+in one trial's budget at the anchor batch: decaying schedules search horizons from a
+hundredth of that (at least one epoch) to all of it, and the warmup at the anchor batch
+up to a quarter of the middle horizon (seeds: a twentieth, the common 5%). From these
+come the search space, the time buckets of the pruner, and the configurations the
+study tries first.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from typing import Any
 
 import torch
 
-from autobatch.config import SearchBounds
+from autobatch.config import DEFAULT_TRIAL_BUDGET_S, SearchBounds
 from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
+from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
     SearchSpace,
     batch_candidates,
@@ -32,6 +37,12 @@ BUCKET_BASE_STEPS = 30
 # Seeded trials start at this fraction of the LR range test's loss minimum: the
 # minimum itself sits at the edge of stability.
 SEED_LR_FRACTION = 1 / 3
+# Decaying schedules' horizons span this factor below what fits in a trial's budget.
+HORIZON_SPAN = 100
+# The warmup at the anchor batch is searched up to this share of the middle horizon;
+# seeded trials warm up for SEED_WARMUP of that bound.
+WARMUP_SHARE = 0.25
+SEED_WARMUP = 0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,9 +85,11 @@ def cached_profile(workload: Workload, device: torch.device, max_batch: int, see
 
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
                   emit: EventCallback, *, headroom: float, memory_limit: int | None,
-                  use_cache: bool, seed: int) -> Prior:
+                  use_cache: bool, seed: int,
+                  trial_budget_s: float = DEFAULT_TRIAL_BUDGET_S) -> Prior:
     """Probe, profile (both cached), LR range test; the search space they define within
-    the user's bounds. headroom, memory_limit: the probe's (see measure.probe)."""
+    the user's bounds. headroom, memory_limit: the probe's (see measure.probe);
+    trial_budget_s: one trial's training time (bounds the schedules' horizons)."""
     emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
     low, high = ((bounds.batch_size, bounds.batch_size) if bounds.batch_size is not None
                  else (bounds.min_batch, bounds.max_batch))
@@ -107,18 +120,31 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
         sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed)
         lr_range = (sweep.low, sweep.high)
         emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}"))
+    step_s = prof.predict_iter_s(anchor) or 0.01
+    schedules = SCHEDULE_NAMES if bounds.schedule == "auto" else (bounds.schedule,)
+    horizon_range = None
+    if set(schedules) & set(DECAYING):
+        epochs = max(1.0, trial_budget_s / step_s * anchor / len(workload.train_data))
+        horizon_range = (max(1.0, epochs / HORIZON_SPAN), epochs)
+    # a fixed shape keeps its warmup out of the search
+    warmup_max = (WARMUP_SHARE * math.sqrt(horizon_range[0] * horizon_range[1])
+                  if len(schedules) > 1 else 0.0)
     space = SearchSpace(batch_sizes=tuple(batches), anchor_batch=anchor, lr_range=lr_range,
                         lr_fixed=bounds.lr, momentum_range=bounds.momentum_range,
-                        momentum_fixed=bounds.momentum, optimizer=bounds.optimizer)
-    step_s = prof.predict_iter_s(anchor) or 0.01
+                        momentum_fixed=bounds.momentum, optimizer=bounds.optimizer,
+                        schedules=schedules, horizon_range=horizon_range,
+                        warmup_max=warmup_max)
     return Prior(probe=fit, profile=prof, lr_range=sweep, b_star=b_star, space=space,
                  bucket_base=BUCKET_BASE_STEPS * step_s)
 
 
 def seed_trials(prior: Prior) -> list[dict[str, Any]]:
     """Configurations to try first: B* with the LR from the range test (momentum 0.9,
-    and 0.95 at the same effective LR), a third of that LR, its neighbours with the
-    linear and square-root rules, and the largest batch with the sqrt rule."""
+    and 0.95 at the same effective LR), a third of that LR, B* with each decaying
+    schedule of the space (horizon in the middle of its range, a short warmup), its
+    neighbours with the linear and square-root rules, and the largest batch with the
+    sqrt rule. Unless named, a seed has the space's first shape (constant when searched)
+    and no warmup."""
     space = prior.space
     if prior.lr_range is not None:
         lr0 = prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
@@ -132,15 +158,21 @@ def seed_trials(prior: Prior) -> list[dict[str, Any]]:
     down = [b for b in batches if b < anchor]
     # (batch, lr0, scaling, momentum); lr0 keeps lr / (1 - momentum) fixed, so the
     # second seed has the first's effective LR with more averaging of the gradients
-    wanted = [(anchor, lr0, 1.0, 0.9), (anchor, lr0, 1.0, 0.95), (anchor, lr0 / 3, 1.0, 0.9)]
+    wanted: list[tuple[Any, ...]] = [(anchor, lr0, 1.0, 0.9), (anchor, lr0, 1.0, 0.95),
+                                     (anchor, lr0 / 3, 1.0, 0.9)]
+    warmup0 = space.warmup_max * SEED_WARMUP
+    wanted += [(anchor, lr0, 1.0, 0.9, name, warmup0) for name in space.schedules
+               if name in DECAYING]
     if up:
         wanted += [(up[0], lr0, 1.0, 0.9), (up[0], lr0, 0.5, 0.9)]
     if down:
         wanted.append((down[-1], lr0, 0.5, 0.9))
     wanted.append((batches[-1], lr0, 0.5, 0.9))
     seeds: list[dict[str, Any]] = []
-    for batch, lr, scaling, momentum in wanted:
-        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling, momentum=momentum)
+    for batch, lr, scaling, momentum, *shape in wanted:
+        name, warmup = shape or (None, 0.0)
+        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling, momentum=momentum,
+                                  schedule=name, warmup0=warmup)
         if params and params not in seeds:
             seeds.append(params)
     return seeds

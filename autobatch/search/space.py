@@ -10,6 +10,14 @@ ran); lr_scaling = 1 is the linear rule, 0.5 the square-root rule; the momentum
 factor keeps the effective step lr / (1 - momentum) constant, which is what the
 SGD noise scale lr * N / (B * (1 - momentum)) depends on. Momentum is searched as
 1 - momentum on a log scale, so 0.9, 0.99 and 0.999 are equally easy to reach.
+
+The LR is the schedule's peak. The schedule's shape is searched among `schedules`,
+its horizon in epochs (log scale) for the decaying shapes, and its warmup coupled to
+the batch as the linear rule's authors found it needed (Goyal et al. 2017):
+
+    warmup epochs = warmup0 * max(1, B / B0), at most half the horizon
+
+so above the anchor batch, where the coupled LR grows, the warmup grows with it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from autobatch.hyperparams import (
     check_lr_range,
     check_momentum_range,
 )
+from autobatch.schedule import DECAYING, SCHEDULE_NAMES, Schedule, ScheduleName
 
 ANCHOR_MOMENTUM = 0.9
 
@@ -72,6 +81,9 @@ class SearchSpace:
     momentum_fixed: float | None = None
     lr_scaling_range: tuple[float, float] = (0.0, 1.0)
     optimizer: OptimizerName | None = None  # fixed: None is the workload's own
+    schedules: tuple[ScheduleName, ...] = ("constant",)
+    horizon_range: tuple[float, float] | None = None  # epochs; decaying shapes need one
+    warmup_max: float = 0.0  # warmup0's upper bound, in epochs (0: no warmup searched)
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -81,6 +93,13 @@ class SearchSpace:
         if self.lr_range is not None:
             check_lr_range("LR range", self.lr_range)
         check_momentum_range("momentum range", self.momentum_range)
+        if not self.schedules or not set(self.schedules) <= set(SCHEDULE_NAMES):
+            raise ConfigError(f"schedules must be among {', '.join(SCHEDULE_NAMES)}, got "
+                              f"{self.schedules!r}")
+        if set(self.schedules) & set(DECAYING) and not (
+                self.horizon_range and 0 < self.horizon_range[0] <= self.horizon_range[1]):
+            raise ConfigError(f"decaying schedules need a horizon range 0 < low <= high "
+                              f"(epochs), got {self.horizon_range!r}")
 
     def suggest(self, trial: optuna.Trial) -> Hyperparams:
         batch = (self.batch_sizes[0] if len(self.batch_sizes) == 1
@@ -91,21 +110,51 @@ class SearchSpace:
             low, high = self.momentum_range
             momentum = 1.0 - trial.suggest_float("one_minus_momentum", 1.0 - high, 1.0 - low,
                                                  log=True)
+        schedule = self.suggest_schedule(trial, int(batch))
         if self.lr_fixed is not None:
             return Hyperparams(batch_size=int(batch), lr=self.lr_fixed, momentum=momentum,
-                               optimizer=self.optimizer)
+                               optimizer=self.optimizer, schedule=schedule)
         lr0 = trial.suggest_float("lr0", *self.lr_range, log=True)
         scaling = trial.suggest_float("lr_scaling", *self.lr_scaling_range)
         return Hyperparams(batch_size=int(batch), momentum=momentum, optimizer=self.optimizer,
-                           lr=self.coupled_lr(int(batch), lr0, scaling, momentum))
+                           lr=self.coupled_lr(int(batch), lr0, scaling, momentum),
+                           schedule=schedule)
+
+    def suggest_schedule(self, trial: optuna.Trial, batch: int) -> Schedule:
+        name = (self.schedules[0] if len(self.schedules) == 1
+                else trial.suggest_categorical("schedule", list(self.schedules)))
+        warmup0 = (trial.suggest_float("warmup0", 0.0, self.warmup_max)
+                   if self.warmup_max > 0 else 0.0)
+        horizon = (trial.suggest_float("horizon_epochs", *self.horizon_range, log=True)
+                   if self.horizon_range else None)
+        return self.schedule_of(name, batch, warmup0, horizon)
+
+    def schedule_of(self, name: ScheduleName, batch: int, warmup0: float,
+                    horizon: float | None) -> Schedule:
+        """The schedule of these searched values (see the module docstring)."""
+        warmup = warmup0 * max(1.0, batch / self.anchor_batch)
+        if name in DECAYING:
+            warmup = min(warmup, horizon / 2)
+        spans = {"warmup": f"{warmup:.4g}epochs" if warmup > 0 else "0steps"}
+        if name in DECAYING:
+            spans["horizon"] = f"{horizon:.4g}epochs"
+        return Schedule(name=name, **spans)
+
+    def middle_horizon(self) -> float | None:
+        """The geometric middle of the horizon range (seeded trials start there)."""
+        return math.sqrt(self.horizon_range[0] * self.horizon_range[1]) \
+            if self.horizon_range else None
 
     def coupled_lr(self, batch: int, lr0: float, scaling: float, momentum: float) -> float:
         return (lr0 * (batch / self.anchor_batch) ** scaling
                 * (1.0 - momentum) / (1.0 - ANCHOR_MOMENTUM))
 
     def raw_params(self, *, batch: int, lr0: float, scaling: float,
-                   momentum: float = ANCHOR_MOMENTUM) -> dict[str, Any]:
-        """Optuna parameters that make suggest() return this configuration (to enqueue)."""
+                   momentum: float = ANCHOR_MOMENTUM, schedule: ScheduleName | None = None,
+                   warmup0: float = 0.0, horizon: float | None = None) -> dict[str, Any]:
+        """Optuna parameters that make suggest() return this configuration (to enqueue);
+        schedule: the first of the space's shapes, horizon: the middle of its range,
+        unless given."""
         params: dict[str, Any] = {}
         if len(self.batch_sizes) > 1:
             params["batch_size"] = batch
@@ -115,6 +164,13 @@ class SearchSpace:
         if self.lr_fixed is None:
             params["lr0"] = min(max(lr0, self.lr_range[0]), self.lr_range[1])
             params["lr_scaling"] = scaling
+        if len(self.schedules) > 1:
+            params["schedule"] = schedule or self.schedules[0]
+        if self.warmup_max > 0:
+            params["warmup0"] = min(max(warmup0, 0.0), self.warmup_max)
+        if self.horizon_range:
+            low, high = self.horizon_range
+            params["horizon_epochs"] = min(max(horizon or self.middle_horizon(), low), high)
         return params
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +179,8 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         fields = dict(data)
-        for key in ("batch_sizes", "lr_range", "momentum_range", "lr_scaling_range"):
+        for key in ("batch_sizes", "lr_range", "momentum_range", "lr_scaling_range",
+                    "schedules", "horizon_range"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
         return cls(**fields)

@@ -31,6 +31,7 @@ from autobatch.device import (
     synchronize,
 )
 from autobatch.files import json_safe
+from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.data import check_data
 from autobatch.train.setup import evaluate, setup_run, train_batches, train_step, val_batches
 from autobatch.workloads import Workload
@@ -58,6 +59,7 @@ class EvalPoint:
     train_loss: float
     metric: float
     eval_seconds: float
+    lr: float | None = None  # the LR of the last step before the evaluation (first group)
 
 
 # Called after every evaluation; True stops the run (stop_reason 'stopped').
@@ -88,10 +90,29 @@ class RunResult:
     # the run's peak: max reserved bytes on CUDA; on CPU the process's peak resident
     # memory (framework and data included, what a container limit counts)
     peak_memory_bytes: int
+    # config.schedule resolved to optimizer steps for this workload and batch
+    schedule: Schedule = CONSTANT
 
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-safe dict (non-finite floats become None)."""
-        return json_safe(asdict(self))
+        return json_safe({**asdict(self),
+                          "schedule": {**self.schedule.to_dict(), **self.schedule.steps()}})
+
+
+def run_schedule(workload: Workload, config: RunConfig) -> Schedule:
+    """config.schedule in optimizer steps; a budget in steps or epochs is its default
+    horizon and its limit (see Schedule.resolve)."""
+    n_train = len(workload.train_data)
+    budget = config.budget
+    budget_steps = (budget.steps if budget.steps is not None else
+                    math.ceil(budget.epochs * n_train / config.batch_size) if budget.epochs
+                    else None)
+    return config.schedule.resolve(steps_per_epoch(n_train, config.batch_size), budget_steps)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], multiplier: float) -> None:
+    for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+        group["lr"] = peak * multiplier
 
 
 def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> float:
@@ -108,9 +129,13 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter) -> RunResult:
     """Train `workload` with `config` from a fresh model; return the result and trace.
 
+    Before every optimizer step each parameter group's LR is set to its initial LR (the
+    peak) times config.schedule's multiplier at that step; a decaying schedule's run
+    ends at its horizon (stop_reason 'budget' unless the target came first).
     on_eval is called after every evaluation; returning True stops the run with
     stop_reason 'stopped' (the study's pruner uses this).
     """
+    schedule = run_schedule(workload, config)  # bad spans fail before any setup
     dev = resolve_device(device)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer = setup.model, setup.optimizer
@@ -119,6 +144,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     val = val_batches(workload, dev)
     budget = config.budget
     max_steps = budget.steps if budget.steps is not None else math.inf
+    max_steps = min(max_steps, schedule.horizon_steps or math.inf)
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    scheduled = schedule != CONSTANT
+    lr = peaks[0]
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
     max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
 
@@ -134,6 +163,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     reset_peak_memory(dev)
     started = clock()
     for x, y in train:
+        if scheduled:
+            multiplier = schedule.lr_at(steps)
+            set_lr(optimizer, peaks, multiplier)
+            lr = peaks[0] * multiplier
         # .item() also synchronises the device before the clock is read
         loss_value = train_step(model, optimizer, workload, x, y).item()
         steps += 1
@@ -157,7 +190,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         point = EvalPoint(train_seconds=trained, steps=steps, samples=samples,
                           epochs=samples / len(workload.train_data),
                           train_loss=loss_sum / loss_count, metric=metric,
-                          eval_seconds=eval_seconds)
+                          eval_seconds=eval_seconds, lr=lr)
         trace.append(point)
         loss_sum, loss_count = 0.0, 0
         if config.target is not None and metric >= config.target:
@@ -185,4 +218,5 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         samples_per_s=samples / trained if trained > 0 else 0.0,
         best_metric=max(metrics) if metrics else None,
         final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(trace), peak_memory_bytes=peak_memory(dev))
+        stop_reason=stop or "budget", trace=tuple(trace), peak_memory_bytes=peak_memory(dev),
+        schedule=schedule)

@@ -75,8 +75,8 @@ def test_comparison_against_a_reference_that_reached_the_target():
     assert comparison(rec) == (
         "batch 256, LR 0.3, momentum 0.9: 2 s to the target (median of 3 runs); 3.5x as fast "
         "as the reference recipe (batch 16, LR 0.05: 7 s)",
-        [["trial 3 (recommended)", "256", "0.3", "0.9", "2 s", "2/3", "3.5x"],
-         ["reference recipe", "16", "0.05", "0.9", "7 s", "2/2", "1x"]])
+        [["trial 3 (recommended)", "256", "0.3", "0.9", "constant", "2 s", "2/3", "3.5x"],
+         ["reference recipe", "16", "0.05", "0.9", "constant", "7 s", "2/2", "1x"]])
 
 
 def test_comparison_against_a_reference_that_never_reached_it():
@@ -85,7 +85,7 @@ def test_comparison_against_a_reference_that_never_reached_it():
     headline, rows = comparison(result(candidate(), ref))
     assert headline.endswith("; the reference recipe (batch 16, LR 0.05) reached the target "
                              "in 0 of 2 runs")
-    assert rows[1] == ["reference recipe", "16", "0.05", "0.9", "-", "0/2", "-"]
+    assert rows[1] == ["reference recipe", "16", "0.05", "0.9", "constant", "-", "0/2", "-"]
 
 
 def test_trial_rows_show_what_each_trial_measured_and_why_it_stopped():
@@ -99,12 +99,12 @@ def test_trial_rows_show_what_each_trial_measured_and_why_it_stopped():
                    **{keys.PRUNE_REASON: "timeout"})
     failed = trial(3, TrialState.FAIL, **{keys.FAIL_REASON: "crashed"})
     assert trial_rows([done, censored, pruned, failed]) == [
-        ["0", "complete", "32", "0.1", "0.9", "1.235 s", "0.9600", "120", "12,346", "1.2",
-         "target", ""],
-        ["1", "complete", "64", "0.2", "0.95", "not reached (7.5, censored)", "-", "-", "-", "-",
-         "-", ""],
-        ["2", "pruned", "16", "0.3", "0.9", "-", "-", "-", "-", "-", "-", "timeout"],
-        ["3", "fail", "-", "-", "-", "-", "-", "-", "-", "-", "-", "crashed"],
+        ["0", "complete", "32", "0.1", "0.9", "constant", "1.235 s", "0.9600", "120",
+         "12,346", "1.2", "target", ""],
+        ["1", "complete", "64", "0.2", "0.95", "constant", "not reached (7.5, censored)", "-",
+         "-", "-", "-", "-", ""],
+        ["2", "pruned", "16", "0.3", "0.9", "constant", "-", "-", "-", "-", "-", "-", "timeout"],
+        ["3", "fail", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "crashed"],
     ]
 
 
