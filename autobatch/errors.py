@@ -19,6 +19,20 @@ class ConfigError(AutobatchError, ValueError):
     exit_code = 2
 
 
+class BatchTooSmallError(ConfigError):
+    """The model cannot train at this batch: a batch-statistics layer (BatchNorm) saw one
+    value per channel (torch: "Expected more than 1 value per channel when training")."""
+
+    def __init__(self, batch: int, detail: str) -> None:
+        super().__init__(f"the model cannot train at batch {batch}: a batch-statistics layer "
+                         f"(BatchNorm) needs more than one value per channel ({detail}); "
+                         f"use a batch of 2 or more (--min-batch 2)")
+        self.batch, self.detail = batch, detail
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        return type(self), (self.batch, self.detail)
+
+
 class WorkloadError(AutobatchError):
     """A workload cannot be loaded: unknown name, bad entry point, wrong return type."""
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from autobatch.device import (
+    memory_info,
     peak_memory,
     proc_status_bytes,
     release_memory,
@@ -29,11 +30,11 @@ from autobatch.device import (
     run_or_oom,
     synchronize,
 )
-from autobatch.errors import ConfigError
+from autobatch.errors import ConfigError, DoesNotFitError
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.batch_search import Measurement
 from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
-from autobatch.train import evaluate, first_batch, fresh_model, setup_run, train_step
+from autobatch.train import check_data, evaluate, first_batch, fresh_model, setup_run, train_step
 from autobatch.workloads import TensorData, Workload
 
 STEPS_PER_CANDIDATE = 2
@@ -186,3 +187,19 @@ class Footprint:
         except ChildOutOfMemory as oom:
             return Measurement(oom=True), oom.steps
         return Measurement(oom=False, peak_bytes=baseline + growth), steps
+
+
+def check_data_capped(workload: Workload, min_batch: int, model: torch.nn.Module,
+                       dev: torch.device, memory_limit: int | None) -> None:
+    """check_data, which runs the model on two samples, in a forked child capped as the
+    candidates are: not even that forward pass runs past the limit in this process."""
+    cpu = torch.device("cpu")
+    usable = (memory_limit if dev.type == "cpu" and memory_limit
+              else rss_bytes() + memory_info(cpu)[0])
+    try:
+        run_in_child(lambda _send: check_data(workload, min_batch, model, cpu),
+                     anon_cap=usable - rss_bytes())
+    except ChildOutOfMemory:
+        raise DoesNotFitError(f"workload {workload.name!r} does not fit: evaluating two "
+                              f"samples on the CPU ran out of memory (usable "
+                              f"{usable / 2**30:.2f} GiB)") from None

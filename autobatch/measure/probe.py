@@ -32,14 +32,13 @@ from autobatch.device import (
     resolve_device,
     rss_bytes,
 )
-from autobatch.errors import ConfigError, DoesNotFitError
+from autobatch.errors import BatchTooSmallError, ConfigError, DoesNotFitError
 from autobatch.files import JsonFile, json_safe
 from autobatch.hyperparams import check_batch
 from autobatch.measure.batch_search import Measurement, Outcome, search
 from autobatch.measure.cache import cached
-from autobatch.measure.footprint import Footprint
-from autobatch.measure.forked import ChildOutOfMemory, run_in_child
-from autobatch.train import check_data
+from autobatch.measure.footprint import Footprint, check_data_capped
+from autobatch.measure.forked import run_in_child
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     _check_options(min_batch, max_batch, headroom, memory_limit, max_attempts)
     dev = _resolve(device)
     model = workload.model_factory()
-    _check_data_capped(workload, min_batch, model, dev, memory_limit)
+    check_data_capped(workload, min_batch, model, dev, memory_limit)
     n_train = len(workload.train_data)
     max_batch = n_train if max_batch is None else max_batch
     if min_batch > max_batch:
@@ -170,22 +169,6 @@ def _check_options(min_batch: int, max_batch: int | None, headroom: float,
             check_batch(name, value)
     check_headroom("headroom", headroom)
     check_memory_limit("memory_limit", memory_limit)
-
-
-def _check_data_capped(workload: Workload, min_batch: int, model: torch.nn.Module,
-                       dev: torch.device, memory_limit: int | None) -> None:
-    """check_data, which runs the model on two samples, in a forked child capped as the
-    candidates are: not even that forward pass runs past the limit in this process."""
-    cpu = torch.device("cpu")
-    usable = (memory_limit if dev.type == "cpu" and memory_limit
-              else rss_bytes() + memory_info(cpu)[0])
-    try:
-        run_in_child(lambda _send: check_data(workload, min_batch, model, cpu),
-                     anon_cap=usable - rss_bytes())
-    except ChildOutOfMemory:
-        raise DoesNotFitError(f"workload {workload.name!r} does not fit: evaluating two "
-                              f"samples on the CPU ran out of memory (usable "
-                              f"{_gib(usable)})") from None
 
 
 def _resolve(device: str | torch.device) -> torch.device:
@@ -243,7 +226,16 @@ class _Job:
         info = device_info(dev)
         footprint = Footprint.of(self.workload, dev)
         attempts: list[Attempt] = []
-        warm, warmup_steps = footprint.warm_up(self.min_batch, usable)
+        try:
+            warm, warmup_steps = footprint.warm_up(self.min_batch, usable)
+        except BatchTooSmallError as exc:  # BatchNorm on 1x1 maps: batch 1 cannot train
+            if self.min_batch != 1 or self.max_batch < 2:
+                raise
+            log.warning("%s cannot train at batch 1 (BatchNorm needs more than one value per "
+                        "channel; %s): probing from batch 2",
+                        self.workload.name, exc.detail)
+            self.min_batch = 2
+            warm, warmup_steps = footprint.warm_up(self.min_batch, usable)
         if warm.oom:
             raise self._does_not_fit(min(self.min_batch, 2), None, usable, budget)
 
@@ -285,7 +277,6 @@ class _Job:
             seconds=time.perf_counter() - started, allocator=allocator_settings(dev),
             isolation=isolation, torch_version=torch.__version__,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
 
     def _does_not_fit(self, batch: int, peak: int | None, usable: int,
                       budget: int) -> DoesNotFitError:

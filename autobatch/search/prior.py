@@ -109,7 +109,8 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     if bounds.batch_size is not None:
         batches = [bounds.batch_size]
     else:
-        batches = batch_candidates(min_batch=bounds.min_batch, max_batch=fit.max_batch_size,
+        batches = batch_candidates(min_batch=max(bounds.min_batch, fit.min_batch),
+                                   max_batch=fit.max_batch_size,
                                    b_star=b_star, knee=prof.knee or fit.max_batch_size)
     anchor = nearest_power_of_two(b_star, batches) if bounds.batch_size is None \
         else bounds.batch_size

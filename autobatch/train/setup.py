@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 import autobatch.stop as stop
+from autobatch.errors import BatchTooSmallError
 from autobatch.hyperparams import Hyperparams
 from autobatch.train.data import TrainBatches, ValBatches, logits_of
 from autobatch.workloads import OPTIMIZERS, Workload
+
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Wor
     """One optimizer update (forward, backward, step); returns the loss, not synchronised.
 
     Every stage trains through here, so the start of a step is where a stop signal is
-    obeyed (see autobatch.stop).
+    obeyed (see autobatch.stop). A batch too small for the model's BatchNorm layers
+    raises BatchTooSmallError.
     """
     stop.check()
-    loss = workload.loss_fn(logits_of(model(x)), y)
+    try:
+        loss = workload.loss_fn(logits_of(model(x)), y)
+    except ValueError as exc:
+        if ONE_VALUE_PER_CHANNEL not in str(exc):
+            raise
+        raise BatchTooSmallError(len(x), str(exc).split(", got ")[-1]) from None
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -367,3 +367,33 @@ def test_cli_tune_nothing_fits_exits_4_before_creating_a_study(tmp_path):
     assert out.exit_code == 4, out.output
     assert "does not fit at batch 1" in out.output
     assert optuna.get_all_study_names(f"sqlite:///{db}") == []  # no half-made study
+
+
+def batch_norm_net() -> nn.Module:
+    """BatchNorm on one value per channel at batch 1: torch refuses to train it."""
+    return nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+
+
+def test_probe_starts_at_batch_2_for_a_model_that_cannot_train_at_batch_1(caplog):
+    wl = workload(model_factory=batch_norm_net)
+    with caplog.at_level("WARNING", logger="autobatch.measure.probe"):
+        result = probe(wl, device="cpu")
+    assert result.min_batch == 2 and result.max_batch_size == 64
+    assert all(a.batch_size >= 2 for a in result.attempts)
+    assert "probe-tiny cannot train at batch 1 (BatchNorm needs more than one value per " \
+           "channel; input size torch.Size([1, 4])): probing from batch 2" in caplog.text
+
+
+def test_a_batch_too_small_for_batch_norm_is_one_line_not_a_traceback():
+    from autobatch.errors import BatchTooSmallError
+
+    with pytest.raises(BatchTooSmallError, match="cannot train at batch 1") as info:
+        probe(workload(model_factory=batch_norm_net), device="cpu", max_batch=1)
+    assert pickle_round_trip(info.value).batch == 1  # crosses the probe's forked child
+    assert info.value.exit_code == 2 and "--min-batch 2" in str(info.value)
+
+
+def pickle_round_trip(exc: BaseException) -> BaseException:
+    import pickle
+
+    return pickle.loads(pickle.dumps(exc))
