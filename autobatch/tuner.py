@@ -172,7 +172,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
                        f"{config.workers} worker(s)"))
         if config.workers > 1:
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
-                                  deadline=study_deadline, devices=config.devices)
+                                  deadline=study_deadline, devices=config.devices,
+                                  started=started)
             failed = sorted(c for c in codes if c != 0)
             if failed and len(failed) == len(codes):
                 error = AutobatchError(f"every worker failed (exit codes {failed}); their "

@@ -183,8 +183,8 @@ class Progress:
     def __init__(self, timeout_s: float | None = None, started: float | None = None) -> None:
         """timeout_s: the tune's wall-clock limit, counted from `started` (epoch seconds)."""
         self.live = stderr.is_terminal
-        self.started = time.monotonic()
-        self.deadline = (started or time.time()) + timeout_s if timeout_s else None
+        self.started = started or time.time()  # workers count from it too
+        self.deadline = self.started + timeout_s if timeout_s else None
         self.rows: list[tuple[str, ...]] = []
         self.stage = ""
         self.best: float | None = None
@@ -202,7 +202,7 @@ class Progress:
             self._live.__exit__(*exc)
 
     def __call__(self, event: TuneEvent) -> None:
-        elapsed = time.monotonic() - self.started
+        elapsed = time.time() - self.started
         if event.kind == "trial" and event.trial is not None:
             if event.trial.user_attrs.get(keys.TARGET_REACHED) and event.trial.value is not None:
                 self.best = min(self.best or event.trial.value, event.trial.value)
@@ -220,7 +220,7 @@ class Progress:
         left = (f" ({max(0.0, self.deadline - time.time()):.0f}s of the timeout left)"
                 if self.deadline is not None else "")
         table = Table(title=f"{self.stage}", caption=(
-            f"elapsed {time.monotonic() - self.started:.0f}s{left}; best "
+            f"elapsed {time.time() - self.started:.0f}s{left}; best "
             + (f"{self.best:.3f}s" if self.best else "-")))
         for column in ("trial", "state", "batch", "LR", "momentum", "time to target / reason"):
             table.add_column(column)

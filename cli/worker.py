@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Annotated, Optional
 
 import optuna
@@ -12,6 +13,7 @@ import typer
 from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
+from autobatch_cli import STARTED
 from autobatch_cli.output import exits_cleanly, stderr
 
 
@@ -25,12 +27,20 @@ def worker(
     deadline: Annotated[float, typer.Option(hidden=True, help=(
         "Stop starting trials at this time (epoch seconds): how `tune --workers N` "
         "shares its --timeout."))] = math.inf,
+    started: Annotated[Optional[float], typer.Option(hidden=True, help=(
+        "The clock its lines count from (epoch seconds): `tune --workers N` passes its "
+        "own, so their lines share one clock. Default: this process's start."))] = None,
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    since = started or STARTED
+
+    def say(line: str) -> None:
+        stderr.print(f"[{time.time() - since:7.1f}s] {line}", markup=False)
 
     def show(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        stderr.print(f"{trial_line(trial)}  (worker {os.getpid()})", markup=False)
+        say(f"{trial_line(trial)}  (worker {os.getpid()})")
 
-    work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
-         on_trial=show)
+    why = work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
+               on_trial=show)
+    say(f"worker {os.getpid()} stopped: {why}")

@@ -7,9 +7,7 @@ recipe); and uploads profile.png, probe.json and best.json with Optuna's artifac
 API. Artifacts live in a FileSystemArtifactStore folder: `<db>-artifacts` beside a
 SQLite database, or a folder the caller names (server databases have no "beside").
 
-The launcher, `python -m autobatch.report.dashboard --host H --port P [--artifacts DIR]`,
-reads the storage URL from $AUTOBATCH_STORAGE: a command line is visible to every
-user through `ps`, a process's environment only to its owner.
+serve() runs optuna-dashboard in the calling process (`autobatch dashboard`).
 """
 
 from __future__ import annotations

@@ -97,9 +97,9 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
 
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
                deadline: float, exclusive: bool, patience: int | None = None,
-               on_trial: TrialCallback | None = None) -> None:
+               on_trial: TrialCallback | None = None) -> str:
     """Run trials one at a time until n_trials have finished, the deadline (epoch s),
-    or the study has converged (see study.converged).
+    or the study has converged (see study.converged); returns why it stopped, in words.
 
     When the remaining budget is held by running trials, wait for them: with
     heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
@@ -125,14 +125,16 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 fail_stale_trials(study)
         if patience and converged(study.get_trials(deepcopy=False), patience):
-            return
+            return (f"the study converged (the last {patience} trials did not improve on "
+                    "the best time)")
         if n_trials is not None:
             finished = count(study, TrialState.COMPLETE, TrialState.PRUNED)
             if finished >= n_trials:
-                return
+                return f"the study's {n_trials}-trial budget is used up"
             if finished + count(study, TrialState.RUNNING) >= n_trials:
-                if not heartbeat:
-                    return  # without heartbeats a dead worker's trial is never freed
+                if not heartbeat:  # without heartbeats a dead worker's trial is never freed
+                    return (f"the rest of the {n_trials}-trial budget is held by trials "
+                            "other workers are running")
                 time.sleep(WAIT_S)
                 continue
         try:
@@ -154,6 +156,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
             log.warning("trial %d was failed by another worker while this one sent no "
                         "heartbeat past the grace period (paused?); dropped it, going on "
                         "with the next trial", current[0].number)
+    return "the time for trials is spent (deadline)"
 
 
 def failed_elsewhere(study: optuna.Study, trial: optuna.Trial, exc: Exception) -> bool:
@@ -209,8 +212,8 @@ def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
 
 
 def work(storage_url: str, study_name: str, *, device: str = "auto",
-         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> None:
-    """Join a study and run trials until its budget is used up."""
+         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> str:
+    """Join a study and run trials until its budget is used up; why it stopped, in words."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
     try:
@@ -221,15 +224,16 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline)
-    run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
-               exclusive=False, patience=settings.patience, on_trial=on_trial)
+    return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
+                      exclusive=False, patience=settings.patience, on_trial=on_trial)
 
 
 def worker_command(i: int, study_name: str, *, deadline: float,
-                   devices: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
+                   devices: Sequence[str] | None = None,
+                   started: float | None = None) -> tuple[list[str], dict[str, str]]:
     """Worker i's command line and the environment it adds. The storage URL is never on
     the command line (`ps` shows it to every user); with devices, worker i sees only
-    devices[i % len(devices)]."""
+    devices[i % len(devices)]; started (epoch s): the clock its lines count from."""
     env: dict[str, str] = {}
     device = "auto"
     if devices:
@@ -239,11 +243,14 @@ def worker_command(i: int, study_name: str, *, deadline: float,
            "--device", device]
     if math.isfinite(deadline):
         cmd += ["--deadline", str(deadline)]
+    if started is not None:
+        cmd += ["--started", str(started)]
     return cmd, env
 
 
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
-                  devices: Sequence[str] | None = None) -> list[int]:
+                  devices: Sequence[str] | None = None,
+                  started: float | None = None) -> list[int]:
     """Start n worker processes on the study and wait for them; their exit codes.
 
     Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
@@ -251,7 +258,8 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
     """
     procs = []
     for i in range(n):
-        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices)
+        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices,
+                                  started=started)
         procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env}))
     try:
         while any(p.poll() is None for p in procs):

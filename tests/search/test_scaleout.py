@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from autobatch import ConfigError
 from autobatch.config import TuneConfig
-from autobatch.search.workers import spawn_workers, worker_command
+from autobatch.search.workers import run_trials, spawn_workers, worker_command
 from autobatch.storage import StorageError, mask_url, open_storage
 from tests.conftest import FIXTURES, autobatch
 
@@ -213,6 +213,41 @@ def test_worker_commands_keep_the_url_off_and_give_each_worker_one_device():
         assert env == {"CUDA_VISIBLE_DEVICES": str(i % 2)}
     cmd, env = worker_command(0, "s", deadline=float("inf"))
     assert cmd[-2:] == ["--device", "auto"] and env == {}
+    cmd, _ = worker_command(0, "s", deadline=float("inf"), started=100.5)
+    assert cmd[-2:] == ["--started", "100.5"]  # the tune's clock, for the [t s] prefix
+
+
+class Numbered:
+    """An objective for run_trials: trial i returns float(i)."""
+
+    def evaluate(self, trial):
+        return float(trial.number)
+
+
+def test_run_trials_says_why_it_stopped():
+    study = optuna.create_study()
+    assert run_trials(study, Numbered(), n_trials=2, deadline=time.time() + 60,
+                      exclusive=True) == "the study's 2-trial budget is used up"
+    assert run_trials(study, Numbered(), n_trials=None, deadline=time.time() - 1,
+                      exclusive=True) == "the time for trials is spent (deadline)"
+    assert len(study.trials) == 2
+
+
+@pytest.mark.slow
+def test_a_worker_prefixes_its_lines_with_the_clock_and_says_why_it_stopped(tmp_path):
+    url = f"journal:///{tmp_path}/study.log"
+    env = {"AUTOBATCH_CACHE_DIR": str(tmp_path / "cache")}
+    setup = autobatch(*TUNE[:-3], "--n-trials", "2", "--workers", "0", "--storage", url,
+                      "--study-name", "s", env=env)
+    assert setup.wait(timeout=120) == 0, setup.stderr.read()
+    worker = autobatch("worker", "--study-name", "s", env={**env, "AUTOBATCH_STORAGE": url})
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    lines = err.splitlines()
+    assert len([line for line in lines if re.match(r"\[ *\d+\.\ds\] trial \d complete", line)]) == 2
+    assert re.match(rf"\[ *\d+\.\ds\] worker {worker.pid} stopped: the study's 2-trial budget "
+                    r"is used up$", lines[-1]), err
+    assert "Warning" not in err  # no runpy or other start-up warning
 
 
 def test_worker_processes_get_the_url_from_the_environment(pg_url, capfd):
