@@ -65,13 +65,16 @@ def dashboard(
     shown = f"[{host}]" if ":" in host else host
     stderr.print(f"optuna-dashboard on {mask_url(url)} at http://{shown}:{port}/ "
                  "(Ctrl-C to stop)", markup=False)
-    stop.raise_at_once()  # the server blocks where no safe point can be checked
+    stop.raise_at_once()  # serve() waits on the server thread: a signal raises there
     try:
         serve(url, host=host, port=port, artifacts=artifacts)
-    except stop.Terminated:
-        raise typer.Exit(EXIT_TERMINATED) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as exc:  # Terminated (SIGTERM) is one
+        code = EXIT_TERMINATED if isinstance(exc, stop.Terminated) else EXIT_INTERRUPTED
     except OSError as exc:
         raise AutobatchError(f"cannot serve {mask_url(url)} on {host}:{port}: "
                              f"{exc.strerror or exc}") from None
+    else:  # the server ended by itself
+        code = 0
+    stderr.print(f"dashboard stopped ({'SIGTERM' if code == EXIT_TERMINATED else 'Ctrl-C'})"
+                 if code else "dashboard stopped", markup=False)
+    raise typer.Exit(code)

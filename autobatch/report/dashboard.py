@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from autobatch.storage import mask_url, open_storage, storage_file
 log = logging.getLogger(__name__)
 
 ARTIFACT_SUFFIX = "-artifacts"
+SERVE_POLL_S = 0.2  # how often serve() wakes to let a stop signal raise
 
 
 def artifact_folder(url: str, folder: str | Path | None = None) -> Path | None:
@@ -145,9 +147,27 @@ def publish(study: optuna.Study, result: TuneResult,
 
 def serve(url: str, *, host: str, port: int, artifacts: Path | None) -> None:
     """Run optuna-dashboard on `url` until interrupted (blocks). Artifacts: the folder
-    given, else the one beside the storage file when it exists."""
+    given, else the one beside the storage file when it exists.
+
+    The server runs in a daemon thread and this one waits: a stop signal raised while
+    the server handled a request would be swallowed by it (and Ctrl-C by bottle), so it
+    is raised here instead, and the process ends with the server in it."""
     from optuna_dashboard import run_server
 
     folder = artifact_folder(url, artifacts)
     store = FileSystemArtifactStore(folder) if folder is not None and folder.is_dir() else None
-    run_server(open_storage(url), host=host, port=port, artifact_store=store)
+    storage = open_storage(url)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_server(storage, host=host, port=port, artifact_store=store)
+        except BaseException as exc:  # a port in use: raised in the caller below
+            failed.append(exc)
+
+    server = threading.Thread(target=run, name="optuna-dashboard", daemon=True)
+    server.start()
+    while server.is_alive():
+        server.join(SERVE_POLL_S)
+    if failed:
+        raise failed[0]

@@ -174,6 +174,23 @@ def test_dashboard_keeps_a_postgres_password_off_every_command_line(pg_url):
     assert "postgres:***@127.0.0.1" in err and QUOTED_SECRET not in err
 
 
+@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "Ctrl-C"),
+                                                       (signal.SIGTERM, 143, "SIGTERM")])
+def test_dashboard_exits_130_on_ctrl_c_and_143_on_sigterm(published, signum, code, said):
+    url, *_ = published
+    proc, port = start_dashboard(url)
+    try:
+        wait_until_serving(proc, port)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert err.rstrip().endswith(f"dashboard stopped ({said})"), err
+    assert "Warning" not in err  # nothing on start-up a newcomer must decode
+
+
 def test_dashboard_refuses_a_missing_database(tmp_path):
     run = CliRunner().invoke(app, ["dashboard", "--storage", f"sqlite:///{tmp_path / 'no.db'}"])
     assert run.exit_code == 2 and "no study database" in run.stderr
