@@ -8,6 +8,7 @@ one tree of which a seeded 10% is held out for validation).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,8 +20,12 @@ from autobatch.hyperparams import Recipe
 from autobatch.workloads.kinds import KindOption, WorkloadKind
 from autobatch.workloads.workload import Workload
 
+log = logging.getLogger(__name__)
+
 FAKE_TRAIN_SIZE = 2048
 FAKE_VAL_SIZE = 64  # random labels: evaluation only needs to exercise the code
+MIN_SIZE = 8  # pixels
+SIZE_SAMPLES = 64  # images whose size is read to infer an ImageFolder's image size
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0
 # torchvision's ImageNet classification recipe: SGD, LR 0.1, momentum 0.9, batch 256.
@@ -51,8 +56,8 @@ def torchvision_workload(model_name: str, *, data: str | None, image_size: int |
         raise DataError(
             f"torchvision:{model_name} needs --data: an ImageFolder path, a CIFAR-10 "
             "folder, or 'fake'")
-    if image_size is not None and image_size < 8:
-        raise DataError(f"image size must be >= 8, got {image_size}")
+    if image_size is not None and image_size < MIN_SIZE:
+        raise DataError(f"image size must be >= {MIN_SIZE}, got {image_size}")
     if data == "fake":
         size = image_size or 224
         classes = num_classes or 10
@@ -122,20 +127,38 @@ def _from_path(path: Path, image_size: int | None) -> tuple[Dataset, Dataset, in
                                     transform=transforms.Compose(resize + norm))
         train_idx, val_idx = _split(len(full_train))
         return Subset(full_train, train_idx), Subset(full_val, val_idx), 10
-    size = image_size or 224
+    split = (path / "train").is_dir() and (path / "val").is_dir()
     try:
-        if (path / "train").is_dir() and (path / "val").is_dir():
-            train = datasets.ImageFolder(str(path / "train"), _transforms(size, True))
-            val = datasets.ImageFolder(str(path / "val"), _transforms(size, False))
-            if train.class_to_idx != val.class_to_idx:
-                raise DataError(f"{path}/train and {path}/val have different classes")
-            return train, val, len(train.classes)
-        full_train = datasets.ImageFolder(str(path), _transforms(size, True))
-        full_val = datasets.ImageFolder(str(path), _transforms(size, False))
+        train = datasets.ImageFolder(str(path / "train" if split else path))
+        val = datasets.ImageFolder(str(path / "val" if split else path))
     except FileNotFoundError as exc:  # ImageFolder's "no class folders / no images"
         raise DataError(f"no images found under {str(path)!r}: {exc}") from None
-    train_idx, val_idx = _split(len(full_train))
-    return Subset(full_train, train_idx), Subset(full_val, val_idx), len(full_train.classes)
+    if split and train.class_to_idx != val.class_to_idx:
+        raise DataError(f"{path}/train and {path}/val have different classes")
+    size = image_size or inferred_size(train, path)
+    train.transform, val.transform = _transforms(size, True), _transforms(size, False)
+    if split:
+        return train, val, len(train.classes)
+    train_idx, val_idx = _split(len(train))
+    return Subset(train, train_idx), Subset(val, val_idx), len(train.classes)
+
+
+def inferred_size(folder: Dataset, path: Path) -> int:
+    """The short side of the most common image size among up to SIZE_SAMPLES images
+    spread over the folder (only their headers are read), logged with what it saw."""
+    from PIL import Image
+
+    samples = folder.samples  # type: ignore[attr-defined]
+    step = max(1, len(samples) // SIZE_SAMPLES)
+    sizes: dict[tuple[int, int], int] = {}
+    for file, _ in samples[::step]:
+        with Image.open(file) as image:
+            sizes[image.size] = sizes.get(image.size, 0) + 1
+    (width, height), seen = max(sizes.items(), key=lambda item: item[1])
+    side = max(MIN_SIZE, min(width, height))
+    log.warning("images in %s are %dx%d (%d of %d sampled): training at %d px "
+                "(--image-size overrides)", path, width, height, seen, sum(sizes.values()), side)
+    return side
 
 
 def load(spec: str, data: str | None = None, image_size: int | None = None,
@@ -152,5 +175,6 @@ KIND = WorkloadKind(
     options=(KindOption("data", str, "Images for torchvision workloads: an ImageFolder path, "
                                      "a CIFAR-10 folder, or 'fake'."),
              KindOption("image_size", int, "Image side in pixels for torchvision workloads "
-                                           "(fake: default 224)."),
+                                           "(fake: default 224; an ImageFolder: inferred "
+                                           "from its images)."),
              KindOption("num_classes", int, "Classes for --data fake (default 10).")))

@@ -165,6 +165,21 @@ def test_image_folder_uses_train_and_val_subfolders(tmp_path):
     assert (len(workload.train_data), len(workload.val_data)) == (8, 4)
 
 
+def test_image_folder_trains_at_the_size_of_its_images_unless_told(tmp_path, caplog):
+    _write_image_tree(tmp_path / "train", per_class=4)  # 12x12
+    _write_image_tree(tmp_path / "val", per_class=2)
+    Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(tmp_path / "train/cat/odd.png")
+    with caplog.at_level("WARNING", logger="autobatch.workloads.vision"):
+        workload = load_workload("torchvision:resnet18", data=str(tmp_path))
+    assert workload.train_data[0][0].shape == workload.val_data[0][0].shape == (3, 12, 12)
+    assert f"images in {tmp_path} are 12x12 (8 of 9 sampled): training at 12 px " \
+           "(--image-size overrides)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="autobatch.workloads.vision"):
+        workload = load_workload("torchvision:resnet18", data=str(tmp_path), image_size=24)
+    assert workload.train_data[0][0].shape == (3, 24, 24) and caplog.text == ""
+
+
 @pytest.mark.parametrize(("make", "match"), [
     (lambda p: p / "absent", "does not exist"),
     (lambda p: p, "no images found"),
