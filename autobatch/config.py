@@ -84,6 +84,17 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
+def bytes_in_words(text: str) -> str:
+    """How parse_bytes reads `text`, to say so: '4GB = 4,000,000,000 bytes = 3.73 GiB
+    (GB: powers of 1000; GiB: of 1024)'."""
+    n = parse_bytes(text)
+    unit = (_BYTES_RE.match(text)["unit"] or "").upper()  # type: ignore[index]
+    decimal = unit.endswith("B") and "I" not in unit and len(unit) > 1
+    return (f"{text.strip()} = {n:,} bytes = {n / 2**30:.2f} GiB ("
+            + ("KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: of 1024)" if decimal
+               else "binary units: powers of 1024; KB, MB, GB, TB are powers of 1000)"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Budget:
     """How long one training run may last: training seconds, optimizer steps or epochs.

@@ -23,11 +23,14 @@ from autobatch.workloads import all_options
 
 
 def parse_seconds(name: str, text: str | float) -> float:
-    """'90', '90s', '10m', '1h' -> seconds."""
-    budget = Budget.parse(str(text))
-    if budget.seconds is None:
-        raise ConfigError(f"{name} must be a duration like 90s or 10m, got {text!r}")
-    return budget.seconds
+    """'90', '90s', '5min', '10m', '1h' -> seconds."""
+    try:
+        seconds = Budget.parse(str(text)).seconds
+    except ConfigError:  # its message speaks of a budget, with steps and epochs
+        seconds = None
+    if seconds is None:
+        raise ConfigError(f"{name} must be a duration like 90s, 5min, 10m or 1h, got {text!r}")
+    return seconds
 
 
 def parse_range(name: str, text: str | list[float]) -> tuple[float, float]:

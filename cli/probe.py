@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from autobatch.config import parse_bytes
+from autobatch.config import bytes_in_words, parse_bytes
 from autobatch.measure import ProbeResult
 from autobatch.measure import probe as run_probe
 from autobatch_cli.options import (
@@ -44,6 +44,8 @@ def probe(
     """Find the largest batch that trains (forward, backward, optimizer step, evaluation)
     within the memory, by a few real steps at a few batch sizes."""
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
+    if memory_limit is not None:
+        stderr.print(f"memory limit {bytes_in_words(memory_limit)}", markup=False)
     wl = workload_from(workload, workload_options)
     with stderr.status(f"probing {wl.name} ..."):
         result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,

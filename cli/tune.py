@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 import autobatch.keys as keys
-from autobatch.config import TuneConfig
+from autobatch.config import TuneConfig, bytes_in_words
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
@@ -113,6 +113,8 @@ def tune(
     if not options.workload:
         raise ConfigError("--workload is required (or workload = ... in --config)")
     tune_cfg = options.tune_config()
+    if isinstance(options.memory_limit, str):
+        stderr.print(f"memory limit {bytes_in_words(options.memory_limit)}", markup=False)
     wl = workload_from(options.workload, options.workload_options)
     out_path = Path(options.output) if options.output else None
     if out_path is not None and not out_path.parent.is_dir():

@@ -68,3 +68,13 @@ def test_run_config_is_frozen_and_keyword_only():
         config.lr = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         RunConfig(32, 0.1)  # type: ignore[misc]
+
+
+def test_a_memory_size_says_which_unit_it_was_read_in():
+    from autobatch.config import bytes_in_words
+
+    assert bytes_in_words("4GB") == ("4GB = 4,000,000,000 bytes = 3.73 GiB (KB, MB, GB, TB: "
+                                     "powers of 1000; KiB, MiB, GiB, TiB: of 1024)")
+    assert bytes_in_words("4GiB") == ("4GiB = 4,294,967,296 bytes = 4.00 GiB (binary units: "
+                                      "powers of 1024; KB, MB, GB, TB are powers of 1000)")
+    assert bytes_in_words("4G").startswith("4G = 4,294,967,296 bytes")

@@ -81,6 +81,11 @@ def test_bad_options_name_the_problem(options, match):
 
 def test_parsers_directly():
     assert parse_seconds("timeout", "90") == 90
+    assert parse_seconds("timeout", "5min") == parse_seconds("timeout", "5m") == 300
+    for wrong in ("5x", "2000steps"):  # the error names the option, not a "budget"
+        with pytest.raises(ConfigError, match=rf"^timeout must be a duration like 90s, 5min, "
+                                              rf"10m or 1h, got '{wrong}'$"):
+            parse_seconds("timeout", wrong)
     assert parse_range("r", "0.1:0.2") == (0.1, 0.2)
 
 

@@ -39,7 +39,11 @@ def load(spec: str, app_dir: str | None = None) -> Workload:
     except AttributeError:
         raise WorkloadError(
             f"module {module_name!r} has no attribute {attr!r}") from None
-    result = target() if callable(target) and not isinstance(target, Workload) else target
+    if not (callable(target) or isinstance(target, Workload)):
+        raise WorkloadError(
+            f"entry point {spec!r} is not callable (its type is {type(target).__name__}): "
+            "name a function returning an autobatch.Workload, or a Workload")
+    result = target() if not isinstance(target, Workload) else target
     if not isinstance(result, Workload):
         raise WorkloadError(
             f"entry point {spec!r} returned {type(result).__name__}, expected an "

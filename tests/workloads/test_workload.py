@@ -80,6 +80,8 @@ def test_recipe_without_reference_needs_lr(tiny):
     ("user_no_such_module:fn", "module 'user_no_such_module' not found"),
     ("user_workloads:missing", "module 'user_workloads' has no attribute 'missing'"),
     ("user_workloads:returns_int", "returned int, expected an autobatch.Workload"),
+    ("user_workloads:not_callable", r"'user_workloads:not_callable' is not callable \(its type "
+                                    r"is int\)"),
     ("torchvision:resnet1000", "unknown torchvision classification model 'resnet1000'"),
     ("torchvision:resnet18", "needs --data"),
 ])
