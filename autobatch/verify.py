@@ -19,7 +19,7 @@ import torch
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
-from autobatch.search import SEED_LR_FRACTION, Prior, powers_of_two, runner_for
+from autobatch.search import Prior, powers_of_two, runner_for
 from autobatch.workloads import Workload
 
 # Comparisons are censored at this multiple of the study's best time (+1 s).
@@ -96,8 +96,7 @@ def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Cand
     largest = max(powers_of_two(1, prior.probe.max_batch_size)) \
         if plan.fixed_batch is None else plan.fixed_batch
     if prior.lr_range is not None:
-        lr = (prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
-              * math.sqrt(largest / prior.lr_range.batch_size))
+        lr = prior.seed_lr0() * math.sqrt(largest / prior.space.anchor_batch)
         out.append(Candidate(name="largest batch + sqrt rule", tuned=False,
                              hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9)))
     return out
