@@ -208,9 +208,12 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         best = recommendation(candidates)
         if warning := unreliable(best):
             emit(TuneEvent("stage", "warning", warning))
-        return TuneResult.build(
+        result = TuneResult.build(
             workload=workload.name, target=config.target, device=device_name(dev), prior=prior,
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
             seconds=time.time() - started, train_size=len(workload.train_data))
+        verdict = result.judged()
+        emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
+        return result
