@@ -134,8 +134,9 @@ def judge(candidates: list[Candidate], best: Candidate) -> Verdict:
             f"(sign test p = {vs_ref.p_value:.3g})")
     else:
         verdict, reason = "keep_reference", (
-            f"not shown faster than the reference recipe: {vs_ref.wins} wins, "
-            f"{vs_ref.losses} losses, {vs_ref.ties} ties on paired fresh seeds (sign test "
+            f"not shown faster than the reference recipe: won {vs_ref.wins}, lost "
+            f"{vs_ref.losses}, tied {vs_ref.ties} of "
+            f"{vs_ref.wins + vs_ref.losses + vs_ref.ties} paired fresh seeds (sign test "
             f"p = {vs_ref.p_value:.3g} > {ALPHA:g}); keep your recipe")
     return Verdict(verdict=verdict, reason=reason, vs_reference=vs_ref,
                    vs_runner_up=vs_next, floor_tie=floor)

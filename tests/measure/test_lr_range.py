@@ -66,6 +66,10 @@ def sweep(losses: list[float], high: float = 1.0) -> LRRange:
 def test_a_sweep_whose_loss_never_fell_clearly_is_doubted():
     assert sweep_doubt(sweep([2.3, 2.31, 2.29, 2.3, 2.3, 2.28, 2.35, 9.0])) is not None
     assert sweep_doubt(sweep([2.3, 2.2, 2.0, 1.6, 1.2, 1.0, 0.9, 0.8])) is None
+    # lowest at the very start, then up: no training seen
+    assert sweep_doubt(sweep([1.0, 0.1] + [2.3] * 30)) is not None
+    # a 7% fall, lowest late in the sweep: a fast sweep of a model that trains
+    assert sweep_doubt(sweep([2.30] * 70 + [2.0] * 20 + [9.0] * 2)) is None
 
 
 def test_a_range_far_below_the_reference_lr_is_doubted():
