@@ -6,10 +6,16 @@ Schema (version 1), all times in seconds:
   schedule {name, warmup, horizon, cooldown (as tuned: steps, epochs or a share),
   warmup_steps, horizon_steps, cooldown_steps, per ("optimizer step"), formula},
   expected_time_to_target_s (median of the re-measured runs), spread {min, max,
-  runs, reached}, candidates [{name, batch_size, lr, momentum, optimizer, tuned,
-  trial_number, study_value, runs, median_s, reached}], prior {max_batch_size,
-  b_sat, b_simple, knee, b_star, alpha, beta, lr_range}, study {name, storage
-  (password masked), trials}, tuning_seconds.
+  runs, reached}, verdict ("recommendation": use this recipe; "keep_reference": it was
+  not shown faster than the workload's reference recipe), verdict_reason, evidence
+  {test, alpha, floor_tie, vs_reference, vs_runner_up: {against, wins, losses, ties,
+  p_value, median_ratio} or null} (see autobatch/verdict.py), candidates [{name,
+  batch_size, lr, momentum, optimizer, tuned, trial_number, study_value, runs,
+  median_s, interval {low, high, coverage}, reached, first_evals}], prior
+  {max_batch_size, b_sat, b_simple, knee, b_star, alpha, beta, lr_range (the range
+  test's), search_lr_range (what the study searched, at the anchor batch), lr_doubt},
+  study {name, storage (password masked), trials}, tuning_seconds.
+  The top-level recipe is the tuned recommendation whatever the verdict.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
 from autobatch.schedule import steps_per_epoch
 from autobatch.search import Prior
+from autobatch.verdict import Verdict, judge, median_interval
 from autobatch.verify import Candidate
 from autobatch.version import __version__
 
@@ -62,6 +69,7 @@ class TuneResult:
     study: StudyInfo
     tuning_seconds: float
     train_size: int | None = None  # training samples: resolves the schedule to steps
+    verdict: Verdict | None = None  # None: judged from the candidates when written
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -80,12 +88,18 @@ class TuneResult:
             "b_star": prior.b_star,
             "lr_range": ([prior.lr_range.low, prior.lr_range.high] if prior.lr_range
                          else space.lr_range),
+            "search_lr_range": space.lr_range,
+            "lr_doubt": prior.lr_doubt,
             "batch_sizes": list(space.batch_sizes),
             "anchor_batch": space.anchor_batch,
         }
         return cls(workload=workload, target=target, device=device, best=best,
                    candidates=tuple(candidates), prior=facts, study=study,
-                   tuning_seconds=seconds, train_size=train_size)
+                   tuning_seconds=seconds, train_size=train_size,
+                   verdict=judge(candidates, best))
+
+    def judged(self) -> Verdict:
+        return self.verdict or judge(list(self.candidates), self.best)
 
     def to_dict(self) -> dict[str, Any]:
         runs = [r for r in self.best.runs if r is not None]
@@ -101,7 +115,9 @@ class TuneResult:
             "expected_time_to_target_s": expected,
             "spread": {"min": min(runs) if runs else None, "max": max(runs) if runs else None,
                        "runs": len(self.best.runs), "reached": len(runs)},
-            "candidates": [c.to_dict() for c in self.candidates],
+            **self.judged().to_dict(),
+            "candidates": [{**c.to_dict(), "interval": median_interval(c.runs)}
+                           for c in self.candidates],
             "prior": self.prior,
             "study": asdict(self.study),
             "tuning_seconds": self.tuning_seconds,
@@ -127,7 +143,8 @@ class TuneResult:
         env = {**{k.upper(): data[k] for k in self.best.hparams.to_dict() if k != "schedule"},
                **{f"SCHEDULE_{k.upper()}" if k != "name" else "SCHEDULE": v
                   for k, v in data["schedule"].items() if k in ENV_SCHEDULE},
-               "TIME_TO_TARGET_S": data["expected_time_to_target_s"]}
+               "TIME_TO_TARGET_S": data["expected_time_to_target_s"],
+               "VERDICT": data["verdict"]}
         return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
 
     def write(self, path: str | Path, fmt: Format = "json") -> None:

@@ -47,6 +47,7 @@ from autobatch.search import (
     spawn_workers,
     summarize,
 )
+from autobatch.search.course import CourseWatch
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -141,7 +142,7 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
         prior = prior or measure(workload, config, device, emit)
         study.set_user_attr(keys.SETTINGS, settings(workload, config).to_dict())
         study.set_user_attr(keys.PRIOR, prior.to_dict())
-        for params in seed_trials(prior):
+        for params in seed_trials(prior, workload.reference):
             study.enqueue_trial(params, skip_if_exists=True)
     return Prepared(study=study, prior=prior, storage_url=storage_url, lock=lock)
 
@@ -190,8 +191,7 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             run_trials(study, objective, n_trials=config.total_trials, deadline=study_deadline,
                        exclusive=not supports_workers(prepared.storage_url),
                        patience=config.patience,
-                       on_trial=lambda _, trial: emit(TuneEvent("trial", str(trial.number),
-                                                                trial=trial)))
+                       on_trial=CourseWatch(prior.space, emit))
         if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
             emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
                            f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
@@ -209,9 +209,12 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         best = recommendation(candidates)
         if warning := unreliable(best):
             emit(TuneEvent("stage", "warning", warning))
-        return TuneResult.build(
+        result = TuneResult.build(
             workload=workload.name, target=config.target, device=device_name(dev), prior=prior,
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
             seconds=time.time() - started, train_size=len(workload.train_data))
+        verdict = result.judged()
+        emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
+        return result

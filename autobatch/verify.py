@@ -19,10 +19,11 @@ import torch
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
-from autobatch.search import SEED_LR_FRACTION, Prior, powers_of_two, runner_for
+from autobatch.search import Prior, powers_of_two, runner_for
 from autobatch.workloads import Workload
 
-# Comparisons are censored at this multiple of the study's best time (+1 s).
+# A run is censored at this multiple of its own study time (comparisons: the study's
+# best), times the machine's slowdown since the study (+1 s); see run_cut().
 CENSOR_FACTOR = 4
 VERIFY_SEED = 10_000
 # Time kept at the end of a --timeout for publishing and writing the result.
@@ -41,14 +42,16 @@ class Candidate:
     trial_number: int | None = None
     study_value: float | None = None
     runs: tuple[float | None, ...] = ()
+    first_evals: int = 0  # runs that reached the target at their first evaluation
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial) -> Candidate:
         return cls(name=f"trial {trial.number}", hparams=Hyperparams.from_dict(trial.user_attrs),
                    tuned=True, trial_number=trial.number, study_value=trial.value)
 
-    def with_run(self, seconds: float | None) -> Candidate:
-        return replace(self, runs=(*self.runs, seconds))
+    def with_run(self, seconds: float | None, first_eval: bool = False) -> Candidate:
+        return replace(self, runs=(*self.runs, seconds),
+                       first_evals=self.first_evals + first_eval)
 
     def median(self) -> float | None:
         """Median over runs, a run that missed the target counting as infinitely slow."""
@@ -68,7 +71,7 @@ class Candidate:
         return {"name": self.name, **self.hparams.to_dict(), "tuned": self.tuned,
                 "trial_number": self.trial_number, "study_value": self.study_value,
                 "runs": list(self.runs), "median_s": self.median(),
-                "reached": self.reached()}
+                "reached": self.reached(), "first_evals": self.first_evals}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,11 +99,23 @@ def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Cand
     largest = max(powers_of_two(1, prior.probe.max_batch_size)) \
         if plan.fixed_batch is None else plan.fixed_batch
     if prior.lr_range is not None:
-        lr = (prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
-              * math.sqrt(largest / prior.lr_range.batch_size))
+        lr = prior.seed_lr0() * math.sqrt(largest / prior.space.anchor_batch)
         out.append(Candidate(name="largest batch + sqrt rule", tuned=False,
                              hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9)))
     return out
+
+
+def run_cut(cand: Candidate, slowdowns: list[float], best_study: float,
+            budget: float) -> float:
+    """Where a re-measurement of `cand` is censored: CENSOR_FACTOR x its own study time
+    (a comparison's: the study's best) x the machine's slowdown since the study (the
+    median of the tuned runs' time / study time so far; at least 1) + 1 s, and at
+    least twice its own slowest run that reached the target; at most the trial budget.
+    A loaded machine then stretches the cut instead of ending whole rounds short."""
+    slow = max(1.0, statistics.median(slowdowns)) if slowdowns else 1.0
+    own = cand.study_value if cand.tuned and cand.study_value else best_study
+    reached = [r for r in cand.runs if r is not None]
+    return min(budget, max(CENSOR_FACTOR * own * slow + 1.0, 2 * max(reached, default=0.0)))
 
 
 def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
@@ -120,10 +135,11 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
         candidates += comparisons(workload, prior, plan)
     if plan.finalists == 0:
         return candidates
-    # enough to measure the usual recipes, without waiting for hopeless ones
-    budget = min(plan.budget_s, CENSOR_FACTOR * ranked[0].value + 1.0)
+    slowdowns: list[float] = []  # tuned runs' time (or cut) / their study time
     for rep in range(plan.runs):
         for i, cand in enumerate(candidates):
+            # enough to measure the usual recipes, without waiting for hopeless ones
+            budget = run_cut(cand, slowdowns, ranked[0].value, plan.budget_s)
             time_left = deadline - FINISH_RESERVE_S - time.time()
             if time_left < MIN_RUN_S:
                 emit(TuneEvent("verify", "deadline", "timeout reached: verification cut short"))
@@ -136,7 +152,12 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
                     and time_left < budget:
                 emit(TuneEvent("verify", "deadline", "timeout reached: verification cut short"))
                 return candidates  # cut by the deadline, not a measurement
-            candidates[i] = cand = cand.with_run(result.time_to_target_s)
+            first = bool(result.target_reached and result.trace
+                         and result.trace[0].steps == result.steps_to_target)
+            candidates[i] = cand = cand.with_run(result.time_to_target_s, first)
+            if cand.tuned and cand.study_value and (result.target_reached
+                                                    or result.stop_reason == "budget"):
+                slowdowns.append((result.time_to_target_s or budget) / cand.study_value)
             emit(TuneEvent("verify", cand.name, f"run {rep + 1}: " + (
                 f"{result.time_to_target_s:.3f}s" if result.target_reached
                 else f"not reached ({result.stop_reason})")))

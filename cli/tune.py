@@ -175,8 +175,14 @@ def closing_table(result: TuneResult) -> Table:
     table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
                      f"momentum {data['momentum']:.4g}, schedule {result.best.hparams.schedule}"
                      f"; study {data['study']['name']!r} in "
-                     f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s")
+                     f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s"
+                     f"\nverdict: {data['verdict']}: {data['verdict_reason']}")
     return table
+
+
+# Stage events printed above a live view (as are the re-measurements), so that they
+# stay on screen.
+KEPT = frozenset({"warning", "verdict", "storage", "resume", "dashboard"})
 
 
 class Progress:
@@ -214,6 +220,8 @@ class Progress:
             self.stage = f"{event.name}: {event.message}"
             line = self.stage
         if self._live is not None:
+            if event.kind == "verify" or event.name in KEPT:  # the next event would hide it
+                self._live.console.print(line, markup=False, highlight=False)
             self._live.refresh()
         else:
             stderr.print(f"[{elapsed:7.1f}s] {line}", markup=False)

@@ -259,6 +259,26 @@ def test_live_view_shows_the_trials_the_best_and_the_time_left():
     assert re.search(r"complete\s+│\s+256\s+│\s+0\.135\s+│\s+0\.95\s+│\s+1\.250s", text), text
 
 
+def test_warnings_and_the_verdict_stay_above_the_live_view():
+    from rich.console import Console
+    from rich.live import Live
+
+    from autobatch.events import TuneEvent
+    from autobatch_cli.tune import Progress
+
+    console = Console(record=True, width=120, force_terminal=True)
+    progress = Progress()
+    progress._live = Live(console=console, auto_refresh=False,
+                          get_renderable=progress._render)
+    with progress._live:
+        progress(TuneEvent("stage", "warning", "the LR range test's loss never fell"))
+        progress(TuneEvent("stage", "verdict", "keep_reference: keep your recipe"))
+        progress(TuneEvent("stage", "study", "20 trials, 1 worker(s)"))
+    text = console.export_text()
+    assert "warning: the LR range test's loss never fell" in text
+    assert "verdict: keep_reference: keep your recipe" in text
+
+
 def test_tune_output_that_cannot_be_written_fails_after_showing_the_result(tmp_path):
     (tmp_path / "best.json").mkdir()  # exists, but as a folder: the write fails at the end
     db = f"sqlite:///{tmp_path}/study.db"

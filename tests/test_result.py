@@ -32,6 +32,11 @@ def test_json_has_the_schema_fields_and_is_strict():
     assert [c["name"] for c in data["candidates"]] == ["trial 3", "reference recipe"]
     assert data["candidates"][1]["median_s"] == 3.5
     assert "***" in data["study"]["storage"]
+    # 2 wins and 1 loss against the reference on 3 paired seeds: not shown faster
+    assert data["verdict"] == "keep_reference"
+    assert data["evidence"]["vs_reference"]["wins"] == 2
+    assert data["evidence"]["vs_reference"]["p_value"] == 0.5
+    assert data["candidates"][1]["interval"] == {"low": 3.0, "high": 4.0, "coverage": 0.75}
 
 
 def test_yaml_parses_to_the_same_data():
@@ -46,7 +51,7 @@ def test_env_format_is_shell_assignments():
                      "AUTOBATCH_OPTIMIZER=", "AUTOBATCH_SCHEDULE=constant",
                      "AUTOBATCH_SCHEDULE_COOLDOWN=0.2", "AUTOBATCH_SCHEDULE_WARMUP_STEPS=0",
                      "AUTOBATCH_SCHEDULE_HORIZON_STEPS=", "AUTOBATCH_SCHEDULE_COOLDOWN_STEPS=",
-                     "AUTOBATCH_TIME_TO_TARGET_S=2.0"]
+                     "AUTOBATCH_TIME_TO_TARGET_S=2.0", "AUTOBATCH_VERDICT=keep_reference"]
 
 
 def test_the_schedule_is_carried_with_its_step_counts_in_every_format():

@@ -25,6 +25,12 @@ SMOOTHING = 0.9
 DIVERGE_FACTOR = 4.0
 LOW_SPAN = 30.0
 HIGH_SPAN = 5.0
+# A sweep is trusted only when its smoothed loss fell below this share of its start,
+# its lowest point past this share of its steps (not at its start)...
+CLEAR_FALL = 0.98
+MIN_AT_SHARE = 0.1
+# ...and its range does not top out this factor below the workload's reference LR.
+SUSPECT_BELOW = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +90,26 @@ def suggest_range(lrs: list[float], losses: list[float]) -> tuple[float, float, 
             break
         high = lr
     return lr_min / LOW_SPAN, min(high, lr_min * HIGH_SPAN), lr_min
+
+
+def sweep_doubt(sweep: LRRange, reference_lr: float | None = None) -> str | None:
+    """Why this sweep's range is not to be trusted (None: it is): the smoothed loss
+    never fell clearly below where it started, or was lowest in the sweep's first
+    tenth (the sweep saw no training at all, or stopped on noise), or the range tops
+    out far below the reference recipe's LR (reference_lr: at the sweep's batch and
+    momentum), a configuration known to train."""
+    start = sorted(sweep.losses[:5])[len(sweep.losses[:5]) // 2] if sweep.losses else 0.0
+    smoothed = smooth(list(sweep.losses))
+    lowest = min(smoothed, default=math.inf)
+    at = smoothed.index(lowest) if smoothed else 0
+    if not math.isfinite(start) or not lowest <= CLEAR_FALL * start \
+            or at < MIN_AT_SHARE * len(smoothed):
+        return (f"the LR range test's loss never fell clearly (lowest {lowest:.4g} against "
+                f"{start:.4g} at the start)")
+    if reference_lr is not None and sweep.high * SUSPECT_BELOW < reference_lr:
+        return (f"the LR range test's range tops out at {sweep.high:.3g}, more than "
+                f"{SUSPECT_BELOW:g}x below the reference recipe's {reference_lr:.3g}")
+    return None
 
 
 def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,

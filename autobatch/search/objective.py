@@ -110,7 +110,8 @@ class Objective:
         config = RunConfig.of(hparams, target=self.target, budget=Budget(seconds=cap),
                               seed=self.seed)
         pruning = TimeBucketPruning(trial, self.bucket_base,
-                                    PRUNE_WARMUP * best if best is not None else math.inf)
+                                    PRUNE_WARMUP * best if best is not None else math.inf,
+                                    self.trial_budget_s)
         try:
             result = run_or_oom(lambda: self.runner.run(config, pruning), self.runner.device)
         except TrialCrashed as exc:

@@ -2,12 +2,15 @@
 
 The probe bounds the batch, the profile and the noise scale predict the best batch
 B* = sqrt(B_sat * B_crit) and cap where more batch stops paying, the LR range test
-bounds the LR (the peak of a schedule). The profiled step time says how many epochs fit
-in one trial's budget at the anchor batch: decaying schedules search horizons from a
-hundredth of that (at least one epoch) to all of it, and the warmup at the anchor batch
-up to a quarter of the middle horizon (seeds: a twentieth, the common 5%). From these
-come the search space, the time buckets of the pruner, and the configurations the
-study tries first.
+bounds the LR (the peak of a schedule) as a guide, not a cage: the study searches
+PRIOR_WIDEN x beyond its range on either side and up to the reference recipe's LR, and
+starts inside it; a sweep that does not look like training (measure.lr_range.sweep_doubt)
+is set aside for a wide range around the reference recipe's LR. The profiled step time
+says how many epochs fit in one trial's budget at the anchor batch: decaying schedules
+search horizons from a hundredth of that (at least one epoch) to all of it, and the
+warmup at the anchor batch up to a quarter of the middle horizon (seeds: a twentieth,
+the common 5%). From these come the search space, the time buckets of the pruner, and
+the configurations the study tries first.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import torch
 from autobatch.config import DEFAULT_TRIAL_BUDGET_S, SearchBounds
 from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
+from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
+from autobatch.measure.lr_range import sweep_doubt
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
     SearchSpace,
+    anchor_lr0,
     batch_candidates,
     nearest_power_of_two,
     predicted_best_batch,
@@ -43,6 +49,33 @@ HORIZON_SPAN = 100
 # seeded trials warm up for SEED_WARMUP of that bound.
 WARMUP_SHARE = 0.25
 SEED_WARMUP = 0.2
+# The study searches this factor beyond the LR range test's range on either side.
+PRIOR_WIDEN = 3.0
+# A set-aside sweep's stand-in: this span around the reference recipe's LR (lr0)...
+FALLBACK_SPAN = (1 / 100, 10.0)
+# ...or, without a reference recipe, these LRs (the sweep's own span, less its edges).
+FALLBACK_LR_RANGE = (1e-4, 1.0)
+
+
+def usable_reference(workload: Workload, bounds: SearchBounds) -> Hyperparams | None:
+    """The workload's reference recipe when its LR means something in the space (same
+    optimizer), else None."""
+    ref = workload.reference
+    return ref if ref is not None and ref.optimizer == bounds.optimizer else None
+
+
+def prior_lr_range(sweep: LRRange, reference_lr0: float | None) -> tuple[tuple[float, float],
+                                                                        str | None]:
+    """The LR0 bounds the study searches and, when the sweep was set aside, why."""
+    doubt = sweep_doubt(sweep, reference_lr0)
+    if doubt is not None:
+        if reference_lr0 is None:
+            return FALLBACK_LR_RANGE, doubt
+        return (reference_lr0 * FALLBACK_SPAN[0], reference_lr0 * FALLBACK_SPAN[1]), doubt
+    low, high = sweep.low / PRIOR_WIDEN, sweep.high * PRIOR_WIDEN
+    if reference_lr0 is not None:
+        low, high = min(low, reference_lr0 / 2), max(high, reference_lr0 * 2)
+    return (low, high), None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,12 +88,22 @@ class Prior:
     b_star: float
     space: SearchSpace
     bucket_base: float
+    lr_doubt: str | None = None  # why the LR range test's range was set aside
 
     def to_dict(self) -> dict[str, Any]:
         return {"probe": self.probe.to_dict(), "profile": self.profile.to_dict(),
                 "lr_range": self.lr_range.to_dict() if self.lr_range else None,
                 "b_star": self.b_star, "space": self.space.to_dict(),
-                "bucket_base": self.bucket_base}
+                "bucket_base": self.bucket_base, "lr_doubt": self.lr_doubt}
+
+    def seed_lr0(self) -> float:
+        """Where the study starts: a third of the trusted sweep's loss minimum, else the
+        middle of the searched range (0: the LR is fixed)."""
+        if self.lr_range is not None and self.lr_doubt is None:
+            return self.lr_range.lr_at_min_loss * SEED_LR_FRACTION
+        if self.space.lr_range is not None:
+            return math.sqrt(self.space.lr_range[0] * self.space.lr_range[1])
+        return 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prior:
@@ -68,7 +111,7 @@ class Prior:
                    profile=ProfileResult.from_dict(data["profile"]),
                    lr_range=LRRange.from_dict(data["lr_range"]) if data["lr_range"] else None,
                    b_star=data["b_star"], space=SearchSpace.from_dict(data["space"]),
-                   bucket_base=data["bucket_base"])
+                   bucket_base=data["bucket_base"], lr_doubt=data.get("lr_doubt"))
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
@@ -114,13 +157,19 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                                    b_star=b_star, knee=prof.knee or fit.max_batch_size)
     anchor = nearest_power_of_two(b_star, batches) if bounds.batch_size is None \
         else bounds.batch_size
-    sweep = None
+    sweep, doubt = None, None
     lr_range = bounds.lr_range
     if bounds.lr is None and lr_range is None:
         emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
         sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed)
-        lr_range = (sweep.low, sweep.high)
-        emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}"))
+        reference = usable_reference(workload, bounds)
+        lr_range, doubt = prior_lr_range(
+            sweep, anchor_lr0(reference, anchor) if reference else None)
+        emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}; "
+                       f"searching {lr_range[0]:.3g} .. {lr_range[1]:.3g}"))
+        if doubt:
+            emit(TuneEvent("stage", "warning", f"{doubt}: searching the wide LR range "
+                           f"{lr_range[0]:.3g} .. {lr_range[1]:.3g} instead"))
     step_s = prof.predict_iter_s(anchor) or 0.01
     schedules = SCHEDULE_NAMES if bounds.schedule == "auto" else (bounds.schedule,)
     horizon_range = None
@@ -136,23 +185,20 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                         schedules=schedules, horizon_range=horizon_range,
                         warmup_max=warmup_max)
     return Prior(probe=fit, profile=prof, lr_range=sweep, b_star=b_star, space=space,
-                 bucket_base=BUCKET_BASE_STEPS * step_s)
+                 bucket_base=BUCKET_BASE_STEPS * step_s, lr_doubt=doubt)
 
 
-def seed_trials(prior: Prior) -> list[dict[str, Any]]:
-    """Configurations to try first: B* with the LR from the range test (momentum 0.9,
+def seed_trials(prior: Prior, reference: Hyperparams | None = None) -> list[dict[str, Any]]:
+    """Configurations to try first: the reference recipe (a configuration known to
+    train; at the nearest batch of the space, its LR by the sqrt rule), B* with the LR
+    from the range test (momentum 0.9,
     and 0.95 at the same effective LR), a third of that LR, B* with each decaying
     schedule of the space (horizon in the middle of its range, a short warmup), its
     neighbours with the linear and square-root rules, and the largest batch with the
     sqrt rule. Unless named, a seed has the space's first shape (constant when searched)
     and no warmup."""
     space = prior.space
-    if prior.lr_range is not None:
-        lr0 = prior.lr_range.lr_at_min_loss * SEED_LR_FRACTION
-    elif space.lr_range is not None:  # the user's bounds: start in their middle
-        lr0 = math.sqrt(space.lr_range[0] * space.lr_range[1])
-    else:
-        lr0 = 0.0  # the LR is fixed; raw_params() leaves it out
+    lr0 = prior.seed_lr0()
     anchor = space.anchor_batch
     batches = sorted(space.batch_sizes)
     up = [b for b in batches if b > anchor]
@@ -169,6 +215,9 @@ def seed_trials(prior: Prior) -> list[dict[str, Any]]:
     if down:
         wanted.append((down[-1], lr0, 0.5, 0.9))
     wanted.append((batches[-1], lr0, 0.5, 0.9))
+    if reference is not None and reference.optimizer == space.optimizer:
+        wanted.insert(0, (nearest_power_of_two(reference.batch_size, batches),
+                          anchor_lr0(reference, anchor), 0.5, reference.momentum))
     seeds: list[dict[str, Any]] = []
     for batch, lr, scaling, momentum, *shape in wanted:
         name, warmup = shape or (None, 0.0)

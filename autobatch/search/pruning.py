@@ -6,7 +6,10 @@ training, so the pruner (and the dashboard's x axis) sets a batch-32 trial besid
 batch-256 trial at the same wall-clock. A trial is pruned when it is clearly behind
 the median of the trials that reached the target at equal seconds, once it has
 trained PRUNE_WARMUP of the best time ('behind_winners'), or when it has stalled (no
-progress in the second half of its training: 'plateau').
+progress in the second half of its training: 'plateau') after it has left its initial
+phase: its metric rose once above its first evaluation, or it has trained
+PLATEAU_BUDGET_SHARE of the trial budget (recurrent models sit near chance for their
+first seconds, and a plateau there says nothing about the configuration).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from autobatch.train import EvalPoint
 BUCKET_RATIO = 1.25
 # The plateau rule waits for this many bucket bases of training (noisy early metrics).
 PLATEAU_MIN_BUCKETS = 8
+# Without an improvement, a plateau counts only after this share of the trial budget.
+PLATEAU_BUDGET_SHARE = 0.25
+# An improvement: the metric rose this much above its first evaluation.
+MIN_RISE = 0.02
 # The pruner is asked only after this share of the best time to target: earlier
 # metrics are noisy, and curves still cross.
 PRUNE_WARMUP = 0.4
@@ -57,13 +64,24 @@ def bucket_reports(reported: int, best_before: float | None, point_seconds: floa
     return reports, k
 
 
-def plateaued(history: list[tuple[float, float]], min_seconds: float) -> bool:
-    """True when the best metric has not improved during the second half of training.
+def left_initial_phase(history: list[tuple[float, float]], initial_s: float) -> bool:
+    """True once the metric rose MIN_RISE above its first evaluation, or the run has
+    trained initial_s seconds."""
+    return bool(history) and (history[-1][0] >= initial_s
+                              or max(m for _, m in history) >= history[0][1] + MIN_RISE)
+
+
+def plateaued(history: list[tuple[float, float]], min_seconds: float,
+              initial_s: float = 0.0) -> bool:
+    """True when the best metric has not improved during the second half of training,
+    once the run has left its initial phase (see left_initial_phase).
 
     history: (training seconds, metric) per evaluation. Scale-free: a trial stuck
     below the target stops at about twice the time its progress stopped.
     """
     if not history or history[-1][0] < min_seconds:
+        return False
+    if not left_initial_phase(history, initial_s):
         return False
     now = history[-1][0]
     best_by_half = max((m for t, m in history if t <= now / 2), default=None)
@@ -74,10 +92,13 @@ class TimeBucketPruning:
     """run()'s on_eval callback: report error per time bucket, ask the pruner, and stop
     trials whose progress has stalled."""
 
-    def __init__(self, trial: optuna.Trial, base: float, warmup_s: float) -> None:
+    def __init__(self, trial: optuna.Trial, base: float, warmup_s: float,
+                 budget_s: float = 0.0) -> None:
+        """budget_s: the trial budget (see PLATEAU_BUDGET_SHARE)."""
         self.trial = trial
         self.base = base
         self.warmup_s = warmup_s
+        self.initial_s = PLATEAU_BUDGET_SHARE * budget_s
         self.closed = 0
         self.history: list[tuple[float, float]] = []
         self.reason: str | None = None
@@ -90,7 +111,7 @@ class TimeBucketPruning:
         self.history.append((point.train_seconds, point.metric))
         if due and point.train_seconds >= self.warmup_s and self.trial.should_prune():
             self.reason = f"behind_winners at {point.train_seconds:.3g}s"
-        elif plateaued(self.history, PLATEAU_MIN_BUCKETS * self.base):
+        elif plateaued(self.history, PLATEAU_MIN_BUCKETS * self.base, self.initial_s):
             self.reason = f"plateau at {point.train_seconds:.3g}s"
         return self.reason is not None
 

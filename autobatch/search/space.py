@@ -60,6 +60,13 @@ def predicted_best_batch(b_sat: float, b_crit: float) -> float:
     return math.sqrt(max(b_sat, 1.0) * max(b_crit, 1.0))
 
 
+def anchor_lr0(hparams: Hyperparams, anchor_batch: int) -> float:
+    """The lr0 that puts this recipe on the space's square-root rule: its LR carried to
+    the anchor batch (sqrt rule) and momentum 0.9 (same effective step)."""
+    return (hparams.lr * (1.0 - ANCHOR_MOMENTUM) / max(1.0 - hparams.momentum, 1e-6)
+            * math.sqrt(anchor_batch / hparams.batch_size))
+
+
 def batch_candidates(*, min_batch: int, max_batch: int, b_star: float, knee: int) -> list[int]:
     """Batches worth trying: powers of two from B*/8 up to the largest that fits, capped
     at 4x B* or 2x the throughput knee, whichever is larger (past both, more batch buys

@@ -7,8 +7,10 @@ import pytest
 from autobatch.measure.lr_range import (
     HIGH_SPAN,
     LOW_SPAN,
+    LRRange,
     smooth,
     suggest_range,
+    sweep_doubt,
     sweep_lrs,
 )
 
@@ -54,3 +56,23 @@ def test_sweep_lrs_are_geometric_from_start_to_stop():
     lrs = sweep_lrs(1e-3, 10.0, 5)
     assert lrs == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 10.0])
 
+
+
+def sweep(losses: list[float], high: float = 1.0) -> LRRange:
+    return LRRange(low=high / 150, high=high, lr_at_min_loss=high / 5, batch_size=64,
+                   momentum=0.9, lrs=tuple(LRS[:len(losses)]), losses=tuple(losses), seconds=1.0)
+
+
+def test_a_sweep_whose_loss_never_fell_clearly_is_doubted():
+    assert sweep_doubt(sweep([2.3, 2.31, 2.29, 2.3, 2.3, 2.28, 2.35, 9.0])) is not None
+    assert sweep_doubt(sweep([2.3, 2.2, 2.0, 1.6, 1.2, 1.0, 0.9, 0.8])) is None
+    # lowest at the very start, then up: no training seen
+    assert sweep_doubt(sweep([1.0, 0.1] + [2.3] * 30)) is not None
+    # a 7% fall, lowest late in the sweep: a fast sweep of a model that trains
+    assert sweep_doubt(sweep([2.30] * 70 + [2.0] * 20 + [9.0] * 2)) is None
+
+
+def test_a_range_far_below_the_reference_lr_is_doubted():
+    falling = [2.3, 2.2, 2.0, 1.6, 1.2, 1.0, 0.9, 0.8]
+    assert sweep_doubt(sweep(falling, high=7.6e-5), reference_lr=0.3) is not None
+    assert sweep_doubt(sweep(falling, high=0.1), reference_lr=0.3) is None

@@ -6,17 +6,31 @@ import torch
 
 from autobatch.config import SearchBounds
 from autobatch.events import TuneEvent
-from autobatch.measure import profile
+from autobatch.hyperparams import Hyperparams
+from autobatch.measure import LRRange, profile
 from autobatch.search import prior
-from autobatch.search.prior import Prior, cached_profile, measure_prior, seed_trials
+from autobatch.search.prior import (
+    FALLBACK_SPAN,
+    PRIOR_WIDEN,
+    Prior,
+    cached_profile,
+    measure_prior,
+    seed_trials,
+)
 from autobatch.search.space import SearchSpace, powers_of_two
 from tests.conftest import tiny_workload
+
+
+def stub_prior(space: SearchSpace, lr_range=None, lr_doubt=None) -> SimpleNamespace:
+    stub = SimpleNamespace(space=space, lr_range=lr_range, lr_doubt=lr_doubt)
+    stub.seed_lr0 = lambda: Prior.seed_lr0(stub)
+    return stub
 
 
 def test_seeds_cover_the_neighbour_batches_and_two_momenta_at_one_effective_lr():
     space = SearchSpace(batch_sizes=(16, 32, 64, 128, 256), anchor_batch=64,
                         lr_range=(0.05, 3.0))
-    seeds = seed_trials(SimpleNamespace(space=space, lr_range=None))
+    seeds = seed_trials(stub_prior(space))
     configs = [space.suggest(optuna.trial.FixedTrial(params)) for params in seeds]
     first, second = configs[:2]
     assert first.batch_size == second.batch_size == 64
@@ -41,7 +55,9 @@ def test_measure_prior_bounds_the_space_by_what_fits_and_the_lr_range_test():
     assert set(space.batch_sizes) <= set(powers_of_two(1, 128)) and space.anchor_batch in \
         space.batch_sizes
     assert prior.lr_range is not None and prior.lr_range.batch_size == space.anchor_batch
-    assert space.lr_range == (prior.lr_range.low, prior.lr_range.high)
+    # the sweep's range is the middle of what the study searches
+    assert space.lr_range == pytest.approx((prior.lr_range.low / PRIOR_WIDEN,
+                                            prior.lr_range.high * PRIOR_WIDEN))
     assert space.optimizer == "adam" and prior.bucket_base > 0
     # what the study stores, it reads back the same
     assert Prior.from_dict(prior.to_dict()).space == space
@@ -74,3 +90,40 @@ def test_cached_profile_profiles_once_per_workload_device_and_batch_range(tmp_pa
     assert calls == [32, 16] and len(list(tmp_path.glob("profile-*.json"))) == 2
     cached_profile(wl, cpu, 32, 0, use_cache=False)
     assert calls == [32, 16, 32]
+
+
+def flat_sweep(*args, batch_size: int, **kwargs) -> LRRange:
+    """An LR range test that saw no training: the loss sat near chance to the stop."""
+    losses = (1.1, 1.1, 1.09, 1.1, 1.1, 1.1, 1.1)
+    return LRRange(low=5.1e-7, high=7.6e-5, lr_at_min_loss=1.5e-5, batch_size=batch_size,
+                   momentum=0.9, lrs=tuple(1e-5 * 1.2**i for i in range(len(losses))),
+                   losses=losses, seconds=0.1)
+
+
+def test_a_failed_lr_range_test_gives_way_to_a_wide_range_around_the_reference_recipe(
+        monkeypatch):
+    monkeypatch.setattr(prior, "lr_range_test", flat_sweep)
+    reference = Hyperparams(batch_size=64, lr=0.3, momentum=0.9)
+    events: list[TuneEvent] = []
+    result = measure_prior(tiny_workload(reference=reference), SearchBounds(max_batch=64),
+                           torch.device("cpu"), events.append, headroom=0.1,
+                           memory_limit=None, use_cache=False, seed=0)
+    space = result.space
+    assert space.anchor_batch == 64 and result.lr_doubt is not None
+    assert space.lr_range == pytest.approx((0.3 * FALLBACK_SPAN[0], 0.3 * FALLBACK_SPAN[1]))
+    assert any(e.name == "warning" and "wide LR range" in e.message for e in events)
+    configs = [space.suggest(optuna.trial.FixedTrial(p))
+               for p in seed_trials(result, reference)]
+    # the reference recipe is tried first, and the others start in the middle of the range
+    assert (configs[0].batch_size, configs[0].lr, configs[0].momentum) == \
+        pytest.approx((64, 0.3, 0.9))
+    assert configs[1].lr == pytest.approx(0.3 * (FALLBACK_SPAN[0] * FALLBACK_SPAN[1]) ** 0.5)
+    assert Prior.from_dict(result.to_dict()).lr_doubt == result.lr_doubt
+
+
+def test_the_reference_recipe_is_seeded_at_the_nearest_batch_by_the_sqrt_rule():
+    space = SearchSpace(batch_sizes=(32, 64, 128), anchor_batch=64, lr_range=(1e-3, 10.0))
+    reference = Hyperparams(batch_size=512, lr=0.4, momentum=0.95)
+    first = space.suggest(optuna.trial.FixedTrial(seed_trials(stub_prior(space), reference)[0]))
+    assert (first.batch_size, first.momentum) == pytest.approx((128, 0.95))
+    assert first.lr == pytest.approx(0.4 * (128 / 512) ** 0.5)

@@ -42,6 +42,15 @@ def test_plateaued(history, expected):
     assert plateaued(history, min_seconds=1.0) is expected
 
 
+def test_a_run_still_in_its_initial_phase_is_no_plateau():
+    flat = [(1, 0.1), (2, 0.1), (4, 0.105), (8, 0.1)]  # near chance, no rise yet
+    assert not plateaued(flat, min_seconds=1.0, initial_s=10.0)  # 8 s < 25% of 40 s
+    assert plateaued(flat, min_seconds=1.0, initial_s=8.0)  # long enough to judge
+    # once it rose above its first evaluation, a stall counts at once
+    rose = [(1, 0.1), (2, 0.5), (4, 0.5), (8, 0.5)]
+    assert plateaued(rose, min_seconds=1.0, initial_s=100.0)
+
+
 def test_pruner_cuts_only_trials_clearly_behind_the_winners_at_equal_seconds():
     study = optuna.create_study(pruner=BehindWinnersPruner(margin=0.1))
     first = study.ask()
