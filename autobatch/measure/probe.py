@@ -15,15 +15,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from autobatch.config import check_headroom, check_memory_limit
 from autobatch.device import (
-    DeviceInfo,
     allocator_settings,
     cache_location,
     device_info,
@@ -33,79 +31,18 @@ from autobatch.device import (
     rss_bytes,
 )
 from autobatch.errors import BatchTooSmallError, ConfigError, DoesNotFitError
-from autobatch.files import JsonFile, json_safe
 from autobatch.hyperparams import check_batch
-from autobatch.measure.batch_search import Measurement, Outcome, search
+from autobatch.measure.batch_search import Measurement, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint, check_data_capped
 from autobatch.measure.forked import run_in_child
+from autobatch.measure.probe_result import Attempt, ProbeResult
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
 CACHE_VERSION = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class Attempt:
-    """One candidate batch: outcome, peak bytes (None after OOM), steps run, seconds."""
-
-    batch_size: int
-    outcome: Outcome
-    peak_bytes: int | None
-    train_steps: int
-    seconds: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProbeResult(JsonFile):
-    """The largest batch that fits, and the evidence. Memory in bytes, times in seconds.
-
-    budget_bytes = usable_bytes x (1 - headroom) is what a batch's peak must stay
-    under. fixed_bytes + bytes_per_sample x batch is the least-squares memory model
-    over every measured peak (None with a single measurement); fit_r2 needs three.
-    limited_by: 'memory', or 'max_batch' when even the largest allowed batch fits.
-    """
-
-    workload: str
-    fingerprint: str
-    device: DeviceInfo
-    dtype: str
-    max_batch_size: int
-    limited_by: str
-    min_batch: int
-    max_batch: int
-    headroom: float
-    memory_limit_bytes: int | None
-    usable_bytes: int
-    budget_bytes: int
-    peak_bytes: int
-    fixed_bytes: float | None
-    bytes_per_sample: float | None
-    fit_r2: float | None
-    fit_max_rel_error: float | None
-    attempts: tuple[Attempt, ...]
-    train_steps: int
-    seconds: float
-    allocator: dict[str, str] = field(default_factory=dict)
-    isolation: str
-    torch_version: str
-    created_at: str
-    from_cache: bool = False
-
-    what = "probe result"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON-safe dict (non-finite floats become None)."""
-        return json_safe(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
-        values = dict(data)
-        values["device"] = DeviceInfo(**values["device"])
-        values["attempts"] = tuple(Attempt(**a) for a in values["attempts"])
-        return cls(**values)
 
 
 def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch: int = 1,

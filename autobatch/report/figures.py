@@ -14,6 +14,7 @@ from autobatch.measure import ProfileResult
 from autobatch.report.canvas import plain_log_y, png
 from autobatch.report.facts import GIB, best_per_batch, fmt_gib, recommended_trial
 from autobatch.report.plots import render_profile
+from autobatch.schedule import DEFAULT_COOLDOWN, Schedule
 from autobatch.search import reached_trials
 
 TARGET_COLOR = "#d62728"
@@ -160,6 +161,39 @@ def curves(trials: Sequence[FrozenTrial], target: float | None) -> bytes:
         ax.set_xlabel("training seconds (evaluation excluded)")
         ax.set_ylabel("validation metric")
         ax.set_title("Validation metric vs training time, best trial per batch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
+
+    return png(draw, SIZE, DPI)
+
+
+def resolved_schedule(rec: dict[str, Any]) -> Schedule | None:
+    """The recommendation's schedule in optimizer steps, where the result file resolved
+    it (a study's best trial alone does not know its steps per epoch)."""
+    data = rec.get("schedule")
+    if not isinstance(data, dict) or "warmup_steps" not in data:
+        return None
+    horizon = data.get("horizon_steps")
+    return Schedule(name=data["name"], warmup=f"{data['warmup_steps']}steps",
+                    horizon=None if horizon is None else f"{horizon}steps",
+                    cooldown=data.get("cooldown", DEFAULT_COOLDOWN))
+
+
+def lr_schedule(rec: dict[str, Any], schedule: Schedule) -> bytes:
+    """The recommended LR against the optimizer step, as the trials applied it."""
+    end = schedule.horizon_steps or max(4 * schedule.warmup_steps, 100)
+    steps = list(range(end + 1))
+
+    def draw(fig: Any) -> None:
+        ax = fig.subplots()
+        ax.plot(steps, [rec["lr"] * schedule.lr_at(k) for k in steps], color=BEST_COLOR,
+                lw=2, label=str(schedule))
+        if schedule.warmup_steps:
+            ax.axvline(schedule.warmup_steps, color="#aaaaaa", ls=":", label="end of warmup")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("learning rate")
+        ax.set_title(f"Recommended LR schedule (peak {rec['lr']:.4g}, batch "
+                     f"{rec['batch_size']})")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
 

@@ -31,7 +31,15 @@ from autobatch.report.facts import (
     recommendation,
     trial_rows,
 )
-from autobatch.report.figures import curves, lr_batch_map, memory_model, profile_png, time_vs_batch
+from autobatch.report.figures import (
+    curves,
+    lr_batch_map,
+    lr_schedule,
+    memory_model,
+    profile_png,
+    resolved_schedule,
+    time_vs_batch,
+)
 from autobatch.storage import mask_url
 
 
@@ -102,6 +110,10 @@ def render_html(study: optuna.Study, storage_label: str) -> str:
         if best_per_batch(trials):
             parts += ["<h2>Validation metric vs training time</h2>",
                       _figure(curves(trials, target), "validation metric vs training seconds")]
+        if rec is not None and (schedule := resolved_schedule(rec)) is not None:
+            parts += ["<h2>Recommended LR schedule</h2>",
+                      f'<p class="muted">{html.escape(schedule.words())}</p>',
+                      _figure(lr_schedule(rec, schedule), "learning rate vs optimizer step")]
     if prior is not None:
         parts += ["<h2>Throughput profile</h2>", _table(None, profile_facts(prior), "facts"),
                   _figure(profile_png(prior), "throughput profile"),

@@ -21,7 +21,7 @@ from autobatch import ConfigError, DeviceError, DoesNotFitError, Workload, probe
 from autobatch.config import parse_bytes
 from autobatch.device import rss_bytes
 from autobatch.measure.footprint import largest_input
-from autobatch.measure.probe import ProbeResult
+from autobatch.measure.probe_result import ProbeResult
 from autobatch_cli.main import app
 from tests.conftest import blobs
 

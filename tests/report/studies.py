@@ -17,7 +17,7 @@ import autobatch.keys as keys
 from autobatch.device import DeviceInfo
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.noise import NoiseEstimate
-from autobatch.measure.probe import Attempt, ProbeResult
+from autobatch.measure.probe_result import Attempt, ProbeResult
 from autobatch.measure.throughput import ProfileResult, ProfileRow
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search.objective import Objective
@@ -100,5 +100,6 @@ def build_study(folder: Path, n_trials: int = 10) -> tuple[str, optuna.Study, Tu
     result = TuneResult(
         workload="tiny", target=TARGET, device="cpu", best=tuned[0],
         candidates=(*tuned, ref), prior={"max_batch_size": 512},
-        study=StudyInfo(name=STUDY, storage=url, trials=summarize(study)), tuning_seconds=9.0)
+        study=StudyInfo(name=STUDY, storage=url, trials=summarize(study)), tuning_seconds=9.0,
+        train_size=256)
     return url, study, result

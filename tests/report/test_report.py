@@ -13,6 +13,7 @@ import autobatch.keys as keys
 from autobatch.errors import ConfigError
 from autobatch.report import load_study, write_report
 from autobatch.report.dashboard import publish
+from autobatch.report.figures import lr_schedule, resolved_schedule
 from autobatch_cli.main import app
 from tests.report.studies import STUDY, build_study
 
@@ -31,9 +32,9 @@ def test_report_is_self_contained_with_every_section(published):
     page = out.read_text()
     for heading in ("Recommendation", "Time to target vs batch size", "Learning rate x batch size",
                     "Validation metric vs training time", "Throughput profile",
-                    "Memory model", "Trials"):
+                    "Recommended LR schedule", "Memory model", "Trials"):
         assert f"<h2>{heading}</h2>" in page
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     # nothing to fetch: no scripts, links or remote sources
     assert not re.search(r"<script|<link|src=\"http|href=\"http|url\(", page)
     best = result.best.hparams
@@ -50,6 +51,20 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_recommended_schedule_is_resolved_from_the_result_and_drawn():
+    rec = {"lr": 0.2, "batch_size": 64, "schedule": {
+        "name": "wsd", "warmup": "5%", "horizon": "10epochs", "cooldown": 0.2,
+        "warmup_steps": 25, "horizon_steps": 500, "cooldown_steps": 100}}
+    schedule = resolved_schedule(rec)
+    assert (schedule.warmup_steps, schedule.horizon_steps, schedule.cooldown_steps) == (
+        25, 500, 100)
+    assert schedule.lr_at(0) == pytest.approx(1 / 25) and schedule.lr_at(399) == 1.0
+    assert schedule.lr_at(500) == 0.0
+    assert lr_schedule(rec, schedule).startswith(b"\x89PNG")
+    # a study's best trial alone (no result file) has no steps per epoch to resolve with
+    assert resolved_schedule({"lr": 0.2, "schedule": {"name": "cosine", "warmup": "5%"}}) is None
 
 
 def test_report_picks_the_only_study_and_lists_names_otherwise(published, tmp_path):

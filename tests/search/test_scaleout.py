@@ -1,5 +1,6 @@
 """Many workers on one study: real PostgreSQL, real processes, real signals."""
 
+import os
 import re
 import signal
 import time
@@ -74,6 +75,31 @@ def test_workers_that_all_fail_fail_the_tune_with_their_errors_shown(pg_url, stu
     assert "a bug that only shows in worker processes" in err  # the workers' own tracebacks
     assert "every worker failed (exit codes [1, 1])" in err
     assert "RUNNING" not in states(pg_url, study_name)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, study_name,
+                                                                      sig, code):
+    """Ctrl-C in a terminal reaches the parent and its workers at once: all of them stop
+    at a safe point, none keeps running trials, nothing is left RUNNING."""
+    proc = autobatch(*TUNE, "--n-trials", "200", "--workers", "2", "--trial-budget", "2s",
+                     "--target", "0.999", "--study-name", study_name, "--storage", pg_url,
+                     start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        study = optuna.load_study(study_name=study_name, storage=pg_url) \
+            if study_name in optuna.get_all_study_names(pg_url) else None
+        if study and any(t.state.is_finished() for t in study.trials):
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, sig)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert time.monotonic() - started < 30, err
+    assert "Traceback" not in err, err
+    counts = states(pg_url, study_name)
+    assert "RUNNING" not in counts and sum(counts.values()) < 200, counts
 
 
 def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
