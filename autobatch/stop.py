@@ -7,17 +7,21 @@ ways). With install(), the first signal is only recorded; the long loops (traini
 steps, probe candidates, profile sizes, trials, waits on child processes) call
 check() between units of work and stop there, by raising KeyboardInterrupt (Ctrl-C)
 or Terminated (SIGTERM) from ordinary code. A second signal raises at once, for a
-loop that has no safe point; a third ends the process on the spot.
+loop that has no safe point (where Python drops that exception, the first signal
+still stands, and no traceback is shown); a third ends the process on the spot.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+PR_SET_PDEATHSIG = 1  # prctl(2)
 _pending: list[int] = []  # the signals received, in order
 
 
@@ -46,6 +50,28 @@ def install(received: Iterable[int] = ()) -> None:
     _pending[:] = list(received)
     for signum in EXIT_CODES:
         signal.signal(signum, _handler)
+    sys.unraisablehook = _quiet_unraisable
+
+
+def _quiet_unraisable(unraisable: Any) -> None:
+    """A second signal's interruption raised where Python drops exceptions (a garbage-
+    collection callback) is not worth a traceback: the first signal is still recorded,
+    and the next safe point obeys it."""
+    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _pending):
+        sys.__unraisablehook__(unraisable)
+
+
+def end_with_parent(parent: int) -> None:
+    """Have this process get SIGTERM when `parent`, the process that started it, ends,
+    even by SIGKILL (Linux; elsewhere nothing): a worker then closes its trial and
+    stops instead of running on alone. A parent already gone is obeyed now."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        _pending.append(signal.SIGTERM)
 
 
 def raise_at_once() -> None:

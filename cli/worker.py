@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import optuna
 import typer
 
+import autobatch.stop as stop
 from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
@@ -30,8 +31,12 @@ def worker(
     started: Annotated[Optional[float], typer.Option(hidden=True, help=(
         "The clock its lines count from (epoch seconds): `tune --workers N` passes its "
         "own, so their lines share one clock. Default: this process's start."))] = None,
+    parent: Annotated[Optional[int], typer.Option(hidden=True, help=(
+        "End when this process ends: `tune --workers N` passes its own pid."))] = None,
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
+    if parent is not None:
+        stop.end_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     since = started or STARTED
 

@@ -230,10 +230,12 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
 
 def worker_command(i: int, study_name: str, *, deadline: float,
                    devices: Sequence[str] | None = None,
-                   started: float | None = None) -> tuple[list[str], dict[str, str]]:
+                   started: float | None = None,
+                   parent: int | None = None) -> tuple[list[str], dict[str, str]]:
     """Worker i's command line and the environment it adds. The storage URL is never on
     the command line (`ps` shows it to every user); with devices, worker i sees only
-    devices[i % len(devices)]; started (epoch s): the clock its lines count from."""
+    devices[i % len(devices)]; started (epoch s): the clock its lines count from;
+    parent: the pid whose end ends the worker too."""
     env: dict[str, str] = {}
     device = "auto"
     if devices:
@@ -245,6 +247,8 @@ def worker_command(i: int, study_name: str, *, deadline: float,
         cmd += ["--deadline", str(deadline)]
     if started is not None:
         cmd += ["--started", str(started)]
+    if parent is not None:
+        cmd += ["--parent", str(parent)]
     return cmd, env
 
 
@@ -255,12 +259,16 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
 
     Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
     SIGTERM here is passed on (as SIGTERM) to the workers, which close their trials.
+    The workers run in a session of their own, so that this is the only way a stop
+    reaches them: a Ctrl-C to the terminal's process group arrives once, not twice
+    (the second would mean "stop at once"); and they end with this process.
     """
     procs = []
     for i in range(n):
         cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices,
-                                  started=started)
-        procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env}))
+                                  started=started, parent=os.getpid())
+        procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env},
+                                      start_new_session=True))
     try:
         while any(p.poll() is None for p in procs):
             stop.check()

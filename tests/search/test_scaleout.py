@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import subprocess
 import time
 import uuid
 
@@ -77,11 +78,8 @@ def test_workers_that_all_fail_fail_the_tune_with_their_errors_shown(pg_url, stu
     assert "RUNNING" not in states(pg_url, study_name)
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, study_name,
-                                                                      sig, code):
-    """Ctrl-C in a terminal reaches the parent and its workers at once: all of them stop
-    at a safe point, none keeps running trials, nothing is left RUNNING."""
+def start_and_wait_for_a_trial(pg_url: str, study_name: str):
+    """`tune --workers 2` in a process group of its own, once a trial has finished."""
     proc = autobatch(*TUNE, "--n-trials", "200", "--workers", "2", "--trial-budget", "2s",
                      "--target", "0.999", "--study-name", study_name, "--storage", pg_url,
                      start_new_session=True)
@@ -92,6 +90,21 @@ def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, s
         if study and any(t.state.is_finished() for t in study.trials):
             break
         time.sleep(0.5)
+    return proc
+
+
+def workers_of(study_name: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"worker --study-name {study_name}"],
+                           capture_output=True, text=True)
+    return found.stdout.split()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, study_name,
+                                                                      sig, code):
+    """Ctrl-C in a terminal reaches the parent and its workers at once: all of them stop
+    at a safe point, none keeps running trials, nothing is left RUNNING."""
+    proc = start_and_wait_for_a_trial(pg_url, study_name)
     os.killpg(proc.pid, sig)
     started = time.monotonic()
     _, err = proc.communicate(timeout=60)
@@ -100,6 +113,18 @@ def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, s
     assert "Traceback" not in err, err
     counts = states(pg_url, study_name)
     assert "RUNNING" not in counts and sum(counts.values()) < 200, counts
+
+
+def test_workers_end_with_a_tune_killed_by_sigkill(pg_url, study_name):
+    proc = start_and_wait_for_a_trial(pg_url, study_name)
+    assert workers_of(study_name)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.monotonic() + 15  # the end of the current step, not of the study
+    while workers_of(study_name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not workers_of(study_name)
+    assert "RUNNING" not in states(pg_url, study_name)  # each closed its trial on the way
 
 
 def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
