@@ -184,7 +184,7 @@ TUNE_BAD_INPUT = [
     (["--lr-range", "1e-3:inf"], "lr_range must satisfy 0 < low <= high < inf"),
     (["--target", "1.5"], "target must be in (0, 1]"),
     (["--momentum", "1"], "momentum must be in [0, 1)"),
-    (["--timeout", "soon"], "budget must look like"),
+    (["--timeout", "soon"], "timeout must be a duration like"),
     (["--device", "cuda:3"], "cuda:3"),
     (["--format", "xml"], "--format must be json, yaml or env"),
     (["--workload", "nope"], "unknown workload 'nope'"),

@@ -59,7 +59,8 @@ def test_two_workers_finish_exactly_the_budget_and_hide_the_password(pg_url, stu
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8
     assert "RUNNING" not in counts
     # one progress line per finished trial, from the worker that ran it
-    assert len(re.findall(r"^trial \d+ +(complete|pruned) .*\(worker \d+\)$", err, re.M)) == 8
+    line = r"^\[ *[\d.]+s\] trial \d+ +(complete|pruned) .*\(worker \d+\)$"
+    assert len(re.findall(line, err, re.M)) == 8
     assert SECRET not in out + err and QUOTED_SECRET not in out + err
     assert "postgres:***@127.0.0.1" in out + err
     study = optuna.load_study(study_name=study_name, storage=pg_url)

@@ -65,7 +65,7 @@ def test_a_space_of_decaying_shapes_needs_a_horizon_range():
 def test_seeds_include_each_decaying_shape_at_the_predicted_best_batch():
     s = space()
     configs = [s.suggest(optuna.trial.FixedTrial(p))
-               for p in seed_trials(SimpleNamespace(space=s, lr_range=None))]
+               for p in seed_trials(SimpleNamespace(space=s, seed_lr0=lambda: 0.1))]
     assert configs[0].schedule == Schedule()  # the first seed is the constant classic
     at_anchor = {c.schedule.name for c in configs if c.batch_size == 64}
     assert at_anchor == set(ALL)
