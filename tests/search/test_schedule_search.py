@@ -10,7 +10,7 @@ import torch
 from autobatch import ConfigError, TuneConfig
 from autobatch.config import SearchBounds
 from autobatch.schedule import Schedule
-from autobatch.search.prior import measure_prior, seed_trials
+from autobatch.search.prior import HORIZON_SPAN, measure_prior, seed_trials
 from autobatch.search.settings import contract
 from autobatch.search.space import SearchSpace
 from autobatch.search.study import check_contract
@@ -82,7 +82,7 @@ def test_the_prior_bounds_horizons_by_what_fits_in_a_trial():
     auto = measured("auto").space
     low, high = auto.horizon_range
     assert auto.schedules == ALL and auto.warmup_max == pytest.approx((low * high) ** 0.5 / 4)
-    assert high == pytest.approx(100 * low) and low > 1
+    assert high == pytest.approx(HORIZON_SPAN * low) and low > 1
     constant = measured("constant").space
     assert (constant.schedules, constant.horizon_range, constant.warmup_max) == (
         ("constant",), None, 0.0)
