@@ -10,6 +10,7 @@ import optuna
 
 import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
+from autobatch.schedule import CONSTANT
 
 
 @dataclass(frozen=True)
@@ -41,5 +42,10 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> tuple[str, ...]:
 
 
 def trial_line(trial: optuna.trial.FrozenTrial) -> str:
-    """One plain progress line for a finished trial."""
-    return "trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6} {}".format(*trial_row(trial))
+    """One plain progress line for a finished trial (its schedule named unless it is a
+    constant LR without warmup, so seeds that differ only there do not read as repeats)."""
+    *row, outcome = trial_row(trial)
+    recipe = Hyperparams.stored(trial.user_attrs)
+    shape = f" [{recipe.schedule}]" if recipe and recipe.schedule != CONSTANT else ""
+    return "trial {} {:<9} batch {:>5} lr {:>9} momentum {:>6}".format(*row) + \
+        f"{shape} {outcome}"

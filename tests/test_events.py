@@ -7,6 +7,7 @@ from optuna.trial import TrialState, create_trial
 import autobatch.keys as keys
 from autobatch.events import trial_line, trial_row
 from autobatch.hyperparams import Hyperparams
+from autobatch.schedule import Schedule
 
 
 def trial(number: int, state: TrialState, value: float | None = None, **attrs):
@@ -27,3 +28,8 @@ def test_trial_row_says_the_time_to_target_or_why_not():
     assert trial_row(pruned)[-1] == "timeout"
     assert trial_row(failed) == ("3", "fail", "-", "-", "-", "crashed")
     assert trial_line(done) == "trial 0 complete  batch    32 lr     0.123 momentum    0.9 1.235s"
+    cosine = Hyperparams(batch_size=32, lr=0.1234,
+                         schedule=Schedule(name="cosine", warmup="1epochs", horizon="8epochs"))
+    decayed = trial(4, TrialState.PRUNED, **cosine.to_dict(), **{keys.PRUNE_REASON: "timeout"})
+    assert trial_line(decayed) == ("trial 4 pruned    batch    32 lr     0.123 momentum    0.9 "
+                                   "[cosine, warmup 1epochs, horizon 8epochs] timeout")
