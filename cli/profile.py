@@ -12,6 +12,7 @@ from autobatch.errors import ConfigError
 from autobatch.measure import ProfileResult
 from autobatch.measure import probe as run_probe
 from autobatch.measure import profile as run_profile
+from autobatch.measure.trust import retaken
 from autobatch_cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -62,8 +63,11 @@ def profile(
                      + (" (cached)" if found.from_cache else ""))
         max_batch = min(max_batch or found.max_batch_size, found.max_batch_size)
     with stderr.status(f"profiling {wl.name} ..."):
-        result = run_profile(wl, device=device, batch_sizes=sizes, max_batch=max_batch,
-                             knee_gain=knee_gain, noise=noise, seed=seed)
+        result, doubt = retaken(lambda: run_profile(
+            wl, device=device, batch_sizes=sizes, max_batch=max_batch,
+            knee_gain=knee_gain, noise=noise, seed=seed))
+    if doubt:
+        stderr.print(f"warning: {doubt}", markup=False, highlight=False)
     if save is not None:
         result.save(save)
     if plot is not None:

@@ -49,6 +49,28 @@ def timed_linear_factory(clock: FakeClock, *, oom_from: int | None = None,
     return lambda: TimedLinear(8, 3)
 
 
+def jumping_linear_factory(clock: FakeClock, jumps: list[int | None], factor: float = 10.0):
+    """timed_linear_factory's model whose step cost jumps `factor`x after a number of
+    training forward passes: jumps[i] for the i-th model the factory makes (None or
+    past the end: never), so each profile (one factory call) sees its own load."""
+    made = []
+
+    class JumpingLinear(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(8, 3)
+            self.jump = jumps[len(made)] if len(made) < len(jumps) else None
+            self.passes = 0
+            made.append(self)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.passes += self.training
+            slow = self.jump is not None and self.passes > self.jump
+            clock.now += (ALPHA + BETA * len(x)) * (factor if slow else 1.0)
+            return super().forward(x)
+
+    return JumpingLinear
+
+
 class Wide(nn.Module):
     """Memory-heavy, compute-light: each layer keeps a 128 KiB activation per sample."""
 

@@ -70,3 +70,18 @@ def test_cli_profile_table_lists_each_size_and_the_fit():
     assert knee and re.search(rf"^\W+{knee[1]}\W.*knee", out, re.M), out
     assert "t(B) =" in out
     assert "B_simple" not in out
+
+
+def test_cli_profile_retakes_a_profile_failing_its_bar_then_warns_on_stderr(monkeypatch):
+    from autobatch_cli import profile as command
+    from tests.measure.test_trust import MID, profiler
+
+    measure = profiler([MID, MID])
+    calls = []
+    monkeypatch.setattr(command, "run_profile", lambda *a, **k: calls.append(1) or measure())
+    result = runner.invoke(app, ["profile", *GOOD, "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2
+    assert ("warning: the throughput profile failed its quality bar twice (the machine "
+            "may be busy): step-time fit error 35%") in " ".join(result.stderr.split())
+    json.loads(result.stdout)  # the warning stays off stdout

@@ -28,6 +28,7 @@ from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
 from autobatch.measure.lr_range import sweep_doubt
+from autobatch.measure.trust import retaken, trusted
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
     SearchSpace,
@@ -117,15 +118,25 @@ class Prior:
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
-                   use_cache: bool) -> ProfileResult:
+                   use_cache: bool) -> tuple[ProfileResult, str | None]:
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
-    reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
+    reusing it keeps later stages consistent and cheap). --no-cache measures afresh.
+    A profile failing its quality bar (measure.trust) is retaken once and never cached;
+    the second string is the warning when the retake fails too."""
     key = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
            f"-t{torch.get_num_threads()}-s{seed}")
-    return cached("profile", key,
-                  lambda: profile(workload, device=device, max_batch=max_batch, seed=seed),
-                  ProfileResult.load, use_cache=use_cache)
+    doubts: list[str] = []
+
+    def measure() -> ProfileResult:
+        result, doubt = retaken(
+            lambda: profile(workload, device=device, max_batch=max_batch, seed=seed))
+        doubts.extend([doubt] if doubt else [])
+        return result
+
+    result = cached("profile", key, measure, ProfileResult.load, use_cache=use_cache,
+                    trusted=trusted)
+    return result, doubts[0] if doubts else None
 
 
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
@@ -144,7 +155,9 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                    f"{' (cached)' if fit.from_cache else ''}"))
     emit(TuneEvent("stage", "profile", "timing steps against batch size"))
-    prof = cached_profile(workload, device, fit.max_batch_size, seed, use_cache)
+    prof, profile_warning = cached_profile(workload, device, fit.max_batch_size, seed, use_cache)
+    if profile_warning:
+        emit(TuneEvent("stage", "warning", profile_warning))
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
     b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
     b_star = predicted_best_batch(b_sat, b_crit)

@@ -67,3 +67,18 @@ def test_cached_without_the_cache_neither_reads_nor_writes_it(tmp_path):
     fresh = cached("probe", "k", measure, Result.load, use_cache=False, folder=tmp_path)
     assert fresh.value == 2 and measure.calls == 1
     assert Result.load(cache_path("probe", "k", tmp_path)).value == 1
+
+
+def test_an_untrusted_result_is_never_written_and_an_untrusted_file_never_read(tmp_path):
+    def positive(result: Result) -> bool:
+        return result.value > 0
+
+    bad = Measure(-1)
+    assert cached("profile", "k", bad, Result.load, folder=tmp_path, trusted=positive).value \
+        == -1
+    assert not cache_path("profile", "k", tmp_path).exists()
+    cached("profile", "k", Measure(-2), Result.load, folder=tmp_path)  # written untested
+    good = Measure(3)
+    assert cached("profile", "k", good, Result.load, folder=tmp_path,
+                  trusted=positive).value == 3
+    assert good.calls == 1 and Result.load(cache_path("profile", "k", tmp_path)).value == 3

@@ -1,3 +1,4 @@
+import functools
 from types import SimpleNamespace
 
 import optuna
@@ -18,7 +19,9 @@ from autobatch.search.prior import (
     seed_trials,
 )
 from autobatch.search.space import SearchSpace, powers_of_two
+from autobatch.workloads import Workload
 from tests.conftest import tiny_workload
+from tests.doubles import FakeClock, jumping_linear_factory, timed_linear_factory
 
 
 def stub_prior(space: SearchSpace, lr_range=None, lr_doubt=None) -> SimpleNamespace:
@@ -48,8 +51,9 @@ def measured(bounds: SearchBounds, events: list) -> Prior:
 def test_measure_prior_bounds_the_space_by_what_fits_and_the_lr_range_test():
     events: list[TuneEvent] = []
     prior = measured(SearchBounds(max_batch=128, optimizer="adam"), events)
-    assert [e.name for e in events] == ["probe", "probe", "profile", "profile", "lr_range",
-                                        "lr_range"]
+    # (a real profile on a shared machine may fail its bar twice: a warning between)
+    assert [e.name for e in events if e.name != "warning"] == [
+        "probe", "probe", "profile", "profile", "lr_range", "lr_range"]
     assert prior.probe.max_batch_size == 128  # the tiny model fits any batch up to the bound
     space = prior.space
     assert set(space.batch_sizes) <= set(powers_of_two(1, 128)) and space.anchor_batch in \
@@ -76,20 +80,53 @@ def test_cached_profile_profiles_once_per_workload_device_and_batch_range(tmp_pa
                                                                          monkeypatch):
     monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
     calls = []
+    clock = FakeClock()  # exact step times: the fit always passes its bar
 
     def counted(*args, **kwargs):
         calls.append(kwargs["max_batch"])
-        return profile(*args, **kwargs)
+        return profile(*args, **kwargs, clock=clock)
 
     monkeypatch.setattr(prior, "profile", counted)
-    wl, cpu = tiny_workload(), torch.device("cpu")
-    first = cached_profile(wl, cpu, 32, 0, use_cache=True)
-    assert cached_profile(wl, cpu, 32, 0, use_cache=True) == first
+    wl, cpu = tiny_workload(model_factory=timed_linear_factory(clock)), torch.device("cpu")
+    first, doubt = cached_profile(wl, cpu, 32, 0, use_cache=True)
+    assert doubt is None and cached_profile(wl, cpu, 32, 0, use_cache=True) == (first, None)
     assert calls == [32]
     cached_profile(wl, cpu, 16, 0, use_cache=True)  # another batch range: another profile
     assert calls == [32, 16] and len(list(tmp_path.glob("profile-*.json"))) == 2
     cached_profile(wl, cpu, 32, 0, use_cache=False)
     assert calls == [32, 16, 32]
+
+
+def jumping_prior(monkeypatch, jumps: list) -> Workload:
+    """tiny_workload on a fake device whose i-th profile's step cost jumps 10x after
+    jumps[i] training passes (85: in the middle of the default sizes up to 128)."""
+    clock = FakeClock()
+    monkeypatch.setattr(prior, "profile", functools.partial(profile, clock=clock,
+                                                            noise=False))
+    return tiny_workload(n_train=512, model_factory=jumping_linear_factory(clock, jumps))
+
+
+def test_a_profile_failing_its_bar_twice_is_not_cached_and_warns(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    wl = jumping_prior(monkeypatch, [85] * 50)  # the probe's models jump too: harmless
+    events: list[TuneEvent] = []
+    measure_prior(wl, SearchBounds(max_batch=128, lr=0.1, momentum=0.9),
+                  torch.device("cpu"), events.append, headroom=0.1, memory_limit=None,
+                  use_cache=True, seed=0)
+    warnings = [e.message for e in events if e.name == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "the throughput profile failed its quality bar twice (the machine may be busy): "
+        "step-time fit error 35% (the bar is 15%); samples/s 3,846 / 7,407 / 4,926 / "
+        "2,424 / 3,902 at batch 8 / 16 / 32 / 64 / 128")
+    assert not list(tmp_path.glob("profile-*.json"))
+
+
+def test_a_retake_that_passes_is_cached_without_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    wl = jumping_prior(monkeypatch, [85, None])
+    result, doubt = cached_profile(wl, torch.device("cpu"), 128, 0, use_cache=True)
+    assert doubt is None and result.fit_error < 1e-9
+    assert len(list(tmp_path.glob("profile-*.json"))) == 1
 
 
 def flat_sweep(*args, batch_size: int, **kwargs) -> LRRange:
