@@ -248,6 +248,7 @@ class TuneConfig(SearchBounds):
     devices: tuple[str, ...] | None = None
     use_cache: bool = True
     artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
+    profile: str | None = None  # a saved `autobatch profile` file instead of profiling
 
     def __post_init__(self) -> None:
         check_target("target", self.target)

@@ -116,6 +116,7 @@ class TuneOptions:
     devices: str | None = None
     compare: bool | None = None
     use_cache: bool | None = None
+    profile: str | None = None
     seed: int | None = None
     workload_options: dict[str, Any] = field(default_factory=dict)
 

@@ -26,6 +26,7 @@ from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.locks import StudyLock
+from autobatch.measure.trust import read_profile
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search import (
     METRIC_NAME,
@@ -67,7 +68,9 @@ def measure(workload: Workload, config: TuneConfig, device: torch.device,
             emit: EventCallback) -> Prior:
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
-                         seed=config.seed, trial_budget_s=config.trial_budget)
+                         seed=config.seed, trial_budget_s=config.trial_budget,
+                         saved_profile=read_profile(config.profile, workload.name)
+                         if config.profile else None)
 
 
 def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:

@@ -16,6 +16,7 @@ from autobatch.config import TuneConfig, bytes_in_words
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
+from autobatch.measure.trust import read_profile
 from autobatch.report import publish
 from autobatch.result import TuneResult, check_format
 from autobatch.storage import default_storage_url, mask_url, open_storage
@@ -90,6 +91,9 @@ def tune(
         "Re-measure the reference recipe and largest-batch rule beside the result."))] = None,
     use_cache: Annotated[Optional[bool], Opt("--cache/--no-cache", help=(
         "Reuse cached probe and profile results of this workload and device."))] = None,
+    profile: Annotated[Optional[Path], Opt(help=(
+        "Use this saved profile (`autobatch profile --json` or --save) instead of "
+        "profiling."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
     workload_options: WorkloadOptions | None = None,
@@ -104,7 +108,8 @@ def tune(
         momentum_range=momentum_range, optimizer=optimizer, schedule=schedule, verify=verify,
         time=time_mode,
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
-        compare=compare, use_cache=use_cache, seed=seed,
+        compare=compare, use_cache=use_cache, profile=str(profile) if profile else None,
+        seed=seed,
         workload_options=workload_options or {})
     options = given.over(TuneOptions.from_file(config)) if config else given
     fmt = options.format
@@ -116,6 +121,8 @@ def tune(
     if isinstance(options.memory_limit, str):
         stderr.print(f"memory limit {bytes_in_words(options.memory_limit)}", markup=False)
     wl = workload_from(options.workload, options.workload_options)
+    if options.profile:
+        read_profile(options.profile, wl.name)  # refused before anything is measured
     out_path = Path(options.output) if options.output else None
     if out_path is not None and not out_path.parent.is_dir():
         raise ConfigError(f"--output folder {str(out_path.parent)!r} does not exist")

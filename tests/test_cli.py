@@ -205,6 +205,27 @@ def test_tune_bad_input_exits_2_before_writing_anything(tmp_path, args, message)
     assert not (tmp_path / "study.db").exists()
 
 
+def test_tune_profile_file_is_refused_up_front_in_one_line(tmp_path):
+    from tests.measure.test_trust import profiler
+
+    saved = profiler([None])()  # of the workload "tiny", not digits-cnn
+    saved.save(tmp_path / "tiny.json")
+    (tmp_path / "torn.json").write_text("{torn")
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    cases = {"missing.json": "does not exist", "torn.json": "is not a profile from "
+             "`autobatch profile --json` or --save (JSONDecodeError:",
+             "other.json": "is not a profile", ".": "is a directory",
+             "tiny.json": "profiles workload 'tiny', not 'digits-cnn'"}
+    for name, message in cases.items():
+        path = tmp_path / name
+        result = invoke("tune", "--workload", "digits-cnn", "--target", "0.9", "--storage",
+                        f"sqlite:///{tmp_path}/study.db", "--profile", str(path))
+        assert result.exit_code == 2, result.output
+        assert f"--profile {str(path)!r} {message}" in " ".join(result.stderr.split())
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "study.db").exists()
+
+
 def test_tune_on_devices_this_machine_lacks_exits_2_before_creating_the_study(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA devices")

@@ -8,13 +8,16 @@ that put B_sat at 52 instead of ~370 missed them by 67%, with samples/s falling 
 12,201 at one size to 3,417 at the next. FIT_ERROR_LIMIT sits above every honest fit
 and far below that one. samples/s of a linear step time only rises with the batch, so
 a fall to below DROP_LIMIT of a smaller size's is a burst of load, not the device.
+A profile the user saved (`tune --profile FILE`) is read here, and held to the same bar.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
+from autobatch.errors import ConfigError
 from autobatch.measure.throughput import ProfileResult
 
 log = logging.getLogger(__name__)
@@ -63,3 +66,23 @@ def retaken(measure: Callable[[], ProfileResult]) -> tuple[ProfileResult, str | 
     return best, (f"the throughput profile failed its quality bar twice (the machine "
                   f"may be busy): {again}; first try: {doubt}. Not cached; B_sat and "
                   f"the predicted best batch may be wrong")
+
+
+def read_profile(path: str | Path, workload: str) -> ProfileResult:
+    """The profile a user saved (`autobatch profile --json` or `--save`) for `workload`;
+    a ConfigError of one line when it is missing, unreadable or of another workload."""
+    where = f"--profile {str(path)!r}"
+    try:
+        result = ProfileResult.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{where} is not a profile from `autobatch profile --json` or "
+                          f"--save ({type(exc).__name__}: {exc})") from None
+    if result.workload != workload:
+        raise ConfigError(f"{where} profiles workload {result.workload!r}, not {workload!r}")
+    return result

@@ -28,7 +28,7 @@ from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
 from autobatch.measure.lr_range import sweep_doubt
-from autobatch.measure.trust import retaken, trusted
+from autobatch.measure.trust import profile_doubt, retaken, trusted
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
     SearchSpace,
@@ -142,10 +142,12 @@ def cached_profile(workload: Workload, device: torch.device, max_batch: int, see
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
                   emit: EventCallback, *, headroom: float, memory_limit: int | None,
                   use_cache: bool, seed: int,
-                  trial_budget_s: float = DEFAULT_TRIAL_BUDGET_S) -> Prior:
+                  trial_budget_s: float = DEFAULT_TRIAL_BUDGET_S,
+                  saved_profile: ProfileResult | None = None) -> Prior:
     """Probe, profile (both cached), LR range test; the search space they define within
     the user's bounds. headroom, memory_limit: the probe's (see measure.probe);
-    trial_budget_s: one trial's training time (bounds the schedules' horizons)."""
+    trial_budget_s: one trial's training time (bounds the schedules' horizons);
+    saved_profile: the user's own (`tune --profile`), used instead of profiling."""
     emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
     low, high = ((bounds.batch_size, bounds.batch_size) if bounds.batch_size is not None
                  else (bounds.min_batch, bounds.max_batch))
@@ -154,8 +156,14 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                 use_cache=use_cache)
     emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                    f"{' (cached)' if fit.from_cache else ''}"))
-    emit(TuneEvent("stage", "profile", "timing steps against batch size"))
-    prof, profile_warning = cached_profile(workload, device, fit.max_batch_size, seed, use_cache)
+    if saved_profile is not None:
+        prof, profile_warning = saved_profile, profile_doubt(saved_profile)
+        emit(TuneEvent("stage", "profile", f"the saved profile of {prof.workload} on "
+                       f"{prof.device} (batch up to {prof.max_batch})"))
+    else:
+        emit(TuneEvent("stage", "profile", "timing steps against batch size"))
+        prof, profile_warning = cached_profile(workload, device, fit.max_batch_size, seed,
+                                               use_cache)
     if profile_warning:
         emit(TuneEvent("stage", "warning", profile_warning))
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size

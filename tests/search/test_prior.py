@@ -129,6 +129,24 @@ def test_a_retake_that_passes_is_cached_without_a_warning(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("profile-*.json"))) == 1
 
 
+def test_a_saved_profile_replaces_profiling_and_is_held_to_the_bar(monkeypatch):
+    from tests.measure.test_trust import MID, profiler
+
+    monkeypatch.setattr(prior, "profile", lambda *a, **k: pytest.fail("profiled"))
+    for saved, warned in ((profiler([None])(), False), (profiler([MID])(), True)):
+        events: list[TuneEvent] = []
+        result = measure_prior(tiny_workload(), SearchBounds(max_batch=128, lr=0.1,
+                                                             momentum=0.9),
+                               torch.device("cpu"), events.append, headroom=0.1,
+                               memory_limit=None, use_cache=False, seed=0,
+                               saved_profile=saved)
+        assert result.profile is saved
+        assert events[2].message == "the saved profile of tiny on cpu (batch up to 512)"
+        warnings = [e.message for e in events if e.name == "warning"]
+        assert [w.startswith("step-time fit error 35%") for w in warnings] == \
+            ([True] if warned else [])
+
+
 def flat_sweep(*args, batch_size: int, **kwargs) -> LRRange:
     """An LR range test that saw no training: the loss sat near chance to the stop."""
     losses = (1.1, 1.1, 1.09, 1.1, 1.1, 1.1, 1.1)
