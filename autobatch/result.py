@@ -14,7 +14,9 @@ Schema (version 1), all times in seconds:
   median_s, interval {low, high, coverage}, reached, first_evals}], prior
   {max_batch_size, b_sat, b_simple, knee, b_star, alpha, beta, lr_range (the range
   test's), search_lr_range (what the study searched, at the anchor batch), lr_doubt},
-  study {name, storage (password masked), trials}, tuning_seconds.
+  study {name, storage (password masked), trials}, tuning_seconds, speed_drift
+  {median_ratio (the last window's median of measured / profiled samples/s), trials,
+  window, worst_ratio, limit} or null (too few trials; see search/drift.py).
   The top-level recipe is the tuned recommendation whatever the verdict.
 """
 
@@ -70,12 +72,14 @@ class TuneResult:
     tuning_seconds: float
     train_size: int | None = None  # training samples: resolves the schedule to steps
     verdict: Verdict | None = None  # None: judged from the candidates when written
+    speed_drift: dict[str, Any] | None = None  # see search/drift.speed_drift
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
     def build(cls, *, workload: str, target: float, device: str, prior: Prior,
               candidates: list[Candidate], best: Candidate, study: StudyInfo,
-              seconds: float, train_size: int | None = None) -> TuneResult:
+              seconds: float, train_size: int | None = None,
+              speed_drift: dict[str, Any] | None = None) -> TuneResult:
         profile, space = prior.profile, prior.space
         noise = profile.noise
         facts = {
@@ -96,7 +100,7 @@ class TuneResult:
         return cls(workload=workload, target=target, device=device, best=best,
                    candidates=tuple(candidates), prior=facts, study=study,
                    tuning_seconds=seconds, train_size=train_size,
-                   verdict=judge(candidates, best))
+                   verdict=judge(candidates, best), speed_drift=speed_drift)
 
     def judged(self) -> Verdict:
         return self.verdict or judge(list(self.candidates), self.best)
@@ -121,6 +125,7 @@ class TuneResult:
             "prior": self.prior,
             "study": asdict(self.study),
             "tuning_seconds": self.tuning_seconds,
+            "speed_drift": self.speed_drift,
         })
 
     def recipe(self) -> dict[str, Any]:

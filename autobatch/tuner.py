@@ -15,10 +15,12 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial
 
 import autobatch.keys as keys
 from autobatch.config import STUDY_SHARE, TuneConfig
@@ -49,6 +51,7 @@ from autobatch.search import (
     summarize,
 )
 from autobatch.search.course import CourseWatch
+from autobatch.search.drift import DriftWatch, ratios, speed_drift
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -71,6 +74,15 @@ def measure(workload: Workload, config: TuneConfig, device: torch.device,
                          seed=config.seed, trial_budget_s=config.trial_budget,
                          saved_profile=read_profile(config.profile, workload.name)
                          if config.profile else None)
+
+
+def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
+        [optuna.Study, FrozenTrial], None]:
+    """One on_trial callback that calls each of `callbacks` in turn."""
+    def each(study: optuna.Study, trial: FrozenTrial) -> None:
+        for callback in callbacks:
+            callback(study, trial)
+    return each
 
 
 def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:
@@ -194,7 +206,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             run_trials(study, objective, n_trials=config.total_trials, deadline=study_deadline,
                        exclusive=not supports_workers(prepared.storage_url),
                        patience=config.patience,
-                       on_trial=CourseWatch(prior.space, emit))
+                       on_trial=watch(CourseWatch(prior.space, emit),
+                                      DriftWatch(prior.profile, emit)))
         if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
             emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
                            f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
@@ -217,7 +230,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
-            seconds=time.time() - started, train_size=len(workload.train_data))
+            seconds=time.time() - started, train_size=len(workload.train_data),
+            speed_drift=speed_drift(ratios(study.get_trials(deepcopy=False), prior.profile)))
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
         return result

@@ -39,6 +39,9 @@ def test_tune_recommends_a_verified_configuration(tuned):
     names = [c["name"] for c in data["candidates"]]
     assert "largest batch + sqrt rule" in names  # the comparison the closing table shows
     assert result.best.tuned and result.best in result.candidates
+    # real timings of a tiny model: a drift may or may not show, but it is recorded
+    drift = data["speed_drift"]
+    assert drift is None or (drift["trials"] >= drift["window"] and drift["limit"] == 1.5)
     json.dumps(data, allow_nan=False)
 
 
