@@ -76,7 +76,23 @@ def profile(
     else:
         stdout.print(profile_table(result))
         for line in summary_lines(result):
-            stdout.print(line)
+            stdout.print(line, markup=False, highlight=False)
+
+
+def noise_line(noise) -> str:
+    """B_simple and its interval; a bound the draws cannot resolve reads as unbounded."""
+    draws = f"{noise.draws} draws at batch {noise.b_small} and {noise.b_big}"
+    if noise.b_simple is None:
+        return (f"B_simple   not resolved: at these batch sizes the gradient noise hides "
+                f"the mean gradient ({draws}); B_simple is likely far above batch "
+                f"{noise.b_big}")
+    if noise.low is None:
+        interval = "unbounded"
+    elif noise.high is None:
+        interval = f"[{noise.low:.0f}, unbounded)"
+    else:
+        interval = f"[{noise.low:.0f}, {noise.high:.0f}]"
+    return f"B_simple   {noise.b_simple:.0f}  {noise.level:.0%} interval {interval}  ({draws})"
 
 
 def parse_batch_sizes(text: str, *, name: str = "batch_sizes") -> tuple[int, ...] | None:
@@ -134,12 +150,7 @@ def summary_lines(result: ProfileResult) -> list[str]:
                  f">= {result.knee_gain:.0%} samples/s)")
     noise = result.noise
     if noise is not None:
-        def fmt(value: float | None) -> str:
-            return f"{value:.0f}" if value is not None else "unbounded"
-
-        lines.append(f"B_simple   {fmt(noise.b_simple)}  {noise.level:.0%} interval "
-                     f"[{fmt(noise.low)}, {fmt(noise.high)}]  ({noise.draws} draws at "
-                     f"batch {noise.b_small} and {noise.b_big})")
+        lines.append(noise_line(noise))
     if result.eval_pass_s is not None:
         lines.append(f"eval pass  {result.eval_pass_s * 1e3:.1f} ms")
     lines.append(f"profiled in {result.seconds:.1f} s")
