@@ -161,10 +161,14 @@ def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) 
 
 def closing_table(result: TuneResult) -> Table:
     data = result.to_dict()
-    table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}")
-    for column in ("configuration", "batch", "LR", "momentum", "schedule", "median time",
-                   "reached"):
-        table.add_column(column)
+    """Each configuration on one line in 80 columns: only the schedule wraps (at its
+    commas); the other columns keep their width (short headers: "mom." is the momentum,
+    "median" the median time to target over the runs)."""
+    table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}",
+                  pad_edge=False)
+    for column in ("configuration", "batch", "LR", "mom.", "schedule", "median", "reached"):
+        wraps = column == "schedule"
+        table.add_column(column, no_wrap=not wraps, min_width=8 if wraps else None)
     for cand in result.candidates:
         median = cand.median()
         mark = " *" if cand is result.best else ""

@@ -338,3 +338,26 @@ def test_what_user_code_prints_leaves_tune_env_output_safe_to_eval(tmp_path):
     lines = tune.stdout.splitlines()
     assert lines and all(line.startswith("AUTOBATCH_") for line in lines), tune.stdout
     assert "native hello" in tune.stderr
+
+
+def test_closing_table_keeps_each_configuration_on_one_line_in_80_columns():
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from autobatch.schedule import Schedule
+    from autobatch_cli.tune import closing_table
+    from tests.conftest import candidate
+    from tests.test_result import result
+
+    names = ("trial 3", "reference recipe", "largest batch + sqrt rule")
+    cosine = Schedule(name="cosine", warmup="5%", horizon="40epochs")
+    candidates = tuple(candidate(name=name, tuned=False, batch_size=2048, lr=0.765,
+                                 schedule=cosine, runs=(None, None, None), trial_number=None)
+                       for name in names[1:])
+    console = Console(width=80, force_terminal=False, record=True)
+    console.print(closing_table(replace(result(), candidates=(result().best, *candidates))))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for name in names:
+        assert re.search(rf"^\W*{re.escape(name)}\W", text, re.M), text
