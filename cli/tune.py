@@ -160,10 +160,10 @@ def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) 
 
 
 def closing_table(result: TuneResult) -> Table:
-    data = result.to_dict()
     """Each configuration on one line in 80 columns: only the schedule wraps (at its
     commas); the other columns keep their width (short headers: "mom." is the momentum,
     "median" the median time to target over the runs)."""
+    data = result.to_dict()
     table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}",
                   pad_edge=False)
     for column in ("configuration", "batch", "LR", "mom.", "schedule", "median", "reached"):
