@@ -21,7 +21,7 @@ from autobatch_cli.options import (
     with_workload_options,
     workload_from,
 )
-from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+from autobatch_cli.output import exits_cleanly, print_json, stage_steps, stderr, stdout
 
 
 @with_workload_options
@@ -61,9 +61,10 @@ def profile(
         stderr.print(f"largest batch that fits: {found.max_batch_size}"
                      + (" (cached)" if found.from_cache else ""))
         max_batch = min(max_batch or found.max_batch_size, found.max_batch_size)
-    with stderr.status(f"profiling {wl.name} ..."):
+    with stderr.status(f"profiling {wl.name} ...") as status:
         result = run_profile(wl, device=device, batch_sizes=sizes, max_batch=max_batch,
-                             knee_gain=knee_gain, noise=noise, seed=seed)
+                             knee_gain=knee_gain, noise=noise, seed=seed,
+                             progress=stage_steps(status, f"profiling {wl.name}"))
     if save is not None:
         result.save(save)
     if plot is not None:

@@ -25,6 +25,8 @@ from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
 from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
 from autobatch_cli.output import (
+    PLAIN_PROGRESS_S,
+    Every,
     exits_cleanly,
     stderr,
     stdout,
@@ -201,6 +203,8 @@ class Progress:
         self.stage = ""
         self.best: float | None = None
         self._live: Live | None = None
+        self.plain: dict[str, Every] = {}  # per stage: its first step, then now and then
+        self.clock = time.monotonic
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -220,6 +224,13 @@ class Progress:
                 self.best = min(self.best or event.trial.value, event.trial.value)
             self.rows.append(trial_row(event.trial))
             line = trial_line(event.trial)
+        elif event.kind == "progress":  # the status line on a terminal, else now and then
+            self.stage = f"{event.name}: {event.message}"
+            if self._live is not None:
+                self._live.refresh()
+            elif self.plain.setdefault(event.name, Every(PLAIN_PROGRESS_S, self.clock)).due():
+                stderr.print(f"[{elapsed:7.1f}s] {self.stage}", markup=False)
+            return
         else:
             self.stage = f"{event.name}: {event.message}"
             line = self.stage

@@ -361,3 +361,22 @@ def test_closing_table_keeps_each_configuration_on_one_line_in_80_columns():
     assert max(len(line) for line in text.splitlines()) <= 80
     for name in names:
         assert re.search(rf"^\W*{re.escape(name)}\W", text, re.M), text
+
+
+def test_long_stage_progress_updates_the_status_line_or_prints_now_and_then(capsys):
+    from autobatch.events import TuneEvent
+    from autobatch_cli.tune import Progress
+
+    now = [0.0]
+    progress = Progress()  # not a terminal here: plain lines
+    progress.clock = lambda: now[0]
+    for second in range(25):
+        now[0] = float(second)
+        progress(TuneEvent("progress", "profile", f"batch 8: measurement {second + 1} of 25"))
+    progress(TuneEvent("progress", "lr_range", "step 0 of 100, LR 1e-05"))
+    err = capsys.readouterr().err
+    # a stage's first step, then one line per 10 s, not one per event; the live view's
+    # title shows the latest
+    assert re.findall(r"profile: batch 8: measurement (\d+) of 25", err) == ["1", "11", "21"]
+    assert "lr_range: step 0 of 100, LR 1e-05" in err
+    assert progress.stage == "lr_range: step 0 of 100, LR 1e-05"

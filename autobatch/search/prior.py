@@ -28,6 +28,7 @@ from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
 from autobatch.measure.lr_range import sweep_doubt
+from autobatch.measure.timing import StepCallback
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
     SearchSpace,
@@ -117,15 +118,21 @@ class Prior:
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
-                   use_cache: bool) -> ProfileResult:
+                   use_cache: bool, progress: StepCallback | None = None) -> ProfileResult:
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh."""
     key = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
            f"-t{torch.get_num_threads()}-s{seed}")
     return cached("profile", key,
-                  lambda: profile(workload, device=device, max_batch=max_batch, seed=seed),
+                  lambda: profile(workload, device=device, max_batch=max_batch, seed=seed,
+                                  progress=progress),
                   ProfileResult.load, use_cache=use_cache)
+
+
+def steps(emit: EventCallback, stage: str) -> StepCallback:
+    """A long stage's progress lines as 'progress' events of that stage."""
+    return lambda message: emit(TuneEvent("progress", stage, message))
 
 
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
@@ -144,7 +151,8 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                    f"{' (cached)' if fit.from_cache else ''}"))
     emit(TuneEvent("stage", "profile", "timing steps against batch size"))
-    prof = cached_profile(workload, device, fit.max_batch_size, seed, use_cache)
+    prof = cached_profile(workload, device, fit.max_batch_size, seed, use_cache,
+                          steps(emit, "profile"))
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
     b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
     b_star = predicted_best_batch(b_sat, b_crit)
@@ -163,7 +171,8 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     lr_range = bounds.lr_range
     if bounds.lr is None and lr_range is None:
         emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
-        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed)
+        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed,
+                              progress=steps(emit, "lr_range"))
         reference = usable_reference(workload, bounds)
         lr_range, doubt = prior_lr_range(
             sweep, anchor_lr0(reference, anchor) if reference else None)
