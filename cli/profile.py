@@ -56,8 +56,9 @@ def profile(
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, workload_options)
     if use_probe:
-        with stderr.status(f"probing {wl.name} ..."):
-            found = run_probe(wl, device=device)
+        with stderr.status(f"probing {wl.name} ...") as status:
+            found = run_probe(wl, device=device,
+                              progress=stage_steps(status, f"probing {wl.name}"))
         stderr.print(f"largest batch that fits: {found.max_batch_size}"
                      + (" (cached)" if found.from_cache else ""))
         max_batch = min(max_batch or found.max_batch_size, found.max_batch_size)

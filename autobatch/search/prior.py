@@ -147,7 +147,7 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                  else (bounds.min_batch, bounds.max_batch))
     fit = probe(workload, device=device, min_batch=low, max_batch=high,
                 headroom=headroom, memory_limit=memory_limit,
-                use_cache=use_cache)
+                use_cache=use_cache, progress=steps(emit, "probe"))
     emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                    f"{' (cached)' if fit.from_cache else ''}"))
     emit(TuneEvent("stage", "profile", "timing steps against batch size"))
