@@ -15,9 +15,11 @@ from autobatch.schedule import CONSTANT
 
 @dataclass(frozen=True)
 class TuneEvent:
-    """Progress: kind is 'stage' (name, message) or 'trial' (a finished FrozenTrial)."""
+    """Progress: kind is 'stage' (name, message), 'trial' (a finished FrozenTrial) or
+    'progress' (a step within a long stage, e.g. "batch 256: measurement 7 of 30":
+    frequent, so a renderer may show only the latest)."""
 
-    kind: Literal["stage", "trial", "verify"]
+    kind: Literal["stage", "trial", "verify", "progress"]
     name: str
     message: str = ""
     trial: optuna.trial.FrozenTrial | None = None

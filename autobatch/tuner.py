@@ -151,8 +151,7 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
         study.set_metric_names([METRIC_NAME])
     if keys.PRIOR in study.user_attrs:
         prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
-        emit(TuneEvent("stage", "resume", f"resuming study {name!r} "
-                       f"({len(study.trials)} trials so far)"))
+        emit(TuneEvent("stage", "resume", f"resuming study {name!r} ({tally(study)})"))
     else:
         prior = prior or measure(workload, config, device, emit)
         study.set_user_attr(keys.SETTINGS, settings(workload, config).to_dict())
@@ -235,3 +234,20 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
         return result
+
+
+def tally(study: optuna.Study) -> str:
+    """The study's trials by state, as a resume reports them: "5 finished (3 complete,
+    2 pruned), 1 failed, 2 queued" (queued: seeds not yet run; running: other workers')."""
+    states = optuna.trial.TrialState
+    count = {state: 0 for state in states}
+    for trial in study.get_trials(deepcopy=False):
+        count[trial.state] += 1
+    done = count[states.COMPLETE] + count[states.PRUNED]
+    parts = [f"{done} finished ({count[states.COMPLETE]} complete, "
+             f"{count[states.PRUNED]} pruned)"]
+    for state, word in ((states.FAIL, "failed"), (states.RUNNING, "running"),
+                        (states.WAITING, "queued")):
+        if count[state]:
+            parts.append(f"{count[state]} {word}")
+    return ", ".join(parts)

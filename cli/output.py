@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +29,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+
+PLAIN_PROGRESS_S = 10.0  # off a terminal, a long stage's progress line at most this often
+
+
+class Every:
+    """due() is true at once, then at most once per `seconds`."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.last = -math.inf
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+def stage_steps(status: Any, title: str) -> Callable[[str], None]:
+    """A long stage's progress: on a terminal the rich `status` line reads "title: step";
+    off one, a plain "title: step" line at most every PLAIN_PROGRESS_S."""
+    plain = Every(PLAIN_PROGRESS_S)
+
+    def show(step: str) -> None:
+        if stderr.is_terminal:
+            status.update(f"{title}: {step}")
+        elif plain.due():
+            stderr.print(f"{title}: {step}", markup=False)
+    return show
 
 
 def print_json(payload: Any) -> None:

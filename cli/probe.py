@@ -18,7 +18,7 @@ from autobatch_cli.options import (
     with_workload_options,
     workload_from,
 )
-from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+from autobatch_cli.output import exits_cleanly, print_json, stage_steps, stderr, stdout
 
 GIB = 1024 ** 3
 
@@ -47,9 +47,10 @@ def probe(
     if memory_limit is not None:
         stderr.print(f"memory limit {bytes_in_words(memory_limit)}", markup=False)
     wl = workload_from(workload, workload_options)
-    with stderr.status(f"probing {wl.name} ..."):
+    with stderr.status(f"probing {wl.name} ...") as status:
         result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
-                           headroom=headroom, memory_limit=limit, use_cache=not no_cache)
+                           headroom=headroom, memory_limit=limit, use_cache=not no_cache,
+                           progress=stage_steps(status, f"probing {wl.name}"))
     if json_output:
         print_json(result.to_dict())
     else:

@@ -22,7 +22,7 @@ from autobatch_cli.options import (
     with_workload_options,
     workload_from,
 )
-from autobatch_cli.output import exits_cleanly, print_json, stderr, stdout
+from autobatch_cli.output import exits_cleanly, print_json, stage_steps, stderr, stdout
 
 
 @with_workload_options
@@ -57,15 +57,16 @@ def profile(
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, workload_options)
     if use_probe:
-        with stderr.status(f"probing {wl.name} ..."):
-            found = run_probe(wl, device=device)
+        with stderr.status(f"probing {wl.name} ...") as status:
+            found = run_probe(wl, device=device,
+                              progress=stage_steps(status, f"probing {wl.name}"))
         stderr.print(f"largest batch that fits: {found.max_batch_size}"
                      + (" (cached)" if found.from_cache else ""))
         max_batch = min(max_batch or found.max_batch_size, found.max_batch_size)
-    with stderr.status(f"profiling {wl.name} ..."):
+    with stderr.status(f"profiling {wl.name} ...") as status:
         result, doubt = retaken(lambda: run_profile(
-            wl, device=device, batch_sizes=sizes, max_batch=max_batch,
-            knee_gain=knee_gain, noise=noise, seed=seed))
+            wl, device=device, batch_sizes=sizes, max_batch=max_batch, knee_gain=knee_gain,
+            noise=noise, seed=seed, progress=stage_steps(status, f"profiling {wl.name}")))
     if doubt:
         stderr.print(f"warning: {doubt}", markup=False, highlight=False)
     if save is not None:
@@ -80,7 +81,23 @@ def profile(
     else:
         stdout.print(profile_table(result))
         for line in summary_lines(result):
-            stdout.print(line)
+            stdout.print(line, markup=False, highlight=False)
+
+
+def noise_line(noise) -> str:
+    """B_simple and its interval; a bound the draws cannot resolve reads as unbounded."""
+    draws = f"{noise.draws} draws at batch {noise.b_small} and {noise.b_big}"
+    if noise.b_simple is None:
+        return (f"B_simple   not resolved: at these batch sizes the gradient noise hides "
+                f"the mean gradient ({draws}); B_simple is likely far above batch "
+                f"{noise.b_big}")
+    if noise.low is None:
+        interval = "unbounded"
+    elif noise.high is None:
+        interval = f"[{noise.low:.0f}, unbounded)"
+    else:
+        interval = f"[{noise.low:.0f}, {noise.high:.0f}]"
+    return f"B_simple   {noise.b_simple:.0f}  {noise.level:.0%} interval {interval}  ({draws})"
 
 
 def parse_batch_sizes(text: str, *, name: str = "batch_sizes") -> tuple[int, ...] | None:
@@ -138,12 +155,7 @@ def summary_lines(result: ProfileResult) -> list[str]:
                  f">= {result.knee_gain:.0%} samples/s)")
     noise = result.noise
     if noise is not None:
-        def fmt(value: float | None) -> str:
-            return f"{value:.0f}" if value is not None else "unbounded"
-
-        lines.append(f"B_simple   {fmt(noise.b_simple)}  {noise.level:.0%} interval "
-                     f"[{fmt(noise.low)}, {fmt(noise.high)}]  ({noise.draws} draws at "
-                     f"batch {noise.b_small} and {noise.b_big})")
+        lines.append(noise_line(noise))
     if result.eval_pass_s is not None:
         lines.append(f"eval pass  {result.eval_pass_s * 1e3:.1f} ms")
     lines.append(f"profiled in {result.seconds:.1f} s")

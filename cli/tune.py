@@ -26,6 +26,8 @@ from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
 from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
 from autobatch_cli.output import (
+    PLAIN_PROGRESS_S,
+    Every,
     exits_cleanly,
     stderr,
     stdout,
@@ -167,11 +169,15 @@ def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) 
 
 
 def closing_table(result: TuneResult) -> Table:
+    """Each configuration on one line in 80 columns: only the schedule wraps (at its
+    commas); the other columns keep their width (short headers: "mom." is the momentum,
+    "median" the median time to target over the runs)."""
     data = result.to_dict()
-    table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}")
-    for column in ("configuration", "batch", "LR", "momentum", "schedule", "median time",
-                   "reached"):
-        table.add_column(column)
+    table = Table(title=f"{result.workload}: time to {result.target:g} on {result.device}",
+                  pad_edge=False)
+    for column in ("configuration", "batch", "LR", "mom.", "schedule", "median", "reached"):
+        wraps = column == "schedule"
+        table.add_column(column, no_wrap=not wraps, min_width=8 if wraps else None)
     for cand in result.candidates:
         median = cand.median()
         mark = " *" if cand is result.best else ""
@@ -204,6 +210,8 @@ class Progress:
         self.stage = ""
         self.best: float | None = None
         self._live: Live | None = None
+        self.plain: dict[str, Every] = {}  # per stage: its first step, then now and then
+        self.clock = time.monotonic
 
     def __enter__(self) -> Progress:
         if self.live:
@@ -223,6 +231,13 @@ class Progress:
                 self.best = min(self.best or event.trial.value, event.trial.value)
             self.rows.append(trial_row(event.trial))
             line = trial_line(event.trial)
+        elif event.kind == "progress":  # the status line on a terminal, else now and then
+            self.stage = f"{event.name}: {event.message}"
+            if self._live is not None:
+                self._live.refresh()
+            elif self.plain.setdefault(event.name, Every(PLAIN_PROGRESS_S, self.clock)).due():
+                stderr.print(f"[{elapsed:7.1f}s] {self.stage}", markup=False)
+            return
         else:
             self.stage = f"{event.name}: {event.message}"
             line = self.stage

@@ -359,3 +359,45 @@ def test_what_user_code_prints_leaves_tune_env_output_safe_to_eval(tmp_path):
     lines = tune.stdout.splitlines()
     assert lines and all(line.startswith("AUTOBATCH_") for line in lines), tune.stdout
     assert "native hello" in tune.stderr
+
+
+def test_closing_table_keeps_each_configuration_on_one_line_in_80_columns():
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from autobatch.schedule import Schedule
+    from autobatch_cli.tune import closing_table
+    from tests.conftest import candidate
+    from tests.test_result import result
+
+    names = ("trial 3", "reference recipe", "largest batch + sqrt rule")
+    cosine = Schedule(name="cosine", warmup="5%", horizon="40epochs")
+    candidates = tuple(candidate(name=name, tuned=False, batch_size=2048, lr=0.765,
+                                 schedule=cosine, runs=(None, None, None), trial_number=None)
+                       for name in names[1:])
+    console = Console(width=80, force_terminal=False, record=True)
+    console.print(closing_table(replace(result(), candidates=(result().best, *candidates))))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for name in names:
+        assert re.search(rf"^\W*{re.escape(name)}\W", text, re.M), text
+
+
+def test_long_stage_progress_updates_the_status_line_or_prints_now_and_then(capsys):
+    from autobatch.events import TuneEvent
+    from autobatch_cli.tune import Progress
+
+    now = [0.0]
+    progress = Progress()  # not a terminal here: plain lines
+    progress.clock = lambda: now[0]
+    for second in range(25):
+        now[0] = float(second)
+        progress(TuneEvent("progress", "profile", f"batch 8: measurement {second + 1} of 25"))
+    progress(TuneEvent("progress", "lr_range", "step 0 of 100, LR 1e-05"))
+    err = capsys.readouterr().err
+    # a stage's first step, then one line per 10 s, not one per event; the live view's
+    # title shows the latest
+    assert re.findall(r"profile: batch 8: measurement (\d+) of 25", err) == ["1", "11", "21"]
+    assert "lr_range: step 0 of 100, LR 1e-05" in err
+    assert progress.stage == "lr_range: step 0 of 100, LR 1e-05"

@@ -85,3 +85,20 @@ def test_cli_profile_retakes_a_profile_failing_its_bar_then_warns_on_stderr(monk
     assert ("warning: the throughput profile failed its quality bar twice (the machine "
             "may be busy): step-time fit error 35%") in " ".join(result.stderr.split())
     json.loads(result.stdout)  # the warning stays off stdout
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ((40.0, 20.0, 90.0), "B_simple   40  90% interval [20, 90]  (16 draws at batch 2 and 32)"),
+    ((40.0, 20.0, None), "B_simple   40  90% interval [20, unbounded)  (16 draws"),
+    ((None, None, None), "B_simple   not resolved: at these batch sizes the gradient noise"),
+])
+def test_noise_line_shows_the_interval_or_why_there_is_none(values, expected):
+    from dataclasses import fields
+
+    from autobatch.measure.noise import NoiseEstimate
+    from autobatch_cli.profile import noise_line
+
+    known = dict(zip(("b_simple", "low", "high"), values, strict=True))
+    known.update(level=0.9, draws=16, b_small=2, b_big=32, population=None)
+    noise = NoiseEstimate(**{f.name: known.get(f.name, 0.0) for f in fields(NoiseEstimate)})
+    assert noise_line(noise).startswith(expected)

@@ -134,3 +134,18 @@ def test_no_trial_reaching_the_target_is_an_error_with_a_summary(tmp_path):
                         storage=f"sqlite:///{tmp_path / 's.db'}")
     with pytest.raises(TargetNotReachedError, match=r"no trial reached 1 .*\d+ "):
         tune(tiny_workload(), config, device="cpu")
+
+
+def test_resume_tally_counts_trials_by_state_not_all_at_once():
+    import optuna
+
+    from autobatch.tuner import tally
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    for state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, state=state))
+    study.enqueue_trial({})
+    study.enqueue_trial({})
+    assert tally(study) == "2 finished (1 complete, 1 pruned), 1 failed, 2 queued"

@@ -94,13 +94,15 @@ def fit_line(points: Sequence[tuple[int, int]]) -> LinearFit | None:
 
 def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: int,
            budget_bytes: float, growth: int = 8, max_extrapolation: int = 32,
-           tolerance: float = 0.02, max_attempts: int = 10) -> SearchResult:
+           tolerance: float = 0.02, max_attempts: int = 10,
+           on_trial: Callable[[Trial, int], None] | None = None) -> SearchResult:
     """The largest batch in [min_batch, max_batch] whose measured peak is <= budget_bytes.
 
     growth: factor from the first batch to the second small one. max_extrapolation:
     never jump further than this multiple of the largest measured batch (the line is
     too uncertain); take a `growth` step instead. tolerance: stop when a candidate
-    would add less than this fraction to the best fitting batch.
+    would add less than this fraction to the best fitting batch. on_trial: told of
+    each measured candidate and how many have been measured so far.
     """
     if not 1 <= min_batch <= max_batch:
         raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
@@ -117,6 +119,8 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
                 else "over_budget"
         trial = Trial(batch_size=batch, outcome=outcome, peak_bytes=m.peak_bytes)
         trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial, len(trials))
         return trial
 
     if attempt(min_batch).outcome != "fit":

@@ -17,6 +17,7 @@ import torch
 
 from autobatch.device import resolve_device
 from autobatch.hyperparams import Hyperparams
+from autobatch.measure.timing import StepCallback
 from autobatch.train import setup_run, train_batches, train_step
 from autobatch.workloads import Workload
 
@@ -31,6 +32,7 @@ CLEAR_FALL = 0.98
 MIN_AT_SHARE = 0.1
 # ...and its range does not top out this factor below the workload's reference LR.
 SUSPECT_BELOW = 10.0
+PROGRESS_EVERY = 20  # sweep steps between progress reports
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,8 +116,10 @@ def sweep_doubt(sweep: LRRange, reference_lr: float | None = None) -> str | None
 
 def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
                   device: str | torch.device = "auto", start: float = 1e-5,
-                  stop: float = 10.0, steps: int = 100, seed: int = 0) -> LRRange:
-    """Sweep the LR geometrically over `steps` updates at `batch_size` from a fresh model."""
+                  stop: float = 10.0, steps: int = 100, seed: int = 0,
+                  progress: StepCallback | None = None) -> LRRange:
+    """Sweep the LR geometrically over `steps` updates at `batch_size` from a fresh model.
+    progress: told every PROGRESS_EVERY steps ("step 20 of 100, LR 0.000158")."""
     began = time.perf_counter()
     dev = resolve_device(device)
     setup = setup_run(workload, Hyperparams(batch_size=batch_size, lr=start, momentum=momentum),
@@ -125,7 +129,9 @@ def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
     batches = train_batches(workload, batch_size, dev, seed=seed)
     losses: list[float] = []
     best = math.inf
-    for lr, (x, y) in zip(lrs, islice(batches, steps)):
+    for step, (lr, (x, y)) in enumerate(zip(lrs, islice(batches, steps))):
+        if progress is not None and step % PROGRESS_EVERY == 0:
+            progress(f"step {step} of {steps}, LR {lr:.3g}")
         for group in optimizer.param_groups:
             group["lr"] = lr
         losses.append(train_step(model, optimizer, workload, x, y).item())

@@ -30,7 +30,7 @@ from autobatch.measure.step_fit import (
     noise_batch_sizes,
     spread,
 )
-from autobatch.measure.timing import SizeTiming, time_sizes
+from autobatch.measure.timing import SizeTiming, StepCallback, time_sizes
 from autobatch.train import Clock, check_data, evaluate, fresh_model, setup_run, val_batches
 from autobatch.workloads import Workload
 
@@ -160,7 +160,8 @@ def _eval_pass_s(model: nn.Module, workload: Workload, device: torch.device,
 def profile(workload: Workload, *, device: str | torch.device = "auto",
             batch_sizes: Sequence[int] | None = None, max_batch: int | None = None,
             knee_gain: float = 0.10, noise: bool = True, seed: int = 0,
-            clock: Clock = time.perf_counter) -> ProfileResult:
+            clock: Clock = time.perf_counter,
+            progress: StepCallback | None = None) -> ProfileResult:
     """Profile time per iteration, samples/s and time per epoch against batch size.
 
     batch_sizes: None for powers of two from 8 up to max_batch, plus max_batch.
@@ -168,6 +169,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     one); default and upper limit: the training set size. Sizes above it are reported
     as not fitting. knee_gain in (0, 1): see ProfileResult.knee. noise: also estimate
     the gradient noise scale B_simple (critical batch) after a short warm-up training.
+    progress: told of each measurement and of the noise scale as they start.
 
     The workload's model is copied and trained with its own optimizer and a forked
     RNG, so neither a model the factory hands out nor the global RNG is touched.
@@ -192,7 +194,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         config = _profile_config(workload)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
-        time_sizes(sizes, timing, workload, dev, seed, clock)
+        time_sizes(sizes, timing, workload, dev, seed, clock, progress)
         eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
         del timing
         estimate = None
@@ -210,6 +212,9 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
                 warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
 
         if noise and b_big >= 2:
+            if progress is not None:
+                progress(f"gradient noise scale: {NOISE_DRAWS} draws at batch {b_small} "
+                         f"and {b_big}")
             estimate = run_or_oom(noise_scale, dev)
             if estimate is None:
                 log.warning("noise scale not measured: out of memory at batch %d", b_big)

@@ -30,6 +30,8 @@ STABLE_WINDOW = 5  # warm-up ends once this many consecutive steps agree ...
 STABLE_SPREAD = 0.15  # ... within this fraction of their median
 REPEAT_SECONDS = 0.01  # a repeat is at least this long, so clock jitter stays < 1%
 MAX_REPEAT_STEPS = 20
+# What the long stages (profile, LR range test) tell as they go: one short line.
+StepCallback = Callable[[str], None]
 
 
 @dataclass(kw_only=True)
@@ -77,17 +79,21 @@ def _warm_up(size: SizeTiming, run_steps: Callable[[int], tuple[float, float]]) 
 
 
 def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
-               device: torch.device, seed: int, clock: Clock) -> None:
+               device: torch.device, seed: int, clock: Clock,
+               progress: StepCallback | None = None) -> None:
     """Warm up and time every size with `setup`'s model and optimizer; a size that runs
-    out of memory is marked (oom) and skipped from then on."""
+    out of memory is marked (oom) and skipped from then on. progress: told before each
+    measurement ("batch 256: measurement 7 of 30")."""
     # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
     # a DataLoader keeps worker processes per size, so those sizes run one by one.
     interleave = isinstance(workload.train_data, TensorData)
     order = ([(r, s) for r in range(REPEATS) for s in sizes] if interleave
              else [(r, s) for s in sizes for r in range(REPEATS)])
-    for repeat, size in order:
+    for done, (repeat, size) in enumerate(order):
         if size.oom:
             continue
+        if progress is not None:
+            progress(f"batch {size.batch_size}: measurement {done + 1} of {len(order)}")
         try:
             if size.batches is None:
                 size.batches = iter(train_batches(workload, size.batch_size, device,

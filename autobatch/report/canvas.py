@@ -35,9 +35,17 @@ def png(draw: Callable[[Any], None], size: tuple[float, float], dpi: int) -> byt
 
 def plain_log_y(axis: Any) -> None:
     """Label a log axis 0.2, 0.5, 1, 2 instead of 2 x 10^-1 (read at a glance); minor
-    ticks only at 2x and 5x of each decade, or their labels collide."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    ticks only at 2x and 5x of each decade, or their labels collide. An axis whose data
+    spans less than a decade would show one or two labels that way: it gets about
+    five evenly spaced labels instead. Call it after the data is drawn."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    label = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(label)
+    axis.set_minor_formatter(label)
+    low, high = sorted(axis.get_data_interval())
+    if 0 < low and high < 10 * low:
+        axis.set_major_locator(MaxNLocator(nbins=5))
+        axis.set_minor_locator(NullLocator())
+    else:
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))

@@ -28,6 +28,7 @@ from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.cache import cached
 from autobatch.measure.lr_range import sweep_doubt
+from autobatch.measure.timing import StepCallback
 from autobatch.measure.trust import profile_doubt, retaken, trusted
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
 from autobatch.search.space import (
@@ -118,7 +119,8 @@ class Prior:
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
-                   use_cache: bool) -> tuple[ProfileResult, str | None]:
+                   use_cache: bool, progress: StepCallback | None = None
+                   ) -> tuple[ProfileResult, str | None]:
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh.
@@ -129,14 +131,19 @@ def cached_profile(workload: Workload, device: torch.device, max_batch: int, see
     doubts: list[str] = []
 
     def measure() -> ProfileResult:
-        result, doubt = retaken(
-            lambda: profile(workload, device=device, max_batch=max_batch, seed=seed))
+        result, doubt = retaken(lambda: profile(workload, device=device, max_batch=max_batch,
+                                                seed=seed, progress=progress))
         doubts.extend([doubt] if doubt else [])
         return result
 
     result = cached("profile", key, measure, ProfileResult.load, use_cache=use_cache,
                     trusted=trusted)
     return result, doubts[0] if doubts else None
+
+
+def steps(emit: EventCallback, stage: str) -> StepCallback:
+    """A long stage's progress lines as 'progress' events of that stage."""
+    return lambda message: emit(TuneEvent("progress", stage, message))
 
 
 def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device,
@@ -153,7 +160,7 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                  else (bounds.min_batch, bounds.max_batch))
     fit = probe(workload, device=device, min_batch=low, max_batch=high,
                 headroom=headroom, memory_limit=memory_limit,
-                use_cache=use_cache)
+                use_cache=use_cache, progress=steps(emit, "probe"))
     emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                    f"{' (cached)' if fit.from_cache else ''}"))
     if saved_profile is not None:
@@ -163,7 +170,7 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     else:
         emit(TuneEvent("stage", "profile", "timing steps against batch size"))
         prof, profile_warning = cached_profile(workload, device, fit.max_batch_size, seed,
-                                               use_cache)
+                                               use_cache, steps(emit, "profile"))
     if profile_warning:
         emit(TuneEvent("stage", "warning", profile_warning))
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
@@ -184,7 +191,8 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     lr_range = bounds.lr_range
     if bounds.lr is None and lr_range is None:
         emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
-        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed)
+        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed,
+                              progress=steps(emit, "lr_range"))
         reference = usable_reference(workload, bounds)
         lr_range, doubt = prior_lr_range(
             sweep, anchor_lr0(reference, anchor) if reference else None)

@@ -35,3 +35,23 @@ def test_plot_profile_with_nothing_measured_is_a_config_error(tmp_path):
                       noise=False)
     with pytest.raises(ConfigError, match="no batch size"):
         plot_profile(nothing, tmp_path / "p.png")
+
+
+@pytest.mark.parametrize(("low", "high"),
+                         [(0.05, 0.1), (0.06, 0.27), (0.6, 4.2), (1.1, 1.3), (0.05, 40.0)])
+def test_plain_log_y_labels_several_ticks_however_narrow_the_data(low, high):
+    from matplotlib.figure import Figure
+
+    from autobatch.report.canvas import plain_log_y
+
+    fig = Figure()
+    ax = fig.subplots()
+    ax.plot([1, 2], [low, high])
+    ax.set_yscale("log")
+    plain_log_y(ax.yaxis)
+    fig.canvas.draw()
+    bottom, top = ax.get_ylim()
+    labels = [t.get_text() for t in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels()
+              if bottom <= t.get_position()[1] <= top and t.get_text()]
+    assert len(labels) >= 3, labels
+    assert not any("10^" in text or "times" in text for text in labels), labels

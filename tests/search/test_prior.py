@@ -1,4 +1,5 @@
 import functools
+import re
 from types import SimpleNamespace
 
 import optuna
@@ -52,8 +53,22 @@ def test_measure_prior_bounds_the_space_by_what_fits_and_the_lr_range_test():
     events: list[TuneEvent] = []
     prior = measured(SearchBounds(max_batch=128, optimizer="adam"), events)
     # (a real profile on a shared machine may fail its bar twice: a warning between)
-    assert [e.name for e in events if e.name != "warning"] == [
-        "probe", "probe", "profile", "profile", "lr_range", "lr_range"]
+    stages = [e for e in events if e.kind == "stage" and e.name != "warning"]
+    assert [e.name for e in stages] == ["probe", "probe", "profile", "profile", "lr_range",
+                                        "lr_range"]
+    # Between a long stage's start and end lines, its progress: each measurement of the
+    # profile (batch N: measurement i of n), the noise scale, the sweep every 20 steps.
+    steps = [(e.name, e.message) for e in events if e.kind == "progress"]
+    probed = [m for name, m in steps if name == "probe"]
+    assert re.fullmatch(r"batch 1: fit, peak \d+\.\d\d GiB \(1 of <=10\)", probed[0]), probed
+    assert probed[-1].startswith("batch 128: fit") and len(probed) <= 10, probed
+    profiled = [m for name, m in steps if name == "profile"]
+    assert re.fullmatch(r"batch \d+: measurement 1 of \d+", profiled[0]), profiled
+    n = int(profiled[0].rsplit(" ", 1)[1])
+    assert len(profiled) >= n and profiled[n - 1].endswith(f"measurement {n} of {n}")
+    assert profiled[-1].startswith("gradient noise scale: 64 draws at batch")
+    swept = [m for name, m in steps if name == "lr_range"]
+    assert swept[:2] == ["step 0 of 100, LR 1e-05", "step 20 of 100, LR 0.000163"], swept
     assert prior.probe.max_batch_size == 128  # the tiny model fits any batch up to the bound
     space = prior.space
     assert set(space.batch_sizes) <= set(powers_of_two(1, 128)) and space.anchor_batch in \
