@@ -156,7 +156,8 @@ def test_a_saved_profile_replaces_profiling_and_is_held_to_the_bar(monkeypatch):
                                memory_limit=None, use_cache=False, seed=0,
                                saved_profile=saved)
         assert result.profile is saved
-        assert events[2].message == "the saved profile of tiny on cpu (batch up to 512)"
+        stages = [e.message for e in events if e.kind == "stage"]
+        assert stages[2] == "the saved profile of tiny on cpu (batch up to 512)"
         warnings = [e.message for e in events if e.name == "warning"]
         assert [w.startswith("step-time fit error 35%") for w in warnings] == \
             ([True] if warned else [])
