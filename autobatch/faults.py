@@ -46,12 +46,19 @@ _CAUSES = {READ_ONLY: "read-only file system", FULL: "no space left on device"}
 C = TypeVar("C", bound=type)
 
 
-def retry_seconds() -> int:
-    """$AUTOBATCH_STORAGE_RETRY_S (whole seconds >= 0; 0: never retry), else RETRY_S."""
-    text = os.environ.get(ENV_RETRY) or str(RETRY_S)
-    if not text.strip().isdigit():
-        raise ConfigError(f"{ENV_RETRY} must be a whole number of seconds >= 0, got {text!r}")
+def env_seconds(name: str, default: int, minimum: int) -> int:
+    """The storage setting in environment variable `name`: whole seconds >= minimum,
+    else `default`; anything else is a ConfigError naming the variable."""
+    text = os.environ.get(name) or str(default)
+    if not (text.strip().isdigit() and int(text) >= minimum):
+        raise ConfigError(f"{name} must be a whole number of seconds >= {minimum}, got "
+                          f"{text!r}")
     return int(text)
+
+
+def retry_seconds() -> int:
+    """$AUTOBATCH_STORAGE_RETRY_S (0: never retry), else RETRY_S."""
+    return env_seconds(ENV_RETRY, RETRY_S, 0)
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 from sqlalchemy.orm import Session
 
 from autobatch.errors import ConfigError, StorageError, StorageFault
-from autobatch.faults import FULL, READ_ONLY, Guard, guard, kind_of, not_created
+from autobatch.faults import FULL, READ_ONLY, Guard, env_seconds, guard, kind_of, not_created
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,7 @@ _SECRET_PARAMETER = re.compile(
 
 def heartbeat_seconds() -> int:
     """$AUTOBATCH_HEARTBEAT_S (whole seconds >= 1), else HEARTBEAT_S."""
-    text = os.environ.get(ENV_HEARTBEAT) or str(HEARTBEAT_S)
-    if not (text.strip().isdigit() and int(text) >= 1):
-        raise ConfigError(f"{ENV_HEARTBEAT} must be a whole number of seconds >= 1, got "
-                          f"{text!r}")
-    return int(text)
+    return env_seconds(ENV_HEARTBEAT, HEARTBEAT_S, 1)
 
 
 def default_storage_url() -> str:
