@@ -28,6 +28,7 @@ from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.locks import StudyLock
+from autobatch.measure import ProfileResult
 from autobatch.measure.trust import read_profile
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search import (
@@ -68,12 +69,11 @@ log = logging.getLogger(__name__)
 
 
 def measure(workload: Workload, config: TuneConfig, device: torch.device,
-            emit: EventCallback) -> Prior:
+            emit: EventCallback, saved_profile: ProfileResult | None = None) -> Prior:
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
                          seed=config.seed, trial_budget_s=config.trial_budget,
-                         saved_profile=read_profile(config.profile, workload.name)
-                         if config.profile else None)
+                         saved_profile=saved_profile)
 
 
 def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
@@ -114,11 +114,12 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         check_cuda_devices(config.devices)
     check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                torch.device("cpu"))
+    saved = read_profile(config.profile, workload.name) if config.profile else None
     path = storage_file(storage_url)
     # before anything is swept as a zombie, no other tune may run on a SQLite file
     lock = StudyLock(path) if path and not supports_workers(storage_url) else None
     try:
-        return _open_study(workload, config, device, emit, storage_url, lock)
+        return _open_study(workload, config, device, emit, storage_url, lock, saved)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -126,7 +127,8 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
 
 
 def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
-                emit: EventCallback, storage_url: str, lock: StudyLock | None) -> Prepared:
+                emit: EventCallback, storage_url: str, lock: StudyLock | None,
+                saved_profile: ProfileResult | None) -> Prepared:
     storage = open_storage(storage_url)
     path = storage_file(storage_url)
     emit(TuneEvent("stage", "storage", f"study storage {path or mask_url(storage_url)}"))
@@ -135,7 +137,7 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
     if config.new_study and exists:
         name, exists = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", False
     # a new study is measured before it is created: nothing fits -> no half-made study
-    prior = None if exists else measure(workload, config, device, emit)
+    prior = None if exists else measure(workload, config, device, emit, saved_profile)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 load_if_exists=True, sampler=sampler(config.seed),
                                 pruner=pruner())
@@ -153,7 +155,7 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
         prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
         emit(TuneEvent("stage", "resume", f"resuming study {name!r} ({tally(study)})"))
     else:
-        prior = prior or measure(workload, config, device, emit)
+        prior = prior or measure(workload, config, device, emit, saved_profile)
         study.set_user_attr(keys.SETTINGS, settings(workload, config).to_dict())
         study.set_user_attr(keys.PRIOR, prior.to_dict())
         for params in seed_trials(prior, workload.reference):

@@ -16,7 +16,6 @@ from autobatch.config import TuneConfig, bytes_in_words
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
-from autobatch.measure.trust import read_profile
 from autobatch.report import publish
 from autobatch.result import TuneResult, check_format
 from autobatch.storage import default_storage_url, mask_url, open_storage
@@ -123,8 +122,6 @@ def tune(
     if isinstance(options.memory_limit, str):
         stderr.print(f"memory limit {bytes_in_words(options.memory_limit)}", markup=False)
     wl = workload_from(options.workload, options.workload_options)
-    if options.profile:
-        read_profile(options.profile, wl.name)  # refused before anything is measured
     out_path = Path(options.output) if options.output else None
     if out_path is not None and not out_path.parent.is_dir():
         raise ConfigError(f"--output folder {str(out_path.parent)!r} does not exist")
