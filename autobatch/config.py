@@ -225,8 +225,9 @@ class TuneConfig(SearchBounds):
     trial_budget_s: the most training time one trial may take (default: 60 s, or 15%
     of the timeout if less).
     lr_range: LR bounds at the anchor batch with momentum 0.9 (replaces the LR
-    range test). verify: how many of the best configurations
-    are re-measured, each `verify_runs` times with fresh seeds.
+    range test). verify: how many of the best configurations are re-measured, each
+    `verify_runs` times with fresh seeds, then raced up to `verify_max_runs` rounds
+    until paired tests separate them (verify.py).
     """
 
     target: float
@@ -239,6 +240,7 @@ class TuneConfig(SearchBounds):
     new_study: bool = False
     verify: int = 3
     verify_runs: int = 3
+    verify_max_runs: int | None = None  # None: verify.RACE_FACTOR x verify_runs
     time_mode: TimeMode = "measured"
     headroom: float = 0.1
     memory_limit: int | None = None
@@ -265,6 +267,9 @@ class TuneConfig(SearchBounds):
         if self.verify < 0 or self.verify_runs < 1:
             raise ConfigError(f"verify must be >= 0 and verify_runs >= 1, got "
                               f"{self.verify} and {self.verify_runs}")
+        if self.verify_max_runs is not None and self.verify_max_runs < self.verify_runs:
+            raise ConfigError(f"verify_max_runs ({self.verify_max_runs}) must be >= "
+                              f"verify_runs ({self.verify_runs})")
         if self.time_mode not in ("measured", "modeled"):
             raise ConfigError(f"time_mode must be measured or modeled, got {self.time_mode!r}")
         check_headroom("headroom", self.headroom)

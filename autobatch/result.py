@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from autobatch.candidate import Candidate
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
 from autobatch.schedule import steps_per_epoch
 from autobatch.search import Prior
 from autobatch.verdict import Verdict, judge, median_interval
-from autobatch.verify import Candidate
 from autobatch.version import __version__
 
 SCHEMA_VERSION = 1

@@ -109,6 +109,7 @@ class TuneOptions:
     schedule: str | None = None
     verify: int | None = None
     verify_runs: int | None = None
+    verify_max_runs: int | None = None
     time: str | None = None
     headroom: float | None = None
     memory_limit: str | int | None = None

@@ -23,6 +23,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 import autobatch.keys as keys
+from autobatch.candidate import recommendation, unreliable
 from autobatch.config import STUDY_SHARE, TuneConfig
 from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
@@ -61,7 +62,7 @@ from autobatch.storage import (
     supports_workers,
 )
 from autobatch.train import check_data
-from autobatch.verify import VerifyPlan, recommendation, unreliable, verify
+from autobatch.verify import VerifyPlan, verify
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
                 f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
                 "raise --trial-budget, lower --target, or widen the bounds")
         plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
+                          max_runs=config.verify_max_runs,
                           budget_s=config.trial_budget, compare=config.compare,
                           fixed_batch=config.batch_size)
         candidates = verify(workload, plan, prior, reached, dev, deadline, emit)

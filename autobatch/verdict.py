@@ -20,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from autobatch.verify import Candidate
+from autobatch.candidate import Candidate, recommendation
 
 ALPHA = 0.125
 # The median's interval: order statistics covering it with at least this probability.
@@ -55,7 +55,7 @@ class Paired:
         return self.wins > self.losses and self.p_value <= ALPHA
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "significant": self.significant()}
 
 
 def paired(a: Candidate, b: Candidate) -> Paired:
@@ -68,6 +68,14 @@ def paired(a: Candidate, b: Candidate) -> Paired:
         if ratios else None
     return Paired(against=b.name, wins=wins, losses=losses, ties=signs.count(0),
                   p_value=binomial_tail(wins + losses, wins), median_ratio=ratio)
+
+
+def separated(racing: list[Candidate]) -> list[Candidate]:
+    """The candidates of a race that a paired test separates from its leader (the
+    recommendation among them), faster or slower: they need no more runs."""
+    leader = recommendation(racing)
+    return [c for c in racing if c is not leader
+            and (paired(leader, c).significant() or paired(c, leader).significant())]
 
 
 def median_interval(runs: tuple[float | None, ...]) -> dict[str, Any]:

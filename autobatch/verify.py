@@ -3,6 +3,12 @@
 The best few configurations of the study are re-run from scratch with fresh seeds,
 interleaved with the comparisons (reference recipe, largest batch + LR rule), and
 the recommendation is the best *median*, not the study's luckiest draw.
+
+The re-runs are a race: round i runs every candidate still in it on seed
+VERIFY_SEED + i. After the first `runs` rounds, a candidate leaves the race once a
+paired sign test separates it from the leader (either way); the race ends when only the
+leader is left or after `max_runs` rounds. Clear calls cost `runs` rounds, close ones
+up to `max_runs`.
 """
 
 from __future__ import annotations
@@ -10,22 +16,25 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import optuna
 import torch
 
+from autobatch.candidate import Candidate
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
 from autobatch.search import Prior, powers_of_two, runner_for
+from autobatch.verdict import separated
 from autobatch.workloads import Workload
 
 # A run is censored at this multiple of its own study time (comparisons: the study's
 # best), times the machine's slowdown since the study (+1 s); see run_cut().
 CENSOR_FACTOR = 4
 VERIFY_SEED = 10_000
+# The race runs close calls up to this multiple of its minimum runs.
+RACE_FACTOR = 3
 # Time kept at the end of a --timeout for publishing and writing the result.
 FINISH_RESERVE_S = 3.0
 # A re-measurement shorter than this is not worth starting.
@@ -33,57 +42,17 @@ MIN_RUN_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
-class Candidate:
-    """One configuration and its re-measured times (None: target not reached)."""
-
-    name: str
-    hparams: Hyperparams
-    tuned: bool
-    trial_number: int | None = None
-    study_value: float | None = None
-    runs: tuple[float | None, ...] = ()
-    first_evals: int = 0  # runs that reached the target at their first evaluation
-
-    @classmethod
-    def from_trial(cls, trial: optuna.trial.FrozenTrial) -> Candidate:
-        return cls(name=f"trial {trial.number}", hparams=Hyperparams.from_dict(trial.user_attrs),
-                   tuned=True, trial_number=trial.number, study_value=trial.value)
-
-    def with_run(self, seconds: float | None, first_eval: bool = False) -> Candidate:
-        return replace(self, runs=(*self.runs, seconds),
-                       first_evals=self.first_evals + first_eval)
-
-    def median(self) -> float | None:
-        """Median over runs, a run that missed the target counting as infinitely slow."""
-        if not self.runs:
-            return None
-        value = statistics.median(math.inf if r is None else r for r in self.runs)
-        return value if math.isfinite(value) else None
-
-    def reached(self) -> int:
-        """Runs that reached the target."""
-        return sum(r is not None for r in self.runs)
-
-    def reached_share(self) -> float:
-        return self.reached() / len(self.runs) if self.runs else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **self.hparams.to_dict(), "tuned": self.tuned,
-                "trial_number": self.trial_number, "study_value": self.study_value,
-                "runs": list(self.runs), "median_s": self.median(),
-                "reached": self.reached(), "first_evals": self.first_evals}
-
-
-@dataclass(frozen=True, kw_only=True)
 class VerifyPlan:
     """What to re-measure. finalists: how many of the study's best configurations (0:
-    none, the study's best is recommended as measured); runs: fresh-seed runs of each;
+    none, the study's best is recommended as measured); runs: fresh-seed runs of each
+    before the race may drop one; max_runs: the most rounds (None: RACE_FACTOR x runs);
     budget_s: the most training time of one run; compare: also the reference recipe
     and the largest batch with the sqrt rule; fixed_batch: the user's fixed batch size."""
 
     target: float
     finalists: int = 3
     runs: int = 3
+    max_runs: int | None = None
     budget_s: float = 60.0
     compare: bool = True
     fixed_batch: int | None = None
@@ -136,8 +105,10 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
     if plan.finalists == 0:
         return candidates
     slowdowns: list[float] = []  # tuned runs' time (or cut) / their study time
-    for rep in range(plan.runs):
-        for i, cand in enumerate(candidates):
+    racing = set(range(len(candidates)))  # indices still in the race
+    for rep in range(max(plan.runs, plan.max_runs or RACE_FACTOR * plan.runs)):
+        for i in sorted(racing):
+            cand = candidates[i]
             # enough to measure the usual recipes, without waiting for hopeless ones
             budget = run_cut(cand, slowdowns, ranked[0].value, plan.budget_s)
             time_left = deadline - FINISH_RESERVE_S - time.time()
@@ -161,25 +132,9 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
             emit(TuneEvent("verify", cand.name, f"run {rep + 1}: " + (
                 f"{result.time_to_target_s:.3f}s" if result.target_reached
                 else f"not reached ({result.stop_reason})")))
+        if rep + 1 >= plan.runs:
+            out = separated([candidates[i] for i in sorted(racing)])
+            racing -= {i for i in racing if any(c is candidates[i] for c in out)}
+            if len(racing) <= 1:
+                break
     return candidates
-
-
-def recommendation(candidates: list[Candidate]) -> Candidate:
-    """The tuned candidate that reached the target in the largest share of its runs,
-    then with the best median time, among those that mostly reached it (the study's
-    best when verification was skipped). A configuration that sometimes stalls short
-    of the target costs a training run far more than a slightly slower median."""
-    tuned = [c for c in candidates if c.tuned]
-    measured = [c for c in tuned if c.median() is not None]  # reached in most runs
-    if not measured:
-        return tuned[0]
-    return min(measured, key=lambda c: (-c.reached_share(), c.median()))
-
-
-def unreliable(best: Candidate) -> str | None:
-    """A warning when the recommendation missed the target in most of its re-runs."""
-    if not best.runs or best.median() is not None:
-        return None
-    return (f"the recommendation reached the target in only {best.reached()} of its "
-            f"{len(best.runs)} re-runs: no tuned configuration was reliable; raise "
-            "--trial-budget or lower --target")

@@ -78,6 +78,10 @@ def tune(
         "LR schedule: auto (search the shapes, warmups and horizons), constant, cosine, "
         "linear or wsd."))] = None,
     verify: Annotated[Optional[int], Opt(help="Re-measure the best N configurations.")] = None,
+    verify_runs: Annotated[Optional[int], Opt(help=(
+        "Fresh-seed runs of each before the race may drop one (default 3)."))] = None,
+    verify_max_runs: Annotated[Optional[int], Opt(help=(
+        "Most rounds of the race, for close calls (default 3x --verify-runs)."))] = None,
     time_mode: Annotated[Optional[str], Opt("--time", help=(
         "measured (wall-clock) or modeled (steps x profiled step time: for shared "
         "hardware)."))] = None,
@@ -107,6 +111,7 @@ def tune(
         artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,
         max_batch=max_batch, lr=lr, lr_range=lr_range, momentum=momentum,
         momentum_range=momentum_range, optimizer=optimizer, schedule=schedule, verify=verify,
+        verify_runs=verify_runs, verify_max_runs=verify_max_runs,
         time=time_mode,
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
         compare=compare, use_cache=use_cache, profile=str(profile) if profile else None,

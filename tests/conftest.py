@@ -14,7 +14,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from autobatch import Hyperparams, TensorData, Workload
-from autobatch.verify import Candidate
+from autobatch.candidate import Candidate
 from autobatch_cli.main import app
 
 FIXTURES = Path(__file__).parent / "fixtures"

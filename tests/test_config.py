@@ -1,6 +1,7 @@
 import pytest
 
 from autobatch import Budget, ConfigError, RunConfig
+from autobatch.config import TuneConfig
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -78,3 +79,8 @@ def test_a_memory_size_says_which_unit_it_was_read_in():
     assert bytes_in_words("4GiB") == ("4GiB = 4,294,967,296 bytes = 4.00 GiB (binary units: "
                                       "powers of 1024; KB, MB, GB, TB are powers of 1000)")
     assert bytes_in_words("4G").startswith("4G = 4,294,967,296 bytes")
+
+
+def test_the_verification_race_refuses_fewer_rounds_than_its_minimum():
+    with pytest.raises(ConfigError, match=r"verify_max_runs \(2\) must be >= verify_runs \(3\)"):
+        TuneConfig(target=0.9, verify_max_runs=2)

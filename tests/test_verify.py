@@ -1,14 +1,18 @@
 """Verification: candidates re-measured on fresh seeds, and the recommendation."""
 
 import time
+from dataclasses import dataclass
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 
 import autobatch.keys as keys
+from autobatch.candidate import recommendation, unreliable
+from autobatch.config import RunConfig
 from autobatch.events import TuneEvent
-from autobatch.verify import FINISH_RESERVE_S, VerifyPlan, recommendation, unreliable, verify
+from autobatch.train import EvalPoint, RunResult
+from autobatch.verify import FINISH_RESERVE_S, VERIFY_SEED, VerifyPlan, verify
 from tests.conftest import candidate, tiny_workload, unreachable_workload
 
 CPU = torch.device("cpu")
@@ -54,7 +58,8 @@ def reached(*trials: tuple[float, int]) -> list[FrozenTrial]:
 def test_verify_reruns_the_best_finalists_interleaved_and_stops_at_the_deadline():
     events: list[TuneEvent] = []
     trials = reached((0.2, 16), (0.1, 32), (0.3, 64))
-    plan = VerifyPlan(target=0.95, finalists=2, runs=2, budget_s=5.0, compare=False)
+    plan = VerifyPlan(target=0.95, finalists=2, runs=2, max_runs=2, budget_s=5.0,
+                      compare=False)
     done = verify(tiny_workload(), plan, None, trials, CPU, time.time() + 600, events.append)
     # the two best, best first, each re-run twice
     assert [(c.name, c.hparams.batch_size, len(c.runs)) for c in done] == [
@@ -78,3 +83,64 @@ def test_a_run_cut_by_the_deadline_is_not_counted_as_a_miss():
                   time.time() + FINISH_RESERVE_S + 1.0, events.append)
     assert done[0].runs == ()
     assert events[-1].message == "timeout reached: verification cut short"
+
+
+@dataclass
+class SeededRunner:
+    """A runner without training: the time to target of each batch size on each fresh
+    seed (run i: seed VERIFY_SEED + i) comes from `times`; None misses the target."""
+
+    times: dict[int, list[float | None]]
+    device: torch.device = CPU
+
+    def run(self, config: RunConfig, on_eval) -> RunResult:
+        seconds = self.times[config.batch_size][config.seed - VERIFY_SEED]
+        point = EvalPoint(train_seconds=seconds or config.budget.seconds, steps=1,
+                          samples=config.batch_size, epochs=0.0, train_loss=0.5,
+                          metric=1.0 if seconds else 0.0, eval_seconds=0.0)
+        return RunResult(
+            workload="seeded", device="none", config=config, target_reached=bool(seconds),
+            time_to_target_s=seconds, steps_to_target=2 if seconds else None,
+            samples_to_target=None, steps=2, samples=2, epochs=0.0,
+            train_seconds=point.train_seconds, eval_seconds=0.0, samples_per_s=0.0,
+            best_metric=point.metric, final_metric=point.metric,
+            stop_reason="target" if seconds else "budget", trace=(point,),
+            peak_memory_bytes=0)
+
+
+def race(monkeypatch, times: dict[int, list[float | None]], runs: int = 3,
+         max_runs: int | None = None) -> list:
+    monkeypatch.setattr("autobatch.verify.runner_for", lambda workload, device: SeededRunner(times))
+    plan = VerifyPlan(target=0.9, finalists=3, runs=runs, max_runs=max_runs, budget_s=60.0,
+                      compare=False)
+    trials = reached(*((1.0 + i / 10, b) for i, b in enumerate(times)))
+    return verify(tiny_workload(), plan, None, trials, CPU, time.time() + 600, lambda e: None)
+
+
+def test_the_race_drops_a_clear_loser_after_the_minimum_runs(monkeypatch):
+    # 16 beats 32 and 64 on every seed: three rounds separate them, and the race ends
+    # (by default it may run 3 x 3 rounds)
+    done = race(monkeypatch, {16: [1.0] * 9, 32: [2.0] * 9, 64: [None] * 9})
+    assert [len(c.runs) for c in done] == [3, 3, 3]
+    assert recommendation(done).hparams.batch_size == 16
+
+
+def test_a_close_call_runs_more_rounds_until_a_pair_test_separates_it(monkeypatch):
+    # 16 and 32 trade wins on the first seeds: 64 (always last) leaves after round 3,
+    # while 16 and 32 race on until 16 wins 5 of 6 pairs (p = 7/64 <= 1/8)
+    close = {16: [1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+             32: [1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5],
+             64: [3.0] * 9}
+    done = race(monkeypatch, close)
+    by_batch = {c.hparams.batch_size: len(c.runs) for c in done}
+    assert by_batch[64] == 3
+    assert by_batch[16] == by_batch[32] == 6
+    assert recommendation(done).hparams.batch_size == 16
+
+
+def test_a_race_that_never_separates_ends_at_its_most_rounds(monkeypatch):
+    even = {16: [1.0, 2.0] * 5, 32: [2.0, 1.0] * 5}
+    done = race(monkeypatch, even, max_runs=6)
+    assert [len(c.runs) for c in done] == [6, 6]
+    # without a race (max_runs = runs) each candidate runs exactly `runs` times
+    assert [len(c.runs) for c in race(monkeypatch, even, max_runs=3)] == [3, 3]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import autobatch.keys as keys
+from autobatch.candidate import Candidate
 from autobatch.device import DeviceInfo
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.noise import NoiseEstimate
@@ -26,7 +27,6 @@ from autobatch.search.pruning import pruner
 from autobatch.search.runners import InProcessRunner
 from autobatch.search.space import SearchSpace
 from autobatch.search.study import METRIC_NAME, sampler, summarize
-from autobatch.verify import Candidate
 from tests.conftest import tiny_workload
 
 STUDY = "tiny-target0.95"
