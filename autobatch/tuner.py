@@ -53,7 +53,7 @@ from autobatch.search import (
     summarize,
 )
 from autobatch.search.course import CourseWatch
-from autobatch.search.drift import DriftWatch, ratios, speed_drift
+from autobatch.search.drift import DriftWatch, drift_record
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -234,7 +234,7 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
             seconds=time.time() - started, train_size=len(workload.train_data),
-            speed_drift=speed_drift(ratios(study.get_trials(deepcopy=False), prior.profile)))
+            speed_drift=drift_record(study.get_trials(deepcopy=False), prior.profile))
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
         return result

@@ -11,8 +11,11 @@ import autobatch.keys as keys
 from autobatch.search.drift import (
     DRIFT_WINDOW,
     DriftWatch,
+    drift_record,
     drifted,
     ratios,
+    refit,
+    refit_message,
     speed_drift,
     window_median,
 )
@@ -23,10 +26,11 @@ PROFILE = profiler([None])()  # the fake device exactly: t(B) = ALPHA + BETA * B
 
 
 def trial(number: int, batch: int, slowdown: float, steps: int = 100,
-          state: TrialState = TrialState.COMPLETE):
-    """A finished trial at `batch` whose steps took `slowdown` x the profiled time."""
+          state: TrialState = TrialState.COMPLETE, alpha: float = ALPHA):
+    """A finished trial at `batch` whose steps took `slowdown` x the profiled time (with
+    a fixed cost `alpha` per step)."""
     attrs = {"batch_size": batch, keys.STEPS: steps,
-             keys.SAMPLES_PER_S: batch / ((ALPHA + BETA * batch) * slowdown)}
+             keys.SAMPLES_PER_S: batch / ((alpha + BETA * batch) * slowdown)}
     made = create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None,
                         params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
                         user_attrs=attrs)
@@ -75,3 +79,33 @@ def test_a_machine_that_slows_down_mid_study_warns_once_and_again_when_it_worsen
     drift = speed_drift(ratios(study.trials, PROFILE))
     assert drift["median_ratio"] == pytest.approx(1 / 9) and drift["trials"] == 18
     assert math.isclose(drift["worst_ratio"], 1 / 9)
+
+
+def test_the_trials_own_step_times_refit_t_of_b_and_a_wrong_profile_is_said():
+    # the machine's fixed cost per step is 3x what the profile measured: B_sat 600, not 200
+    trials = [trial(n, b, 1.0, alpha=3 * ALPHA) for n, b in enumerate([16, 64, 256, 32, 128])]
+    found = refit(trials, PROFILE)
+    assert found["alpha_s"] == pytest.approx(3 * ALPHA) and found["beta_s"] == pytest.approx(BETA)
+    assert found["b_sat"] == pytest.approx(600) and found["profile_b_sat"] == pytest.approx(200)
+    assert found["trials"] == 5 and found["error"] == pytest.approx(0, abs=1e-9)
+    assert refit_message(found) == (
+        "the trials' own step times give B_sat 600 where the profile gave 200 (t(B) "
+        "refitted on 5 trials): the profile does not describe this machine now, and the "
+        "prior's batch range rests on it; profile again on a quiet machine (--no-cache)")
+    assert drift_record(trials, PROFILE)["refit"] == found
+    # the profile's own machine: no warning; too few trials or too narrow a span: no refit
+    assert refit_message(refit([trial(n, b, 1.0) for n, b in enumerate([16, 64, 256] * 2)],
+                               PROFILE)) is None
+    assert refit(trials[:4], PROFILE) is None
+    assert refit([trial(n, b, 1.0) for n, b in enumerate([32, 64, 32, 64, 32])], PROFILE) is None
+
+
+def test_the_watch_says_a_wrong_profile_once():
+    study = optuna.create_study()
+    events = []
+    watch = DriftWatch(PROFILE, events.append)
+    for number, batch in enumerate([16, 64, 256, 32, 128] * 2):
+        study.add_trial(trial(number, batch, 1.0, alpha=3 * ALPHA))
+        watch(study, study.trials[-1])
+    warned = [e.message for e in events if "B_sat" in e.message]
+    assert len(warned) == 1 and "B_sat 600 where the profile gave 200" in warned[0]
