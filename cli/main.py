@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -29,6 +28,7 @@ from autobatch_cli.options import (
     workload_from,
 )
 from autobatch_cli.output import (
+    configure_logging,
     exits_cleanly,
     print_json,
     stderr,
@@ -44,8 +44,7 @@ app = typer.Typer(
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr.")] = False,
          ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     if stop.requested():  # a stop signal while the library was imported: nothing started
         stderr.print("stopped before starting", markup=False)
         raise typer.Exit(stop.exit_code())

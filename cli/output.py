@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import sys
@@ -29,6 +30,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+
+class NoticeFormatter(logging.Formatter):
+    """A library notice as a newcomer reads it, "warning: ...": the logger's name and
+    the upper-case level only with --verbose, where they help to find the source."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return f"{record.levelname.lower()}: {record.message}"
+
+
+def configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose
+                         else NoticeFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 PLAIN_PROGRESS_S = 10.0  # off a terminal, a long stage's progress line at most this often

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autobatch_cli.output import NoticeFormatter
 from tests.conftest import FIXTURES, invoke
 
 runner = CliRunner()
@@ -166,6 +168,19 @@ def test_console_script_prints_strict_json_and_plain_stderr():
     assert proc.returncode == 0, proc.stderr
     assert strict_json(proc.stdout)["steps"] == 20
     assert "\x1b[" not in proc.stderr and "\x1b[" not in proc.stdout
+
+
+def test_library_notices_read_as_warnings_without_the_loggers_name(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "run", "--workload", "digits-cnn",
+         "--data", str(tmp_path), "--batch-size", "64", "--lr", "0.1", "--budget", "5steps"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: --data does not apply to digits-cnn; ignored\n" in proc.stderr
+    assert "WARNING" not in proc.stderr and "autobatch.workloads" not in proc.stderr
+    record = logging.LogRecord("autobatch.x", logging.WARNING, "f.py", 1, "cache %s", ("c",),
+                               None)
+    assert NoticeFormatter().format(record) == "warning: cache c"
 
 
 def test_console_script_bad_option_exits_2():
