@@ -38,6 +38,7 @@ from autobatch.train import logits_of, train_batches, train_step
 from autobatch.workloads import Workload
 
 BOOTSTRAP_RESAMPLES = 1000
+PROGRESS_EVERY = 16  # draws between progress reports
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,11 +144,12 @@ def grad_sq_norm(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -> 
 def measure_noise(model: nn.Module, optimizer: torch.optim.Optimizer, workload: Workload,
                   device: torch.device, *, b_small: int, b_big: int, draws: int = 64,
                   warmup_steps: int = 0, warmup_batch: int | None = None, seed: int = 0,
-                  level: float = 0.9,
-                  clock: Callable[[], float] = time.perf_counter) -> NoiseEstimate:
+                  level: float = 0.9, clock: Callable[[], float] = time.perf_counter,
+                  progress: Callable[[str], None] | None = None) -> NoiseEstimate:
     """Train `warmup_steps` at `warmup_batch` (default b_small; B_simple means nothing
     at initialisation), then measure |g|^2 at b_small and b_big over `draws`
-    independent batches each (at b_big, memory must hold one batch).
+    independent batches each (at b_big, memory must hold one batch). progress: told
+    every PROGRESS_EVERY draws ("draw 16 of 64").
 
     The model is trained in place: pass a model you own (the profiler passes its own).
     """
@@ -163,10 +165,12 @@ def measure_noise(model: nn.Module, optimizer: torch.optim.Optimizer, workload: 
     small = iter(train_batches(workload, b_small, device, seed=seed + 1))
     big = iter(train_batches(workload, b_big, device, seed=seed + 2))
     small_sqs, big_sqs = [], []
-    for _ in range(draws):
+    for draw in range(1, draws + 1):
         stop.check()  # a safe point between draws (see autobatch.stop)
         small_sqs.append(grad_sq_norm(model, workload, *next(small)))
         big_sqs.append(grad_sq_norm(model, workload, *next(big)))
+        if progress is not None and (draw % PROGRESS_EVERY == 0 or draw == draws):
+            progress(f"draw {draw} of {draws}")
     synchronize(device)
     value, low, high, g2, trace = estimate(small_sqs, big_sqs, b_small, b_big,
                                            population=n, level=level, seed=seed)

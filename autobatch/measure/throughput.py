@@ -209,7 +209,8 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
             return measure_noise(
                 run.model, run.optimizer, workload, dev, b_small=b_small, b_big=b_big,
                 draws=NOISE_DRAWS, warmup_steps=NOISE_WARMUP_STEPS,
-                warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock)
+                warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock,
+                progress=progress and (lambda step: progress(f"gradient noise scale: {step}")))
 
         if noise and b_big >= 2:
             if progress is not None:
