@@ -189,9 +189,10 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         emit(TuneEvent("stage", "study", f"{config.total_trials or 'open-ended'} trials, "
                        f"{config.workers} worker(s)"))
         if config.workers > 1:
+            drift = DriftWatch(prior.profile, emit)  # the workers' trials, as they finish
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
                                   deadline=study_deadline, devices=config.devices,
-                                  started=started)
+                                  started=started, on_poll=lambda: drift.check(study))
             failed = sorted(c for c in codes if c != 0)
             if failed and len(failed) == len(codes):
                 error = AutobatchError(f"every worker failed (exit codes {failed}); their "

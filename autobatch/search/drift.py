@@ -137,6 +137,10 @@ class DriftWatch:
         self.refit_warned = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.check(study)
+
+    def check(self, study: optuna.Study) -> None:
+        """Look at the study's finished trials (in any worker's hands) and warn."""
         trials = study.get_trials(deepcopy=False)
         values = ratios(trials, self.profile)
         ratio = window_median(values)

@@ -48,6 +48,7 @@ from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_share
 from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
+POLL_S = 2.0  # how often the tune looks at a study its workers run
 
 
 class _InterruptsInOneLine(logging.Filter):
@@ -253,9 +254,10 @@ def worker_command(i: int, study_name: str, *, deadline: float,
 
 
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
-                  devices: Sequence[str] | None = None,
-                  started: float | None = None) -> list[int]:
+                  devices: Sequence[str] | None = None, started: float | None = None,
+                  on_poll: Callable[[], None] | None = None) -> list[int]:
     """Start n worker processes on the study and wait for them; their exit codes.
+    on_poll: called every POLL_S while they run (the tune's watch over the study).
 
     Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
     SIGTERM here is passed on (as SIGTERM) to the workers, which close their trials.
@@ -270,8 +272,12 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
         procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env},
                                       start_new_session=True))
     try:
+        next_poll = time.monotonic()
         while any(p.poll() is None for p in procs):
             stop.check()
+            if on_poll is not None and time.monotonic() >= next_poll:
+                on_poll()
+                next_poll = time.monotonic() + POLL_S
             time.sleep(WAIT_S / 10)
         return [p.returncode for p in procs]
     except BaseException:

@@ -306,7 +306,10 @@ def test_worker_processes_get_the_url_from_the_environment(pg_url, capfd):
     # real workers, on a study that does not exist: each reads the URL (with its
     # password) from the environment and names it, masked, in its one-line error
     url = with_password(pg_url)
-    assert spawn_workers(2, url, "no-such-study", deadline=float("inf")) == [2, 2]
+    polls = []
+    assert spawn_workers(2, url, "no-such-study", deadline=float("inf"),
+                         on_poll=lambda: polls.append(time.monotonic())) == [2, 2]
+    assert polls  # the tune's watch looked while they ran
     err = capfd.readouterr().err
     assert err.count(f"no study 'no-such-study' in {mask_url(url)}") == 2
     assert QUOTED_SECRET not in err and SECRET not in err
