@@ -30,6 +30,7 @@ from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.locks import StudyLock
 from autobatch.measure import ProfileResult
+from autobatch.measure.budget import stage_budget
 from autobatch.measure.trust import read_profile
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search import (
@@ -74,7 +75,7 @@ def measure(workload: Workload, config: TuneConfig, device: torch.device,
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
                          seed=config.seed, trial_budget_s=config.trial_budget,
-                         saved_profile=saved_profile)
+                         saved_profile=saved_profile, budget_s=stage_budget(config.timeout_s))
 
 
 def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[

@@ -33,6 +33,7 @@ MIN_AT_SHARE = 0.1
 # ...and its range does not top out this factor below the workload's reference LR.
 SUSPECT_BELOW = 10.0
 PROGRESS_EVERY = 20  # sweep steps between progress reports
+SWEEP_STEPS = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +117,7 @@ def sweep_doubt(sweep: LRRange, reference_lr: float | None = None) -> str | None
 
 def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
                   device: str | torch.device = "auto", start: float = 1e-5,
-                  stop: float = 10.0, steps: int = 100, seed: int = 0,
+                  stop: float = 10.0, steps: int = SWEEP_STEPS, seed: int = 0,
                   progress: StepCallback | None = None) -> LRRange:
     """Sweep the LR geometrically over `steps` updates at `batch_size` from a fresh model.
     progress: told every PROGRESS_EVERY steps ("step 20 of 100, LR 0.000158")."""

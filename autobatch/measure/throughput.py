@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from autobatch.device import device_name, resolve_device, run_or_oom, synchroniz
 from autobatch.errors import ConfigError
 from autobatch.files import JsonFile, json_safe
 from autobatch.hyperparams import Hyperparams
+from autobatch.measure.budget import noise_plan
 from autobatch.measure.noise import NoiseEstimate, measure_noise
 from autobatch.measure.step_fit import (
     auto_batch_sizes,
@@ -30,7 +32,7 @@ from autobatch.measure.step_fit import (
     noise_batch_sizes,
     spread,
 )
-from autobatch.measure.timing import SizeTiming, StepCallback, time_sizes
+from autobatch.measure.timing import REPEATS, SizeTiming, StepCallback, time_sizes
 from autobatch.train import Clock, check_data, evaluate, fresh_model, setup_run, val_batches
 from autobatch.workloads import Workload
 
@@ -42,6 +44,7 @@ EVAL_REPEATS = 3
 INPUT_BOUND_FRACTION = 0.25
 NOISE_WARMUP_STEPS = 200  # training steps before the noise scale means anything
 NOISE_DRAWS = 64
+UNMEASURED = "not timed within the stage budget"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,7 @@ class ProfileResult(JsonFile):
     seconds: float
     torch_version: str
     threads: int
+    cut: str | None = None  # what the stage budget left out (None: nothing)
 
     what = "profile"
 
@@ -126,6 +130,8 @@ class ProfileResult(JsonFile):
 def _row(size: SizeTiming, n_train: int) -> ProfileRow:
     if size.oom:
         return ProfileRow(batch_size=size.batch_size, fits=False, reason="out of memory")
+    if not size.iter_s:
+        return ProfileRow(batch_size=size.batch_size, fits=False, reason=UNMEASURED)
     iter_s, low, high = spread(size.iter_s)
     wait = statistics.median(size.data_wait)
     steps_per_epoch = n_train // size.batch_size
@@ -160,8 +166,8 @@ def _eval_pass_s(model: nn.Module, workload: Workload, device: torch.device,
 def profile(workload: Workload, *, device: str | torch.device = "auto",
             batch_sizes: Sequence[int] | None = None, max_batch: int | None = None,
             knee_gain: float = 0.10, noise: bool = True, seed: int = 0,
-            clock: Clock = time.perf_counter,
-            progress: StepCallback | None = None) -> ProfileResult:
+            clock: Clock = time.perf_counter, progress: StepCallback | None = None,
+            budget_s: float | None = None) -> ProfileResult:
     """Profile time per iteration, samples/s and time per epoch against batch size.
 
     batch_sizes: None for powers of two from 8 up to max_batch, plus max_batch.
@@ -170,6 +176,8 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     as not fitting. knee_gain in (0, 1): see ProfileResult.knee. noise: also estimate
     the gradient noise scale B_simple (critical batch) after a short warm-up training.
     progress: told of each measurement and of the noise scale as they start.
+    budget_s: the most seconds it may take (see measure.budget): sizes not timed by
+    then are left out (at least two are timed), the noise scale gets what fits.
 
     The workload's model is copied and trained with its own optimizer and a forked
     RNG, so neither a model the factory hands out nor the global RNG is touched.
@@ -181,6 +189,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     if batch_sizes is not None and (not batch_sizes or min(batch_sizes) < 1):
         raise ConfigError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
     started = clock()
+    deadline = started + budget_s if budget_s is not None else math.inf
     dev = resolve_device(device)
     n_train = len(workload.train_data)
     limit = min(max_batch or n_train, n_train)
@@ -194,38 +203,51 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         config = _profile_config(workload)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
-        time_sizes(sizes, timing, workload, dev, seed, clock, progress)
+        time_sizes(sizes, timing, workload, dev, seed, clock, progress, deadline)
         eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
         del timing
+        rows = {s.batch_size: _row(s, n_train) for s in sizes}
+        measured = [r for r in rows.values() if r.fits]
+        fit = (fit_step_time([r.batch_size for r in measured], [r.iter_s for r in measured])
+               if len({r.batch_size for r in measured}) >= 2 else None)
+        cuts = [f"{len(measured)} of {len(sizes)} batch sizes timed"] \
+            if any(r.reason == UNMEASURED for r in rows.values()) else []
+        fewest = min((r.repeats for r in measured), default=REPEATS)
+        cuts += [f"{fewest} of {REPEATS} repeats"] if fewest < REPEATS else []
         estimate = None
         # below the smallest size that ran out of memory while timing
         noise_limit = min([limit] + [s.batch_size - 1 for s in sizes if s.oom])
         b_small, b_big = noise_batch_sizes(noise_limit, n_train)
+        warmup_batch = min(config.batch_size, noise_limit)
+        plan = (NOISE_WARMUP_STEPS, NOISE_DRAWS) if budget_s is None else (
+            noise_plan(lambda b: fit.alpha + fit.beta * b, b_small=b_small, b_big=b_big,
+                       warmup_batch=warmup_batch, warmup_steps=NOISE_WARMUP_STEPS,
+                       draws=NOISE_DRAWS, left_s=deadline - clock()) if fit else None)
 
-        def noise_scale() -> NoiseEstimate:
+        def noise_scale(warmup_steps: int, draws: int) -> NoiseEstimate:
             # A fresh copy, so the checkpoint does not depend on how many steps the
             # timing happened to take: the same seed gives the same estimate.
             run = setup_run(workload, config, dev, model=copy.deepcopy(initial))
             return measure_noise(
                 run.model, run.optimizer, workload, dev, b_small=b_small, b_big=b_big,
-                draws=NOISE_DRAWS, warmup_steps=NOISE_WARMUP_STEPS,
-                warmup_batch=min(config.batch_size, noise_limit), seed=seed, clock=clock,
+                draws=draws, warmup_steps=warmup_steps, warmup_batch=warmup_batch,
+                seed=seed, clock=clock,
                 progress=progress and (lambda step: progress(f"gradient noise scale: {step}")))
 
-        if noise and b_big >= 2:
+        if noise and b_big >= 2 and plan is None:
+            cuts.append("no noise scale")
+        elif noise and b_big >= 2:
+            if plan != (NOISE_WARMUP_STEPS, NOISE_DRAWS):
+                cuts.append(f"noise scale from {plan[1]} draws after {plan[0]} steps")
             if progress is not None:
-                progress(f"gradient noise scale: {NOISE_DRAWS} draws at batch {b_small} "
+                progress(f"gradient noise scale: {plan[1]} draws at batch {b_small} "
                          f"and {b_big}")
-            estimate = run_or_oom(noise_scale, dev)
+            estimate = run_or_oom(lambda: noise_scale(*plan), dev)
             if estimate is None:
                 log.warning("noise scale not measured: out of memory at batch %d", b_big)
 
-    rows = {s.batch_size: _row(s, n_train) for s in sizes}
     rows.update({b: ProfileRow(batch_size=b, fits=False, reason=above)
                  for b in wanted if b > limit})
-    measured = [r for r in rows.values() if r.fits]
-    fit = (fit_step_time([r.batch_size for r in measured], [r.iter_s for r in measured])
-           if len({r.batch_size for r in measured}) >= 2 else None)
     knee = find_knee([r.batch_size for r in measured], [r.samples_per_s for r in measured],
                      knee_gain)
     return ProfileResult(
@@ -235,4 +257,5 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         b_sat=fit.b_sat if fit else None, fit_error=fit.error if fit else None,
         knee=knee, knee_gain=knee_gain, eval_pass_s=eval_pass_s, noise=estimate,
         seconds=clock() - started,
-        torch_version=torch.__version__, threads=torch.get_num_threads())
+        torch_version=torch.__version__, threads=torch.get_num_threads(),
+        cut=f"stage budget: {', '.join(cuts)}" if cuts else None)

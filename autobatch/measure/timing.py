@@ -80,10 +80,11 @@ def _warm_up(size: SizeTiming, run_steps: Callable[[int], tuple[float, float]]) 
 
 def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
                device: torch.device, seed: int, clock: Clock,
-               progress: StepCallback | None = None) -> None:
+               progress: StepCallback | None = None, deadline: float = math.inf) -> None:
     """Warm up and time every size with `setup`'s model and optimizer; a size that runs
     out of memory is marked (oom) and skipped from then on. progress: told before each
-    measurement ("batch 256: measurement 7 of 30")."""
+    measurement ("batch 256: measurement 7 of 30"). deadline (on `clock`): no
+    measurement starts after it once two sizes have one."""
     # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
     # a DataLoader keeps worker processes per size, so those sizes run one by one.
     interleave = isinstance(workload.train_data, TensorData)
@@ -92,6 +93,10 @@ def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
     for done, (repeat, size) in enumerate(order):
         if size.oom:
             continue
+        if clock() >= deadline and sum(bool(s.iter_s) for s in sizes) >= 2:
+            for left in sizes:
+                left.batches = None
+            return
         if progress is not None:
             progress(f"batch {size.batch_size}: measurement {done + 1} of {len(order)}")
         try:

@@ -16,6 +16,7 @@ the configurations the study tries first.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,9 @@ from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
+from autobatch.measure.budget import PROFILE_SHARE, STAGE_SHARE, sweep_steps
 from autobatch.measure.cache import cached
-from autobatch.measure.lr_range import sweep_doubt
+from autobatch.measure.lr_range import SWEEP_STEPS, sweep_doubt
 from autobatch.measure.timing import StepCallback
 from autobatch.measure.trust import profile_doubt, retaken, trusted
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
@@ -68,14 +70,20 @@ def usable_reference(workload: Workload, bounds: SearchBounds) -> Hyperparams | 
     return ref if ref is not None and ref.optimizer == bounds.optimizer else None
 
 
+def wide_lr_range(reference_lr0: float | None) -> tuple[float, float]:
+    """The LR0 range searched without a usable LR range test: around the reference
+    recipe's LR, or FALLBACK_LR_RANGE without one."""
+    if reference_lr0 is None:
+        return FALLBACK_LR_RANGE
+    return reference_lr0 * FALLBACK_SPAN[0], reference_lr0 * FALLBACK_SPAN[1]
+
+
 def prior_lr_range(sweep: LRRange, reference_lr0: float | None) -> tuple[tuple[float, float],
                                                                         str | None]:
     """The LR0 bounds the study searches and, when the sweep was set aside, why."""
     doubt = sweep_doubt(sweep, reference_lr0)
     if doubt is not None:
-        if reference_lr0 is None:
-            return FALLBACK_LR_RANGE, doubt
-        return (reference_lr0 * FALLBACK_SPAN[0], reference_lr0 * FALLBACK_SPAN[1]), doubt
+        return wide_lr_range(reference_lr0), doubt
     low, high = sweep.low / PRIOR_WIDEN, sweep.high * PRIOR_WIDEN
     if reference_lr0 is not None:
         low, high = min(low, reference_lr0 / 2), max(high, reference_lr0 * 2)
@@ -119,25 +127,27 @@ class Prior:
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
-                   use_cache: bool, progress: StepCallback | None = None
-                   ) -> tuple[ProfileResult, str | None]:
+                   use_cache: bool, progress: StepCallback | None = None,
+                   deadline: float = math.inf) -> tuple[ProfileResult, str | None]:
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh.
     A profile failing its quality bar (measure.trust) is retaken once and never cached;
-    the second string is the warning when the retake fails too."""
+    the second string is the warning when the retake fails too. deadline (perf_counter):
+    the profile is cut to end by then (measure.budget), and a cut one is not cached."""
     key = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
            f"-t{torch.get_num_threads()}-s{seed}")
     doubts: list[str] = []
 
     def measure() -> ProfileResult:
-        result, doubt = retaken(lambda: profile(workload, device=device, max_batch=max_batch,
-                                                seed=seed, progress=progress))
+        result, doubt = retaken(lambda: profile(
+            workload, device=device, max_batch=max_batch, seed=seed, progress=progress,
+            budget_s=None if math.isinf(deadline) else deadline - time.perf_counter()))
         doubts.extend([doubt] if doubt else [])
         return result
 
     result = cached("profile", key, measure, ProfileResult.load, use_cache=use_cache,
-                    trusted=trusted)
+                    trusted=lambda found: trusted(found) and found.cut is None)
     return result, doubts[0] if doubts else None
 
 
@@ -150,11 +160,14 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                   emit: EventCallback, *, headroom: float, memory_limit: int | None,
                   use_cache: bool, seed: int,
                   trial_budget_s: float = DEFAULT_TRIAL_BUDGET_S,
-                  saved_profile: ProfileResult | None = None) -> Prior:
+                  saved_profile: ProfileResult | None = None,
+                  budget_s: float | None = None) -> Prior:
     """Probe, profile (both cached), LR range test; the search space they define within
     the user's bounds. headroom, memory_limit: the probe's (see measure.probe);
     trial_budget_s: one trial's training time (bounds the schedules' horizons);
-    saved_profile: the user's own (`tune --profile`), used instead of profiling."""
+    saved_profile: the user's own (`tune --profile`), used instead of profiling;
+    budget_s: the most seconds the three may take (measure.budget; None: no limit)."""
+    deadline = time.perf_counter() + budget_s if budget_s is not None else math.inf
     emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
     low, high = ((bounds.batch_size, bounds.batch_size) if bounds.batch_size is not None
                  else (bounds.min_batch, bounds.max_batch))
@@ -169,10 +182,15 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                        f"{prof.device} (batch up to {prof.max_batch})"))
     else:
         emit(TuneEvent("stage", "profile", "timing steps against batch size"))
-        prof, profile_warning = cached_profile(workload, device, fit.max_batch_size, seed,
-                                               use_cache, steps(emit, "profile"))
+        left = deadline - time.perf_counter()
+        prof, profile_warning = cached_profile(
+            workload, device, fit.max_batch_size, seed, use_cache, steps(emit, "profile"),
+            deadline=time.perf_counter() + PROFILE_SHARE * max(0.0, left))
     if profile_warning:
         emit(TuneEvent("stage", "warning", profile_warning))
+    if prof.cut:
+        emit(TuneEvent("stage", "warning", f"the profile was cut short ({prof.cut}; "
+                       f"{STAGE_SHARE:.0%} of --timeout for probe, profile and LR range)"))
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
     b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
     b_star = predicted_best_batch(b_sat, b_crit)
@@ -190,14 +208,22 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     sweep, doubt = None, None
     lr_range = bounds.lr_range
     if bounds.lr is None and lr_range is None:
-        emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
-        sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed,
-                              progress=steps(emit, "lr_range"))
         reference = usable_reference(workload, bounds)
-        lr_range, doubt = prior_lr_range(
-            sweep, anchor_lr0(reference, anchor) if reference else None)
-        emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. {sweep.high:.3g}; "
-                       f"searching {lr_range[0]:.3g} .. {lr_range[1]:.3g}"))
+        reference_lr0 = anchor_lr0(reference, anchor) if reference else None
+        n = SWEEP_STEPS if math.isinf(deadline) else sweep_steps(
+            prof.predict_iter_s(anchor) or 0.0, steps=SWEEP_STEPS,
+            left_s=deadline - time.perf_counter())
+        if n is None:
+            lr_range = wide_lr_range(reference_lr0)
+            doubt = "no time was left in the stage budget for the LR range test"
+        else:
+            emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
+            sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed,
+                                  steps=n, progress=steps(emit, "lr_range"))
+            lr_range, doubt = prior_lr_range(sweep, reference_lr0)
+            emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. "
+                           f"{sweep.high:.3g}; searching {lr_range[0]:.3g} .. "
+                           f"{lr_range[1]:.3g}"))
         if doubt:
             emit(TuneEvent("stage", "warning", f"{doubt}: searching the wide LR range "
                            f"{lr_range[0]:.3g} .. {lr_range[1]:.3g} instead"))

@@ -201,3 +201,17 @@ def test_the_reference_recipe_is_seeded_at_the_nearest_batch_by_the_sqrt_rule():
     first = space.suggest(optuna.trial.FixedTrial(seed_trials(stub_prior(space), reference)[0]))
     assert (first.batch_size, first.momentum) == pytest.approx((128, 0.95))
     assert first.lr == pytest.approx(0.4 * (128 / 512) ** 0.5)
+
+
+def test_a_stage_budget_spent_cuts_the_profile_skips_the_sweep_and_widens_the_lr_range():
+    events: list[TuneEvent] = []
+    found = measure_prior(tiny_workload(), SearchBounds(max_batch=128), torch.device("cpu"),
+                          events.append, headroom=0.1, memory_limit=None, use_cache=False,
+                          seed=0, budget_s=1e-9)
+    warnings = [e.message for e in events if e.name == "warning"]
+    assert any(m.startswith("the profile was cut short (stage budget: 2 of ") for m in warnings)
+    assert any(m.startswith("no time was left in the stage budget for the LR range test: "
+                            "searching the wide LR range") for m in warnings), warnings
+    assert found.profile.cut and found.profile.noise is None
+    assert found.lr_range is None and found.space.lr_range == prior.FALLBACK_LR_RANGE
+    assert not any(e.name == "lr_range" for e in events)  # the sweep never started
