@@ -15,6 +15,7 @@ import optuna
 
 from autobatch.hyperparams import Hyperparams
 
+REFERENCE = "reference recipe"  # the name of the workload's own recipe among candidates
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:

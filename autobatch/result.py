@@ -14,7 +14,9 @@ Schema (version 1), all times in seconds:
   median_s, interval {low, high, coverage}, reached, first_evals}], prior
   {max_batch_size, b_sat, b_simple, knee, b_star, alpha, beta, lr_range (the range
   test's), search_lr_range (what the study searched, at the anchor batch), lr_doubt},
-  study {name, storage (password masked), trials}, tuning_seconds, speed_drift
+  study {name, storage (password masked), trials}, tuning_seconds, break_even
+  (tuning_seconds / the reference recipe's median time to target; null: not
+  measured; <= 1: tuning cost no more than one run of the reference), speed_drift
   {median_ratio (the last window's median of measured / profiled samples/s), trials,
   window, worst_ratio, limit} or null (too few trials; see search/drift.py).
   The top-level recipe is the tuned recommendation whatever the verdict.
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from autobatch.candidate import Candidate
+from autobatch.candidate import REFERENCE, Candidate
 from autobatch.errors import ConfigError
 from autobatch.files import json_safe, write_atomic
 from autobatch.schedule import steps_per_epoch
@@ -102,6 +104,12 @@ class TuneResult:
                    tuning_seconds=seconds, train_size=train_size,
                    verdict=judge(candidates, best), speed_drift=speed_drift)
 
+    def break_even(self) -> float | None:
+        """The tune's wall time in runs of the reference recipe to the target."""
+        reference = next((c for c in self.candidates if c.name == REFERENCE), None)
+        median = reference.median() if reference else None
+        return self.tuning_seconds / median if median else None
+
     def judged(self) -> Verdict:
         return self.verdict or judge(list(self.candidates), self.best)
 
@@ -125,6 +133,7 @@ class TuneResult:
             "prior": self.prior,
             "study": asdict(self.study),
             "tuning_seconds": self.tuning_seconds,
+            "break_even": self.break_even(),
             "speed_drift": self.speed_drift,
         })
 

@@ -20,7 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from autobatch.candidate import Candidate, recommendation
+from autobatch.candidate import REFERENCE, Candidate, recommendation
 
 ALPHA = 0.125
 # The median's interval: order statistics covering it with at least this probability.
@@ -121,7 +121,7 @@ class Verdict:
 
 
 def judge(candidates: list[Candidate], best: Candidate) -> Verdict:
-    reference = next((c for c in candidates if c.name == "reference recipe" and c.runs), None)
+    reference = next((c for c in candidates if c.name == REFERENCE and c.runs), None)
     others = [c for c in candidates if c.tuned and c is not best and c.runs]
     runner_up = min(others, key=lambda c: (-c.reached_share(), c.median() or math.inf),
                     default=None)

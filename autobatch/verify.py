@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import optuna
 import torch
 
-from autobatch.candidate import Candidate
+from autobatch.candidate import REFERENCE, Candidate
 from autobatch.config import Budget, RunConfig
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import Hyperparams
@@ -63,7 +63,7 @@ def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Cand
     square-root rule from the LR range test's anchor."""
     out = []
     if workload.reference is not None:
-        out.append(Candidate(name="reference recipe", hparams=workload.reference.hparams,
+        out.append(Candidate(name=REFERENCE, hparams=workload.reference.hparams,
                              tuned=False))
     largest = max(powers_of_two(1, prior.probe.max_batch_size)) \
         if plan.fixed_batch is None else plan.fixed_batch

@@ -191,7 +191,9 @@ def closing_table(result: TuneResult) -> Table:
                      f"momentum {data['momentum']:.4g}, schedule {result.best.hparams.schedule}"
                      f"; study {data['study']['name']!r} in "
                      f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s"
-                     f"\nverdict: {data['verdict']}: {data['verdict_reason']}")
+                     + (f" = {data['break_even']:.1f} reference runs (break-even)"
+                        if data["break_even"] else "")
+                     + f"\nverdict: {data['verdict']}: {data['verdict_reason']}")
     return table
 
 

@@ -37,6 +37,15 @@ def test_json_has_the_schema_fields_and_is_strict():
     assert data["evidence"]["vs_reference"]["wins"] == 2
     assert data["evidence"]["vs_reference"]["p_value"] == 0.5
     assert data["candidates"][1]["interval"] == {"low": 3.0, "high": 4.0, "coverage": 0.75}
+    # 12.5 s of tuning against the reference's median 3.5 s to the target
+    assert data["break_even"] == pytest.approx(12.5 / 3.5)
+
+
+def test_break_even_needs_a_reference_that_reached_the_target():
+    missed = candidate(name="reference recipe", tuned=False, runs=(None, None, 1.0))
+    assert TuneResult(**{**vars(result()), "candidates": (candidate(), missed)}).break_even() \
+        is None
+    assert TuneResult(**{**vars(result()), "candidates": (candidate(),)}).break_even() is None
 
 
 def test_yaml_parses_to_the_same_data():
