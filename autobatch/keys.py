@@ -23,6 +23,10 @@ PEAK_MEMORY_BYTES = "peak_memory_bytes"
 MEASURED_TIME_S = "measured_time_s"
 MODELED_TIME_S = "modeled_time_s"
 CURVE = "curve"  # [[training seconds, metric], ...] per evaluation
+# a trial that stopped short of the target: its curve extrapolated (search/extrapolate.py)
+PREDICTED_TIME_S = "predicted_time_to_target_s"  # null: its plateau lies below the target
+PREDICTED_INTERVAL = "predicted_interval_s"  # [low, high] (80%; null: unbounded)
+PREDICTED_REACHABLE = "predicted_reachable"  # share of bootstrap fits reaching the target
 
 # ---- study user attributes
 CONTRACT = "autobatch_contract"  # what a resumed study must share with its first run

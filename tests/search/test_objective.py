@@ -1,6 +1,7 @@
 """The objective: time to target, censored misses, prune reasons, interrupts."""
 
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 from torch import nn
 
+from autobatch.search.extrapolate import CurveFit
 from autobatch.search.objective import Objective, censored_value, modeled_seconds
 from autobatch.search.pruning import bucket_step
 from autobatch.search.runners import InProcessRunner
@@ -16,6 +18,7 @@ from autobatch.search.space import SearchSpace
 from autobatch.search.workers import run_trials
 from autobatch.storage import open_storage
 from tests.conftest import tiny_workload, unreachable_workload
+from tests.search.test_runners import ScriptedRunner
 
 CPU = torch.device("cpu")
 
@@ -172,3 +175,28 @@ def test_intermediate_values_are_reported_on_the_milliseconds_axis():
                    n_trials=1)
     steps = sorted(study.trials[0].intermediate_values)
     assert steps and all(s in {bucket_step(k, 0.001) for k in range(100)} for s in steps)
+
+
+def test_a_trial_cut_short_of_the_target_records_its_extrapolated_time_to_target():
+    # a runner whose curve is metric = 0.95 - 0.2 t^-0.8 (0.9 at 5.66 s), cut at 2 s
+    curve = CurveFit(m=0.95, a=0.2, c=0.8, sse=0.0)
+
+    class PowerLawRunner(ScriptedRunner):
+        def run(self, config, on_eval):
+            result = super().run(config, on_eval)
+            trace = tuple(replace(p, metric=curve.metric_at(p.train_seconds))
+                          for p in result.trace)
+            return replace(result, trace=trace, best_metric=max(p.metric for p in trace),
+                           target_reached=False, time_to_target_s=None, stop_reason="budget")
+
+    space = SearchSpace(batch_sizes=(64,), anchor_batch=64, lr_fixed=0.1, momentum_fixed=0.9)
+    obj = Objective(runner=PowerLawRunner(rate={64: 0.0}), space=space, target=0.9,
+                    trial_budget_s=2.0, bucket_base=0.1)
+    study = optuna.create_study()
+    study.optimize(obj, n_trials=1)
+    attrs = study.trials[0].user_attrs
+    truth = curve.time_to(0.9)
+    assert attrs["predicted_time_to_target_s"] == pytest.approx(truth, rel=0.01)
+    low, high = attrs["predicted_interval_s"]
+    assert low <= truth * (1 + 1e-6) and high >= truth * (1 - 1e-6)  # noise-free: ~a point
+    assert attrs["predicted_reachable"] == 1.0
