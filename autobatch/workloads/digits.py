@@ -18,7 +18,8 @@ REFERENCE = Recipe(batch_size=32, lr=1e-3, momentum=0.9, optimizer="adam")
 
 
 @lru_cache(maxsize=1)
-def splits() -> tuple[TensorData, TensorData]:
+def splits() -> tuple[TensorData, TensorData, TensorData]:
+    """(train, validation, test)."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -26,10 +27,10 @@ def splits() -> tuple[TensorData, TensorData]:
     y = torch.as_tensor(raw.target, dtype=torch.int64)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_test = int(len(y) * 0.2)
-    rest = perm[n_test:]  # perm[:n_test] is the test split, left alone
+    test, rest = perm[:n_test], perm[n_test:]
     n_val = int(len(rest) * 0.2)
     val, train = rest[:n_val], rest[n_val:]
-    return TensorData(x[train], y[train]), TensorData(x[val], y[val])
+    return tuple(TensorData(x[part], y[part]) for part in (train, val, test))
 
 
 def small_cnn() -> nn.Module:
@@ -40,6 +41,6 @@ def small_cnn() -> nn.Module:
 
 
 def cnn_workload() -> Workload:
-    train, val = splits()
+    train, val, test = splits()
     return Workload(name="digits-cnn", model_factory=small_cnn, train_data=train,
-                    val_data=val, reference=REFERENCE)
+                    val_data=val, test_data=test, reference=REFERENCE)

@@ -87,6 +87,9 @@ class Workload:
     num_workers: int = 0
     eval_batch_size: int = 1024
     description: str = ""
+    # A split that no tune ever sees, for a final evaluation as a user would make it
+    # (the built-ins keep one; the benchmarks judge recommendations on it).
+    test_data: Data | None = None
     # How load_workload() built it (name and data options), so another process can
     # build the same workload; None for workloads constructed in code.
     spec: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from autobatch import DataError, Recipe, TensorData, Workload, WorkloadError, load_workload
-from autobatch.workloads import BUILTINS, mnist1d
+from autobatch.workloads import BUILTINS, digits, mnist1d
 from autobatch.workloads.vision import FAKE_TRAIN_SIZE, FAKE_VAL_SIZE
 
 
@@ -249,3 +249,14 @@ def test_entry_point_module_source_is_what_runs(tmp_path):
                             train_data=data, val_data=data)
     """))
     assert load_workload("user_inline:WORKLOAD", app_dir=tmp_path).name == "inline"
+
+
+def test_digits_keeps_a_fixed_test_split_apart_from_training_and_validation():
+    workload = load_workload("digits-cnn")
+    train, val, test = workload.train_data, workload.val_data, workload.test_data
+    assert (len(train), len(val), len(test)) == (1151, 287, 359)
+    seen = {tuple(r.flatten().tolist()) for r in torch.cat([train.x, val.x])}
+    unseen = [tuple(r.flatten().tolist()) for r in test.x]
+    assert not any(r in seen for r in unseen)
+    digits.splits.cache_clear()
+    assert torch.equal(load_workload("digits-cnn").test_data.x, test.x)
