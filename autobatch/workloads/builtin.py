@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import autobatch.workloads.digits as digits
+import autobatch.workloads.mnist1d as mnist1d
+import autobatch.workloads.mnist1d_long as mnist1d_long
 from autobatch.hyperparams import Hyperparams
-from autobatch.workloads import digits, mnist1d, mnist1d_long
 from autobatch.workloads.kinds import WorkloadKind
 from autobatch.workloads.workload import Workload
 

@@ -85,7 +85,8 @@ def test_recipe_without_reference_needs_lr(tiny):
 
 
 @pytest.mark.parametrize(("spec", "match"), [
-    ("nope", "unknown workload 'nope'; built-ins: digits-cnn, mnist1d-cnn, mnist1d-long, mnist1d-mlp"),
+    ("nope", "unknown workload 'nope'; built-ins: digits-cnn, mnist1d-cnn, mnist1d-long, "
+             "mnist1d-mlp"),
     ("user_workloads.good", "has no ':'"),
     ("user_no_such_module:fn", "module 'user_no_such_module' not found"),
     ("user_workloads:missing", "module 'user_workloads' has no attribute 'missing'"),
