@@ -175,3 +175,22 @@ def test_a_pause_needs_a_point():
         Pause("x.ckpt")
     with pytest.raises(CheckpointError, match="pause steps must be 1 or more"):
         Pause("x.ckpt", steps=0)
+
+
+def test_a_constant_trunk_resumes_into_a_cooldown_branch(tmp_path):
+    """The schedule is not part of a checkpoint's identity: one constant-LR trunk can
+    continue into several cooldowns (WSD), each resumed from the same pause."""
+    clock = FakeClock(step_cost=1.0, eval_cost=0.25)
+    trunk = RunConfig(**{**CONFIG.values(), "schedule": Schedule(), "target": 1.0,
+                         "budget": Budget(steps=60), "seed": 7})
+    path = tmp_path / "trunk.ckpt"
+    run(workload(clock), trunk, device="cpu", clock=clock, pause=Pause(path, steps=20))
+    ends = []
+    for horizon in (30, 40):
+        branch = RunConfig(**{**trunk.values(), "target": 1.0, "budget": Budget(steps=60),
+                              "seed": 7, "schedule": Schedule(name="wsd", cooldown=0.25,
+                                                              horizon=f"{horizon}steps")})
+        ends.append(run(workload(clock), branch, device="cpu", clock=clock, resume=path))
+    assert [end.steps for end in ends] == [30, 40]
+    assert [end.trace[-1].lr < 0.1 * CONFIG.lr for end in ends] == [True, True]
+    assert ends[0].trace[0] == ends[1].trace[0]  # the trunk's evaluations, shared
