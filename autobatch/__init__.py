@@ -4,6 +4,7 @@ in the least wall-clock time on this hardware, without running out of memory."""
 from autobatch.config import Budget, RunConfig, TuneConfig
 from autobatch.errors import (
     AutobatchError,
+    CheckpointError,
     ConfigError,
     DataError,
     DeviceError,
@@ -24,6 +25,7 @@ from autobatch.workloads import TensorData, Workload, load_workload
 __all__ = [
     "AutobatchError",
     "Budget",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "DeviceError",

@@ -79,3 +79,11 @@ class StorageFault(StorageError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return type(self), (str(self), self.reason)
+
+
+class CheckpointError(AutobatchError):
+    """A checkpoint cannot be resumed: unreadable, torn (shorter than its header says),
+    corrupt (its checksum does not match), or written for another run. The caller
+    restarts the run from scratch; nothing of the file was loaded."""
+
+    exit_code = 2

@@ -14,10 +14,10 @@ from autobatch.config import Budget, RunConfig
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import Hyperparams
 from autobatch.recipe import load_recipe
-from autobatch.schedule import parse_share
+from autobatch.schedule import Schedule, parse_share, parse_span
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
-from autobatch.workloads import KINDS, Workload
+from autobatch.workloads import BUILTINS, KINDS, Workload
 from autobatch_cli.options import (
     DeviceOpt,
     JsonOpt,
@@ -35,6 +35,8 @@ from autobatch_cli.output import (
     stdout,
 )
 
+DEFAULT_BUDGET = "60s"
+
 app = typer.Typer(
     name="autobatch", no_args_is_help=True, add_completion=False,
     help="Find the batch size, learning rate and momentum that reach a target accuracy "
@@ -51,11 +53,26 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to s
 
 
 @app.command()
-def workloads() -> None:
-    """List the built-in workloads and the other kinds of workload names."""
+def workloads(json_output: JsonOpt = False) -> None:
+    """List the built-in workloads, each with its reference recipe and a suggested
+    target, and the other kinds of workload names."""
+    if json_output:
+        print_json([{"name": name, "description": builtin.description,
+                     "reference": builtin.reference.to_dict(), "target": builtin.target}
+                    for name, builtin in BUILTINS.items()])
+        return
     for kind in KINDS:
         for name, description in kind.entries:
-            stdout.print(f"{name:<14} {description}")
+            stdout.print(f"{name:<14} {description}", markup=False)
+            if name in BUILTINS:
+                builtin = BUILTINS[name]
+                stdout.print(f"{'':<14} reference: {recipe_words(builtin.reference)}; "
+                             f"suggested target {builtin.target:g}", markup=False)
+
+
+def recipe_words(recipe: Hyperparams) -> str:
+    return (f"batch {recipe.batch_size}, lr {recipe.lr:g}, momentum {recipe.momentum:g}, "
+            f"optimizer {recipe.optimizer or 'default'}, schedule {recipe.schedule}")
 
 
 @app.command()
@@ -71,8 +88,9 @@ def run(
         help="Momentum in [0, 1) (Adam: beta1). Default 0.9.")] = None,
     target: Annotated[Optional[float], typer.Option(
         help="Validation metric to reach, in (0, 1]; omit to train the whole budget.")] = None,
-    budget: Annotated[str, typer.Option(
-        help="Training budget: 60s, 10m, 2000steps or 5epochs.")] = "60s",
+    budget: Annotated[Optional[str], typer.Option(
+        help="Training budget: 60s, 10m, 2000steps or 5epochs. Default: a decaying "
+             "schedule's horizon, else 60s.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(
         help="sgd or adam. Default: the workload's own optimizer.")] = None,
     schedule: Annotated[Optional[str], typer.Option(
@@ -93,16 +111,19 @@ def run(
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Train one configuration until the target, the budget, or divergence."""
-    parsed_budget = Budget.parse(budget)
+    parsed_budget = Budget.parse(budget) if budget is not None else None
     wl = workload_from(workload, workload_options)
     given = {"batch_size": batch_size, "lr": lr, "momentum": momentum, "optimizer": optimizer}
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
     hparams = recipe_of(wl, recipe, given, shape)
+    if parsed_budget is None:
+        parsed_budget = default_budget(hparams.schedule)
     config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)
-    stderr.print(f"training {wl.name}: batch {config.batch_size}, lr {config.lr:g}, "
-                 f"momentum {config.momentum:g}, optimizer {config.optimizer or 'default'}, "
-                 f"schedule {config.schedule}, "
+    if recipe is None and batch_size is None and lr is None:
+        stderr.print(f"no --batch-size, --lr or --recipe: training {wl.name}'s reference "
+                     "recipe", markup=False)
+    stderr.print(f"training {wl.name}: {recipe_words(config)}, "
                  f"target {target if target is not None else '-'}, budget {config.budget}")
     with stderr.status("training ...") as status:
         def show(point: EvalPoint) -> None:
@@ -114,6 +135,15 @@ def run(
         print_json(result.to_dict())
     else:
         stdout.print(run_table(result))
+
+
+def default_budget(schedule: Schedule) -> Budget:
+    """A decaying schedule's horizon (a recipe such as mnist1d-long's reference trains to
+    the end of its decay), else DEFAULT_BUDGET."""
+    if not (schedule.decays and schedule.horizon):
+        return Budget.parse(DEFAULT_BUDGET)
+    num, unit = parse_span("horizon", schedule.horizon, ("steps", "epochs"))
+    return Budget(steps=int(num)) if unit == "steps" else Budget(epochs=num)
 
 
 def recipe_of(wl: Workload, path: Path | None, given: dict[str, Any],

@@ -1,7 +1,8 @@
 import autobatch
 
 PUBLIC = {
-    "AutobatchError", "Budget", "ConfigError", "DataError", "DeviceError", "DoesNotFitError",
+    "AutobatchError", "Budget", "CheckpointError", "ConfigError", "DataError", "DeviceError",
+    "DoesNotFitError",
     "EvalPoint", "Hyperparams", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
     "Schedule", "load_recipe", "lr_scheduler",
     "TargetNotReachedError", "TensorData", "TuneConfig", "TuneResult", "Workload",

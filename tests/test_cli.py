@@ -11,6 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from autobatch import Hyperparams
+from autobatch.workloads import BUILTINS
 from autobatch_cli.output import NoticeFormatter
 from tests.conftest import FIXTURES, invoke
 
@@ -28,8 +30,50 @@ def test_workloads_lists_the_builtins_one_line_each():
     result = invoke("workloads")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    for name in ("mnist1d-cnn", "mnist1d-mlp", "digits-cnn", "torchvision:M", "module:func"):
+    for name in ("mnist1d-cnn", "mnist1d-mlp", "mnist1d-long", "digits-cnn", "torchvision:M",
+                 "module:func"):
         assert sum(line.startswith(name) for line in lines) == 1
+    # each built-in's reference recipe and suggested target on the line below it
+    below = lines[lines.index(next(x for x in lines if x.startswith("mnist1d-long"))) + 1]
+    assert below.split() == ["reference:", "batch", "128,", "lr", "0.001,", "momentum", "0.9,",
+                             "optimizer", "adam,", "schedule", "cosine,", "horizon",
+                             "30epochs;", "suggested", "target", "0.8"]
+    assert sum("reference:" in line for line in lines) == len(BUILTINS)
+
+
+def test_workloads_json_lists_every_builtin_with_its_reference_and_target():
+    result = invoke("workloads", "--json")
+    assert result.exit_code == 0, result.output
+    listed = strict_json(result.stdout)
+    assert [entry["name"] for entry in listed] == list(BUILTINS)
+    for entry in listed:
+        builtin = BUILTINS[entry["name"]]
+        assert set(entry) == {"name", "description", "reference", "target"}
+        assert entry["description"] == builtin.description
+        assert Hyperparams.from_dict(entry["reference"]) == builtin.reference
+        assert entry["target"] == builtin.target
+
+
+def test_run_without_batch_size_or_lr_trains_the_reference_recipe_and_says_so():
+    result = invoke("run", "--workload", "mnist1d-cnn", "--budget", "2steps", "--device", "cpu",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert "training mnist1d-cnn's reference recipe" in result.stderr
+    config = strict_json(result.stdout)["config"]
+    assert Hyperparams.from_dict(config) == BUILTINS["mnist1d-cnn"].reference
+    given = invoke("run", "--workload", "mnist1d-cnn", "--lr", "0.1", "--budget", "2steps")
+    assert given.exit_code == 0 and "reference recipe" not in given.stderr
+
+
+def test_run_trains_a_decaying_schedule_to_its_horizon_without_a_budget():
+    result = invoke("run", "--app-dir", str(FIXTURES), "--workload", "user_workloads:good",
+                    "--batch-size", "16", "--lr", "0.1", "--schedule", "cosine", "--horizon",
+                    "2epochs", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    payload = strict_json(result.stdout)
+    # 128 samples in batches of 16: 8 steps per epoch
+    assert (payload["steps"], payload["stop_reason"]) == (16, "budget")
+    assert payload["config"]["budget"] == {"seconds": None, "steps": None, "epochs": 2.0}
 
 
 def test_run_json_reports_time_to_target_and_steps():

@@ -1,5 +1,7 @@
-"""Training: the one loop every stage shares, its run setup and its batches."""
+"""Training: the one loop every stage shares, its run setup, its batches and its
+checkpoints."""
 
+from autobatch.train.checkpoint import Pause
 from autobatch.train.data import Batch, TrainBatches, ValBatches, check_data, first_batch, logits_of
 from autobatch.train.loop import Clock, EvalCallback, EvalPoint, RunResult, StopReason, run
 from autobatch.train.setup import (
@@ -14,7 +16,8 @@ from autobatch.train.setup import (
 )
 
 __all__ = [
-    "Batch", "Clock", "EvalCallback", "EvalPoint", "RunResult", "RunSetup", "StopReason",
+    "Batch", "Clock", "EvalCallback", "EvalPoint", "Pause", "RunResult", "RunSetup",
+    "StopReason",
     "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate", "first_batch",
     "fresh_model", "logits_of", "run", "setup_run", "train_batches", "train_step", "val_batches",
 ]

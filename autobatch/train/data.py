@@ -8,10 +8,11 @@ goes through a DataLoader with worker processes and pinned memory on CUDA.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from autobatch.errors import DataError
 from autobatch.workloads import Data, TensorData, Workload
@@ -92,37 +93,85 @@ def to_device(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
 
 
 class TrainBatches:
-    """An endless, reshuffled-every-epoch stream of full training batches on the device."""
+    """An endless, reshuffled-every-epoch stream of full training batches on the device.
+
+    Its position (epoch, batches drawn from the epoch's order, the order and the
+    generator that draws the next one) is `state()`, so a paused run resumes on the
+    very next batch (`load_state`). The order is drawn here for a Dataset as well, and
+    read by the DataLoader through a sampler, so both paths resume the same way.
+    """
 
     def __init__(self, data: Data, batch_size: int, device: torch.device, *, seed: int,
                  num_workers: int = 0) -> None:
         self.batch_size = batch_size
         self.size = len(data)
         self.batches_per_epoch = self.size // batch_size
+        self.epoch = 0
+        self.position = 0  # batches drawn from the current epoch's order
+        self._order: Tensor | None = None  # None: the next batch starts a new epoch
         self._device = device
         self._generator = torch.Generator().manual_seed(seed)
-        self._data = data
         self._loader: DataLoader | None = None
         if isinstance(data, TensorData):
             self._x, self._y = data.x.to(device), data.y.to(device)
         else:
+            # the loader draws its worker seeds from a generator of its own, so that
+            # starting an iterator (again, on resume) leaves the order's generator alone
             self._loader = DataLoader(
-                data, batch_size=batch_size, shuffle=True, drop_last=True,
-                num_workers=num_workers, generator=self._generator,
+                data, batch_size=batch_size, sampler=_RestOfEpoch(self), drop_last=True,
+                num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
                 pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
-            yield from self._epoch()
+            if self._order is None:
+                self._order = torch.randperm(self.size, generator=self._generator)
+                self.position = 0
+            yield from self._rest_of_epoch()
+            self._order = None
+            self.epoch += 1
 
-    def _epoch(self) -> Iterator[Batch]:
+    def remaining(self) -> list[int]:
+        """The sample indices of the current epoch's full batches not drawn yet."""
+        assert self._order is not None
+        end = self.batches_per_epoch * self.batch_size
+        return self._order[self.position * self.batch_size:end].tolist()
+
+    def _rest_of_epoch(self) -> Iterator[Batch]:
+        # position counts a batch once it is handed out: a pause after training on it
+        # resumes on the next one
         if self._loader is not None:
-            yield from to_device(self._loader, self._device)
+            for batch in to_device(self._loader, self._device):
+                self.position += 1
+                yield batch
             return
-        perm = torch.randperm(self.size, generator=self._generator).to(self._device)
-        for i in range(self.batches_per_epoch):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+        order = self._order.to(self._device)
+        while self.position < self.batches_per_epoch:
+            idx = order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
+            self.position += 1
             yield self._x[idx], self._y[idx]
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "order": self._order,
+                "generator": self._generator.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+        self._order = state["order"]
+        self._generator.set_state(state["generator"])
+
+
+class _RestOfEpoch(Sampler[int]):
+    """The DataLoader's sampler: the stream's current epoch from its position on."""
+
+    def __init__(self, stream: TrainBatches) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._stream.remaining())
+
+    def __len__(self) -> int:
+        return len(self._stream.remaining())
 
 
 class ValBatches:

@@ -9,6 +9,10 @@ Evaluation is scheduled geometrically in training time: the next one runs once
 training time has grown by `eval_resolution` (5%) since the last, so the reported
 time to target overestimates the true crossing by at most that fraction plus one
 step, whatever the run length, while the number of evaluations stays logarithmic.
+
+A run can pause (`pause`: at a training time or step, with a checkpoint written, see
+checkpoint.py) and resume from that checkpoint (`resume`); the resumed run continues
+the same trace and counters, and trains as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+import autobatch.train.checkpoint as checkpoint
 from autobatch.config import RunConfig
 from autobatch.device import (
     device_name,
@@ -32,13 +38,14 @@ from autobatch.device import (
 )
 from autobatch.files import json_safe
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
+from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
 from autobatch.train.setup import evaluate, setup_run, train_batches, train_step, val_batches
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["target", "budget", "diverged", "stopped"]
+StopReason = Literal["target", "budget", "diverged", "stopped", "paused"]
 Clock = Callable[[], float]
 # The first evaluation waits for at least this much training (seconds), so the
 # slow first steps at a new shape do not trigger a burst of evaluations.
@@ -92,11 +99,36 @@ class RunResult:
     peak_memory_bytes: int
     # config.schedule resolved to optimizer steps for this workload and batch
     schedule: Schedule = CONSTANT
+    checkpoint: str | None = None  # where a paused run's checkpoint is (stop_reason 'paused')
 
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-safe dict (non-finite floats become None)."""
         return json_safe({**asdict(self),
                           "schedule": {**self.schedule.to_dict(), **self.schedule.steps()}})
+
+
+@dataclass
+class Progress:
+    """The loop's own counters: what a paused run needs beyond the model, the optimizer,
+    the batch stream and the random generators. trained: seconds of training so far;
+    loss_sum/loss_count: the training loss since the last evaluation."""
+
+    lr: float
+    next_eval: float
+    steps: int = 0
+    samples: int = 0
+    trained: float = 0.0
+    eval_total: float = 0.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    trace: list[EvalPoint] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        return cls(**{**data, "trace": [EvalPoint(**point) for point in data["trace"]]})
 
 
 def run_schedule(workload: Workload, config: RunConfig) -> Schedule:
@@ -126,16 +158,25 @@ def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> floa
 
 
 def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "auto",
-        on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter) -> RunResult:
-    """Train `workload` with `config` from a fresh model; return the result and trace.
+        on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter,
+        pause: Pause | None = None, resume: str | Path | None = None) -> RunResult:
+    """Train `workload` with `config` from a fresh model, or from the checkpoint at
+    `resume`; return the result and trace (a resumed run's: the whole run's so far).
 
     Before every optimizer step each parameter group's LR is set to its initial LR (the
     peak) times config.schedule's multiplier at that step; a decaying schedule's run
     ends at its horizon (stop_reason 'budget' unless the target came first).
     on_eval is called after every evaluation; returning True stops the run with
-    stop_reason 'stopped' (the study's pruner uses this).
+    stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
+    checkpoint and returns with stop_reason 'paused'. A checkpoint that is torn, corrupt
+    or of another run raises CheckpointError before any setup. The peak memory is that
+    of this call's part of the run.
     """
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
+    who = checkpoint.identity(workload.name, config, config.seed)
+    saved = checkpoint.load(resume) if resume is not None else None
+    if saved is not None:
+        checkpoint.check_identity(saved["identity"], who, resume)
     dev = resolve_device(device)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer = setup.model, setup.optimizer
@@ -145,17 +186,20 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     budget = config.budget
     max_steps = budget.steps if budget.steps is not None else math.inf
     max_steps = min(max_steps, schedule.horizon_steps or math.inf)
-    peaks = [group["lr"] for group in optimizer.param_groups]
+    peaks = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint's LRs
     scheduled = schedule != CONSTANT
-    lr = peaks[0]
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
     max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
 
-    trace: list[EvalPoint] = []
-    steps = samples = 0
-    trained = eval_total = 0.0
-    loss_sum, loss_count = 0.0, 0
-    next_eval = FIRST_EVAL_S if config.target is not None else math.inf
+    if saved is None:
+        p = Progress(lr=peaks[0], next_eval=FIRST_EVAL_S if config.target is not None
+                     else math.inf)
+    else:
+        p = Progress.from_dict(saved["loop"])
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        train.load_state(saved["batches"])
+        checkpoint.restore_rng(saved["rng"], dev)
     stop: StopReason | None = None
     hit: EvalPoint | None = None
 
@@ -164,59 +208,67 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     started = clock()
     for x, y in train:
         if scheduled:
-            multiplier = schedule.lr_at(steps)
+            multiplier = schedule.lr_at(p.steps)
             set_lr(optimizer, peaks, multiplier)
-            lr = peaks[0] * multiplier
+            p.lr = peaks[0] * multiplier
         # .item() also synchronises the device before the clock is read
         loss_value = train_step(model, optimizer, workload, x, y).item()
-        steps += 1
-        samples += len(y)
-        elapsed = trained + clock() - started
+        p.steps += 1
+        p.samples += len(y)
+        elapsed = p.trained + clock() - started
         if not math.isfinite(loss_value) or loss_value < 0:  # < 0: no classification loss
-            trained, stop = elapsed, "diverged"
-            log.info("loss is %s at step %d: diverged", loss_value, steps)
+            p.trained, stop = elapsed, "diverged"
+            log.info("loss is %s at step %d: diverged", loss_value, p.steps)
             break
-        loss_sum += loss_value
-        loss_count += 1
-        out_of_budget = steps >= max_steps or elapsed >= max_seconds or samples >= max_samples
-        if elapsed < next_eval and not out_of_budget:
-            continue
-        trained = elapsed
-        eval_started = clock()
-        metric = evaluate(model, workload, val)
-        synchronize(dev)
-        eval_seconds = clock() - eval_started
-        eval_total += eval_seconds
-        point = EvalPoint(train_seconds=trained, steps=steps, samples=samples,
-                          epochs=samples / len(workload.train_data),
-                          train_loss=loss_sum / loss_count, metric=metric,
-                          eval_seconds=eval_seconds, lr=lr)
-        trace.append(point)
-        loss_sum, loss_count = 0.0, 0
-        if config.target is not None and metric >= config.target:
-            hit, stop = point, "target"
+        p.loss_sum += loss_value
+        p.loss_count += 1
+        out_of_budget = (p.steps >= max_steps or elapsed >= max_seconds
+                         or p.samples >= max_samples)
+        if elapsed >= p.next_eval or out_of_budget:
+            p.trained = elapsed
+            eval_started = clock()
+            metric = evaluate(model, workload, val)
+            synchronize(dev)
+            eval_seconds = clock() - eval_started
+            p.eval_total += eval_seconds
+            point = EvalPoint(train_seconds=p.trained, steps=p.steps, samples=p.samples,
+                              epochs=p.samples / len(workload.train_data),
+                              train_loss=p.loss_sum / p.loss_count, metric=metric,
+                              eval_seconds=eval_seconds, lr=p.lr)
+            p.trace.append(point)
+            p.loss_sum, p.loss_count = 0.0, 0
+            if config.target is not None and metric >= config.target:
+                hit, stop = point, "target"
+                break
+            if out_of_budget:
+                stop = "budget"
+                break
+            if on_eval is not None and on_eval(point):
+                stop = "stopped"
+                break
+            p.next_eval = next_eval_at(p.trained, eval_seconds, config)
+            synchronize(dev)
+            started = clock()
+        if pause is not None and pause.due(p.steps, elapsed):
+            p.trained, stop = elapsed, "paused"
+            checkpoint.save(pause.path, {
+                "identity": who, "loop": p.to_dict(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "batches": train.state(),
+                "rng": checkpoint.rng_state(dev)})
             break
-        if out_of_budget:
-            stop = "budget"
-            break
-        if on_eval is not None and on_eval(point):
-            stop = "stopped"
-            break
-        next_eval = next_eval_at(trained, eval_seconds, config)
-        synchronize(dev)
-        started = clock()
 
-    metrics = [p.metric for p in trace]
+    metrics = [point.metric for point in p.trace]
     return RunResult(
         workload=workload.name, device=device_name(dev), config=config,
         target_reached=hit is not None,
         time_to_target_s=hit.train_seconds if hit else None,
         steps_to_target=hit.steps if hit else None,
         samples_to_target=hit.samples if hit else None,
-        steps=steps, samples=samples, epochs=samples / len(workload.train_data),
-        train_seconds=trained, eval_seconds=eval_total,
-        samples_per_s=samples / trained if trained > 0 else 0.0,
+        steps=p.steps, samples=p.samples, epochs=p.samples / len(workload.train_data),
+        train_seconds=p.trained, eval_seconds=p.eval_total,
+        samples_per_s=p.samples / p.trained if p.trained > 0 else 0.0,
         best_metric=max(metrics) if metrics else None,
         final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(trace), peak_memory_bytes=peak_memory(dev),
-        schedule=schedule)
+        stop_reason=stop or "budget", trace=tuple(p.trace),
+        peak_memory_bytes=peak_memory(dev), schedule=schedule,
+        checkpoint=str(pause.path) if stop == "paused" else None)

@@ -27,10 +27,13 @@ SPLIT_SEED = 0
 REFERENCE = Recipe(batch_size=100, lr=1e-2, momentum=0.9, optimizer="adam")
 
 
-def generated() -> tuple[np.ndarray, np.ndarray]:
-    """The standard MNIST-1D arrays (x, y), kept in the cache folder: generating them
-    costs ~2.5 s per process, which every worker and command would pay again."""
-    path = cache_dir() / f"mnist1d-{version('mnist1d')}.npz"
+def generated(**settings: float) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST-1D generator's training arrays (x, y), kept in the cache folder:
+    generating them costs ~2.5 s per 5,000 samples and process, which every worker and
+    command would pay again. `settings` override the generator's arguments
+    (num_samples, noise scales, ...); none: the standard data set."""
+    key = "".join(f"-{name}{value:g}" for name, value in sorted(settings.items()))
+    path = cache_dir() / f"mnist1d-{version('mnist1d')}{key}.npz"
     try:
         with np.load(path) as saved:
             return saved["x"], saved["y"]
@@ -38,7 +41,10 @@ def generated() -> tuple[np.ndarray, np.ndarray]:
         pass  # not cached yet, or unreadable: generate it again
     from mnist1d.data import get_dataset_args, make_dataset
 
-    raw = make_dataset(get_dataset_args())
+    args = get_dataset_args()
+    for name, value in settings.items():
+        setattr(args, name, type(getattr(args, name))(value))
+    raw = make_dataset(args)
     buffer = io.BytesIO()
     np.savez(buffer, x=raw["x"], y=raw["y"])
     try:
@@ -49,16 +55,20 @@ def generated() -> tuple[np.ndarray, np.ndarray]:
     return raw["x"], raw["y"]
 
 
-@lru_cache(maxsize=1)
-def splits() -> tuple[TensorData, TensorData]:
-    """(train, validation) from the standard MNIST-1D generator."""
-    raw_x, raw_y = generated()
+def split(raw_x: np.ndarray, raw_y: np.ndarray) -> tuple[TensorData, TensorData]:
+    """(train, validation): a fixed, seeded VAL_FRACTION of the samples held out."""
     x = torch.as_tensor(raw_x, dtype=torch.float32)
     y = torch.as_tensor(raw_y, dtype=torch.int64)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_val = int(len(y) * VAL_FRACTION)
     val, train = perm[:n_val], perm[n_val:]
     return TensorData(x[train], y[train]), TensorData(x[val], y[val])
+
+
+@lru_cache(maxsize=1)
+def splits() -> tuple[TensorData, TensorData]:
+    """(train, validation) from the standard MNIST-1D generator."""
+    return split(*generated())
 
 
 class ConvNet(nn.Module):

@@ -110,8 +110,8 @@ class Workload:
                ) -> Hyperparams:
         """A full recipe from the values given, the rest from the reference recipe.
 
-        An LR is only meaningful with its optimizer, so the reference optimizer is
-        used only when the LR also comes from the reference.
+        An LR is only meaningful with its optimizer and schedule, so the reference
+        optimizer and schedule are used only when the LR also comes from the reference.
         """
         ref = self.reference
         if lr is None and ref is None:
@@ -125,7 +125,8 @@ class Workload:
             lr=lr if lr is not None else ref.lr,
             momentum=momentum if momentum is not None
             else (ref.momentum if from_ref else 0.9),
-            optimizer=optimizer or (ref.optimizer if from_ref else None))
+            optimizer=optimizer or (ref.optimizer if from_ref else None),
+            **({"schedule": ref.schedule} if from_ref else {}))
 
     def fingerprint(self) -> str:
         """A short hash that changes when the model architecture or data shapes change."""

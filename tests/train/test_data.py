@@ -95,3 +95,20 @@ def test_labels_of_reads_subsets_and_targets():
 
     assert labels_of(Subset(WithTargets(), [3, 1])).tolist() == [3, 1]
     assert labels_of(TensorDataset(torch.zeros(2))) is None
+
+
+@pytest.mark.parametrize("dataset", [False, True], ids=["tensors", "dataset"])
+def test_train_batches_resume_from_their_state_on_the_next_batch(dataset):
+    data = TensorData(torch.arange(12.0)[:, None], torch.arange(12))
+    data = TensorDataset(data.x, data.y) if dataset else data
+    whole = iter(TrainBatches(data, 4, CPU, seed=0))
+    expected = [next(whole)[1].tolist() for _ in range(8)]
+    for drawn in (0, 2, 3, 5):  # at the start, inside an epoch, on an epoch's last batch
+        first = TrainBatches(data, 4, CPU, seed=0)
+        stream = iter(first)
+        head = [next(stream)[1].tolist() for _ in range(drawn)]
+        resumed = TrainBatches(data, 4, CPU, seed=5)  # another seed: the state decides
+        resumed.load_state(first.state())
+        rest = iter(resumed)
+        assert head + [next(rest)[1].tolist() for _ in range(8 - drawn)] == expected
+        assert resumed.epoch == 2  # the stream counts the epochs it began

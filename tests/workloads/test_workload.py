@@ -6,8 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from autobatch import DataError, Recipe, TensorData, Workload, WorkloadError, load_workload
-from autobatch.workloads import BUILTINS, digits, mnist1d
+from autobatch import (
+    Budget,
+    DataError,
+    Recipe,
+    RunConfig,
+    TensorData,
+    Workload,
+    WorkloadError,
+    load_workload,
+    run,
+)
+from autobatch.workloads import BUILTINS, digits, mnist1d, mnist1d_long
 from autobatch.workloads.vision import FAKE_TRAIN_SIZE, FAKE_VAL_SIZE
 
 
@@ -75,7 +85,8 @@ def test_recipe_without_reference_needs_lr(tiny):
 
 
 @pytest.mark.parametrize(("spec", "match"), [
-    ("nope", "unknown workload 'nope'; built-ins: digits-cnn, mnist1d-cnn, mnist1d-mlp"),
+    ("nope", "unknown workload 'nope'; built-ins: digits-cnn, mnist1d-cnn, mnist1d-long, "
+             "mnist1d-mlp"),
     ("user_workloads.good", "has no ':'"),
     ("user_no_such_module:fn", "module 'user_no_such_module' not found"),
     ("user_workloads:missing", "module 'user_workloads' has no attribute 'missing'"),
@@ -219,8 +230,43 @@ def test_incomplete_cifar10_folder_is_reported(tmp_path):
 
 
 def test_builtin_registry_lists_descriptions():
-    assert set(BUILTINS) == {"mnist1d-cnn", "mnist1d-mlp", "digits-cnn"}
+    assert set(BUILTINS) == {"mnist1d-cnn", "mnist1d-mlp", "mnist1d-long", "digits-cnn"}
     assert all(b.description for b in BUILTINS.values())
+    assert all(0 < b.target < 1 for b in BUILTINS.values())
+
+
+@pytest.mark.parametrize("name", ["mnist1d-cnn", "mnist1d-mlp", "digits-cnn"])
+def test_a_builtin_lists_the_reference_its_workload_carries(name):
+    assert load_workload(name).reference == BUILTINS[name].reference
+
+
+@pytest.fixture
+def small_long(monkeypatch):
+    """mnist1d-long on 500 generated samples of its setting: the 50,000 take minutes."""
+    small = {**mnist1d_long.GENERATOR, "num_samples": 500}
+    monkeypatch.setattr(mnist1d_long, "splits", lambda: mnist1d.split(*mnist1d.generated(**small)))
+    return load_workload("mnist1d-long")
+
+
+def test_mnist1d_long_trains_its_reference_recipe_with_its_cosine(small_long):
+    assert small_long.reference == BUILTINS["mnist1d-long"].reference
+    assert (len(small_long.train_data), len(small_long.val_data)) == (320, 80)
+    assert sum(p.numel() for p in small_long.model_factory().parameters()) == 81_354
+    result = run(small_long, RunConfig.of(small_long.recipe(), budget=Budget(seconds=0.2)),
+                 device="cpu")
+    assert result.steps >= 1 and result.schedule.name == "cosine"
+    assert result.schedule.horizon_steps == 30 * (320 // 128)
+
+
+def test_generator_settings_make_another_cached_data_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
+    plain = mnist1d.generated(num_samples=200)
+    noisy = mnist1d.generated(num_samples=200, iid_noise_scale=0.5)
+    assert plain[0].shape == noisy[0].shape == (160, 40)
+    assert not np.array_equal(plain[0], noisy[0])
+    cached = sorted(p.name for p in tmp_path.glob("mnist1d-*num_samples200*.npz"))
+    assert len(cached) == 2 and any("iid_noise_scale0.5" in name for name in cached)
+    assert (mnist1d.generated(num_samples=200, iid_noise_scale=0.5)[0] == noisy[0]).all()
 
 
 def test_fingerprint_changes_with_the_model(tiny):
