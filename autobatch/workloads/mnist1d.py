@@ -1,7 +1,8 @@
 """MNIST-1D (Greydanus 2020): generated locally, never downloaded.
 
 The paper's 4,000/1,000 train/test split is kept; a fixed, seeded 20% of the
-training part is held out for validation and the test part is never touched.
+training part is held out for validation and the test part is never touched by a
+tune (it is the workload's test_data, for a final evaluation).
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from autobatch.workloads.workload import TensorData, Workload
 VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 # The MNIST-1D reference recipe: Adam, LR 1e-2, batch 100.
+KEYS = ("x", "y", "x_test", "y_test")  # the generator's arrays, as cached
 REFERENCE = Recipe(batch_size=100, lr=1e-2, momentum=0.9, optimizer="adam")
 
 
-def generated(**settings: float) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST-1D generator's training arrays (x, y), kept in the cache folder:
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def generated(**settings: float) -> Arrays:
+    """The MNIST-1D generator's arrays (x, y, x_test, y_test), kept in the cache folder:
     generating them costs ~2.5 s per 5,000 samples and process, which every worker and
     command would pay again. `settings` override the generator's arguments
     (num_samples, noise scales, ...); none: the standard data set."""
@@ -36,7 +41,7 @@ def generated(**settings: float) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / f"mnist1d-{version('mnist1d')}{key}.npz"
     try:
         with np.load(path) as saved:
-            return saved["x"], saved["y"]
+            return tuple(saved[key] for key in KEYS)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         pass  # not cached yet, or unreadable: generate it again
     from mnist1d.data import get_dataset_args, make_dataset
@@ -46,28 +51,32 @@ def generated(**settings: float) -> tuple[np.ndarray, np.ndarray]:
         setattr(args, name, type(getattr(args, name))(value))
     raw = make_dataset(args)
     buffer = io.BytesIO()
-    np.savez(buffer, x=raw["x"], y=raw["y"])
+    np.savez(buffer, **{key: raw[key] for key in KEYS})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, buffer.getvalue(), what="the MNIST-1D cache")
     except (OSError, ConfigError):
         pass  # a read-only cache folder costs time, not correctness
-    return raw["x"], raw["y"]
+    return tuple(raw[key] for key in KEYS)
 
 
-def split(raw_x: np.ndarray, raw_y: np.ndarray) -> tuple[TensorData, TensorData]:
-    """(train, validation): a fixed, seeded VAL_FRACTION of the samples held out."""
+def split(raw_x: np.ndarray, raw_y: np.ndarray, test_x: np.ndarray,
+          test_y: np.ndarray) -> tuple[TensorData, TensorData, TensorData]:
+    """(train, validation, test): a fixed, seeded VAL_FRACTION of the training part held
+    out for validation; the generator's test part as it is."""
     x = torch.as_tensor(raw_x, dtype=torch.float32)
     y = torch.as_tensor(raw_y, dtype=torch.int64)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
     n_val = int(len(y) * VAL_FRACTION)
     val, train = perm[:n_val], perm[n_val:]
-    return TensorData(x[train], y[train]), TensorData(x[val], y[val])
+    test = TensorData(torch.as_tensor(test_x, dtype=torch.float32),
+                      torch.as_tensor(test_y, dtype=torch.int64))
+    return TensorData(x[train], y[train]), TensorData(x[val], y[val]), test
 
 
 @lru_cache(maxsize=1)
-def splits() -> tuple[TensorData, TensorData]:
-    """(train, validation) from the standard MNIST-1D generator."""
+def splits() -> tuple[TensorData, TensorData, TensorData]:
+    """(train, validation, test) from the standard MNIST-1D generator."""
     return split(*generated())
 
 
@@ -99,9 +108,9 @@ def mlp() -> nn.Module:
 
 
 def _workload(name: str, model_factory: Callable[[], nn.Module]) -> Workload:
-    train, val = splits()
+    train, val, test = splits()
     return Workload(name=name, model_factory=model_factory, train_data=train, val_data=val,
-                    reference=REFERENCE)
+                    test_data=test, reference=REFERENCE)
 
 
 def cnn_workload() -> Workload:

@@ -35,7 +35,7 @@ TARGET = 0.8
 
 
 @lru_cache(maxsize=1)
-def splits() -> tuple[TensorData, TensorData]:
+def splits() -> tuple[TensorData, TensorData, TensorData]:
     return split(*generated(**GENERATOR))
 
 
@@ -69,6 +69,6 @@ class ResNet1d(nn.Module):
 
 
 def long_workload() -> Workload:
-    train, val = splits()
+    train, val, test = splits()
     return Workload(name=NAME, model_factory=ResNet1d, train_data=train, val_data=val,
-                    reference=REFERENCE)
+                    test_data=test, reference=REFERENCE)

@@ -41,10 +41,14 @@ def test_mnist1d_validation_is_a_fixed_split_of_train_and_test_is_untouched():
     from mnist1d.data import get_dataset_args, make_dataset
 
     raw = make_dataset(get_dataset_args())
-    train, val = mnist1d.splits()
-    assert len(train) == 3200 and len(val) == 800
+    train, val, test = mnist1d.splits()
+    assert len(train) == 3200 and len(val) == 800 and len(test) == 1000
     raw_train = torch.as_tensor(raw["x"], dtype=torch.float32)
     raw_test = torch.as_tensor(raw["x_test"], dtype=torch.float32)
+    # the test split is the generator's own, and the workload carries it for a final check
+    assert torch.equal(test.x, raw_test)
+    assert torch.equal(load_workload("mnist1d-cnn").test_data.y,
+                       torch.as_tensor(raw["y_test"], dtype=torch.int64))
     together = torch.cat([train.x, val.x])
     # train + val is exactly the generator's training part, as a permutation
     assert torch.equal(together.sum(0), raw_train.sum(0)) or torch.allclose(
@@ -59,15 +63,15 @@ def test_mnist1d_validation_is_a_fixed_split_of_train_and_test_is_untouched():
 
 def test_mnist1d_is_generated_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOBATCH_CACHE_DIR", str(tmp_path))
-    x, y = mnist1d.generated()
+    x, y, _, _ = mnist1d.generated()
     cached = list(tmp_path.glob("mnist1d-*.npz"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
-    x2, y2 = mnist1d.generated()
+    x2, y2, _, _ = mnist1d.generated()
     assert cached[0].stat().st_mtime_ns == stamp  # read, not rewritten
     assert np.array_equal(x, x2) and np.array_equal(y, y2)
     cached[0].write_bytes(b"torn")  # a damaged cache is generated again, never trusted
-    x3, _ = mnist1d.generated()
+    x3 = mnist1d.generated()[0]
     assert np.array_equal(x, x3) and cached[0].stat().st_size > 1000
 
 
