@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -162,7 +163,11 @@ def test_dashboard_in_chromium_shows_study_metric_and_note(published, tmp_path, 
     finally:
         err = stop(proc)
     assert STUDY in dom and "time_to_target_s" in dom
+    # the readable study attributes, beside the JSON documents
+    assert "Recommendation" in dom and html.escape(verdict_line(result.to_dict())) in dom
     assert "autobatch: tiny to 0.95 on cpu" in note and "Memory probe" in note
+    assert "Verdict" in note and "Fastest trials of the study" in note
+    assert "fresh-seed runs" in note and "Reading the dashboard" in note
     assert f"batch {result.best.hparams.batch_size}, LR {result.best.hparams.lr:.4g}" in note
     assert "at http://127.0.0.1:" in err and "WARNING" not in err
 

@@ -15,6 +15,7 @@ from autobatch.report.recommendation import (
     verdict_line,
 )
 from autobatch.result import StudyInfo, TuneResult
+from autobatch.schedule import Schedule
 from tests.conftest import candidate
 from tests.report.studies import fake_prior
 
@@ -148,3 +149,11 @@ def test_probe_and_profile_facts_read_the_prior():
         ("predicted best batch B*", "89"),
         ("search space", "batches 16, 32, 64, 128, 256; LR 0.05 .. 3 at batch 64"),
     ]
+
+
+def test_a_recipe_in_words_names_the_optimizer_and_schedule_only_where_set():
+    assert Hyperparams(batch_size=64, lr=0.123456, momentum=0.95).summary() == (
+        "batch 64, LR 0.1235, momentum 0.95")
+    cosine = Schedule(name="cosine", warmup="5%", horizon="10epochs")
+    assert Hyperparams(batch_size=8, lr=0.01, optimizer="adam", schedule=cosine).summary() == (
+        "batch 8, LR 0.01, momentum 0.9, adam, cosine, warmup 5%, horizon 10epochs schedule")

@@ -69,7 +69,8 @@ def test_objective_records_every_figure_and_returns_time_to_target():
     # the recipe the search coordinates (lr0, lr_scaling) made, readable beside them
     recipe = trial.user_attrs["Recipe"]
     assert recipe.startswith(f"batch {trial.user_attrs['batch_size']}, LR ")
-    assert f"LR {trial.user_attrs['lr']:.4g}, momentum 0.9" in recipe
+    assert f"LR {trial.user_attrs['lr']:.4g}, momentum {trial.user_attrs['momentum']:.3g}" \
+        in recipe
 
 
 def test_a_pruned_trial_scores_on_the_objective_axis_above_every_success():
