@@ -96,6 +96,14 @@ class Hyperparams:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self.hparams)
 
+    def summary(self) -> str:
+        """The recipe in one line, 'batch 64, LR 0.3, momentum 0.9', with the optimizer
+        and schedule where they are not the defaults."""
+        parts = [f"batch {self.batch_size}", f"LR {self.lr:.4g}", f"momentum {self.momentum:.3g}"]
+        parts += [self.optimizer] if self.optimizer else []
+        parts += [f"{self.schedule} schedule"] if self.schedule != CONSTANT else []
+        return ", ".join(parts)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparams:
         """From to_dict()'s output or a trial's user attributes (other keys ignored)."""

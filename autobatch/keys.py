@@ -7,6 +7,9 @@ shows); study user attributes hold what a resumed study or a worker needs.
 from __future__ import annotations
 
 # ---- trial user attributes (besides the Hyperparams fields, stored under their names)
+# The recipe in words (Hyperparams.summary); capitalised, so that it heads the
+# dashboard's alphabetical list of a trial's user attributes.
+RECIPE = "Recipe"
 TARGET_REACHED = "target_reached"
 STOP_REASON = "stop_reason"
 PRUNE_REASON = "prune_reason"
@@ -22,6 +25,7 @@ STEPS_TO_TARGET = "steps_to_target"
 PEAK_MEMORY_BYTES = "peak_memory_bytes"
 MEASURED_TIME_S = "measured_time_s"
 MODELED_TIME_S = "modeled_time_s"
+TRIAL_BUDGET_S = "trial_budget_s"  # the budget its intermediate values are censored at
 CURVE = "curve"  # [[training seconds, metric], ...] per evaluation
 # a trial that stopped short of the target: its curve extrapolated (search/extrapolate.py)
 PREDICTED_TIME_S = "predicted_time_to_target_s"  # null: its plateau lies below the target
@@ -33,6 +37,12 @@ CONTRACT = "autobatch_contract"  # what a resumed study must share with its firs
 PRIOR = "autobatch_prior"  # the measurements and the search space
 SETTINGS = "autobatch_settings"  # what a worker needs to rebuild the objective
 RESULT = "autobatch_result"  # the verified recommendation (best.json's content)
+# Readable beside those JSON documents: the recommendation and the verdict in words.
+# The dashboard lists a study's user attributes in the order they were first set, so a
+# new study sets them first, with PENDING until the tune publishes.
+RECOMMENDATION_TEXT = "Recommendation"
+VERDICT_TEXT = "Verdict"
+PENDING = "not yet: the study has not been published by `autobatch tune`"
 
 
 def reason(attrs: dict) -> str | None:

@@ -143,6 +143,9 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 load_if_exists=True, sampler=sampler(config.seed),
                                 pruner=pruner())
+    if not exists:  # the readable attributes first: the dashboard lists them in order
+        for key in (keys.RECOMMENDATION_TEXT, keys.VERDICT_TEXT):
+            study.set_user_attr(key, keys.PENDING)
     check_contract(study, contract(workload, target=config.target, bounds=config.bounds,
                                    time_mode=config.time_mode))
     if not supports_workers(storage_url):  # a single worker: anything RUNNING is dead

@@ -50,6 +50,10 @@ def test_study_has_metric_name_attributes_prior_and_contract(tuned):
     study = load(config)
     assert study.metric_names == [METRIC_NAME]
     assert keys.PRIOR in study.user_attrs and keys.CONTRACT in study.user_attrs
+    # the readable attributes come first (the dashboard lists them in that order), pending
+    # until the command line publishes the result
+    assert list(study.user_attrs)[:2] == [keys.RECOMMENDATION_TEXT, keys.VERDICT_TEXT]
+    assert study.user_attrs[keys.VERDICT_TEXT] == keys.PENDING
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 10
     for trial in study.trials:

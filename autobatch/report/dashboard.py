@@ -2,10 +2,13 @@
 
 publish() runs at the end of tune(): it stores the recommendation (the best.json
 document) as the study user attribute keys.RESULT, so `autobatch report` can show it
-later; writes a markdown note (probe, profile, recommendation against the reference
-recipe); and uploads profile.png, probe.json and best.json with Optuna's artifact
-API. Artifacts live in a FileSystemArtifactStore folder: `<db>-artifacts` beside a
-SQLite database, or a folder the caller names (server databases have no "beside").
+later, and beside it the recommendation and verdict in words (the dashboard's Study
+User Attributes show the JSON documents raw); writes a markdown note (the
+re-measured recommendation and its verdict against the reference recipe, the fastest
+trials' recipes, probe, profile, and how to read the dashboard's panels); and uploads
+profile.png, probe.json and best.json with Optuna's artifact API. Artifacts live in a
+FileSystemArtifactStore folder: `<db>-artifacts` beside a SQLite database, or a folder
+the caller names (server databases have no "beside").
 
 serve() runs optuna-dashboard in the calling process (`autobatch dashboard`).
 """
@@ -25,10 +28,17 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
 import autobatch.keys as keys
-from autobatch.report.facts import COMPARISON_HEADER, Facts, comparison, probe_facts, profile_facts
+from autobatch.hyperparams import Hyperparams
+from autobatch.report.facts import Facts, probe_facts, profile_facts, recipe_cells
 from autobatch.report.figures import profile_png
+from autobatch.report.recommendation import (
+    COMPARISON_HEADER,
+    comparison,
+    runs_words,
+    verdict_line,
+)
 from autobatch.result import TuneResult
-from autobatch.search import summarize
+from autobatch.search import reached_trials, summarize
 from autobatch.storage import mask_url, open_storage, storage_file
 
 log = logging.getLogger(__name__)
@@ -72,18 +82,68 @@ def _facts(facts: Facts) -> str:
                       for label, value in facts)
 
 
+def _best_trial_line(study: optuna.Study, rec: dict) -> str:
+    """What the dashboard's "Best Trial" card is, beside the re-measured time: the
+    study's fastest single run, on the study's seed."""
+    done = reached_trials(study.get_trials(deepcopy=False))
+    if not done or not (rec.get("spread") or {}).get("runs"):
+        return ""
+    best = min(done, key=lambda t: t.value)
+    return (f"The dashboard's *Best Trial* (number={best.number}, {best.value:.4g}) is the "
+            f"study's fastest single run, on the study's seed, in seconds of training; "
+            f"the time above ({runs_words(rec)}) is the one to expect.")
+
+
+def _best_trials(study: optuna.Study, count: int = 5) -> str:
+    """The fastest trials with the recipe each trained (the dashboard's Params are the
+    search coordinates)."""
+    done = sorted(reached_trials(study.get_trials(deepcopy=False)), key=lambda t: t.value)
+    rows = [[str(t.number), *recipe_cells(Hyperparams.stored(t.user_attrs)),
+             f"{t.value:.4g} s"] for t in done[:count]]
+    header = ["trial", "batch", "LR", "momentum", "schedule", "study time to target"]
+    return _markdown_table(header, rows) if rows else ""
+
+
+def _reading_guide(prior: dict | None) -> str:
+    anchor = prior["space"]["anchor_batch"] if prior else "B0"
+    return "\n".join([
+        "- **Params** are the search's coordinates, not the recipe: `lr0` is the LR at "
+        f"batch {anchor} with momentum 0.9, `lr_scaling` carries it to other batches, "
+        f"`one_minus_momentum` is 1 - momentum; LR = lr0 x (batch / {anchor})^lr_scaling "
+        "x (1 - momentum) / 0.1. Each trial's **User Attributes** hold the recipe it "
+        "trained (`Recipe`, `batch_size`, `lr`, `momentum`, `schedule`) and what it "
+        "measured (steps, samples/s, stop or prune reason).",
+        "- **Intermediate values** (the axis optuna-dashboard labels \"Objective Value\") "
+        "are, at step = **milliseconds of training**, the objective a trial would score "
+        "if it stopped there short of the target: trial budget x (1 + target - best "
+        "metric so far), in seconds. The chart compares batch sizes at equal time; the "
+        "validation metric itself is each trial's `curve` attribute.",
+        "- **Pruned trials**: Optuna keeps a pruned trial's last intermediate value as its "
+        "value, so in the History plot (\"Include PRUNED trials\") a pruned trial sits "
+        "with the trials that ran out of budget, above every trial that reached the "
+        "target: it did not reach it.",
+    ])
+
+
 def study_note(study: optuna.Study, result: TuneResult) -> str:
-    """The markdown note: what was measured, what was chosen, and against what."""
+    """The markdown note: what was chosen and how sure it is, what was measured, and how
+    to read the dashboard's own panels."""
     data = result.to_dict()
     prior = study.user_attrs.get(keys.PRIOR)
     headline, rows = comparison(data)
+    verdict = verdict_line(data)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summarize(study).items()))
     parts = [
         f"## autobatch: {result.workload} to {result.target:g} on {result.device}",
         f"**Recommendation**: {headline}.",
+        f"**Verdict**: {verdict}." if verdict else "",
+        _best_trial_line(study, data),
         _markdown_table(COMPARISON_HEADER, rows) if rows else "",
         "Candidates were re-measured with fresh seeds; times are seconds of training to "
-        "the target, evaluation excluded.",
+        "the target, evaluation excluded; speed vs reference is the median over paired "
+        "seeds of the reference's time / the candidate's, and the seeds it won.",
+        "### Fastest trials of the study",
+        _best_trials(study),
     ]
     if prior is not None:
         parts += ["### Memory probe", _facts(probe_facts(prior["probe"])),
@@ -94,9 +154,8 @@ def study_note(study: optuna.Study, result: TuneResult) -> str:
         f"scores budget x (1 + shortfall))\n- **trials**: {counts}\n"
         f"- **storage**: `{result.study.storage}`\n"
         f"- **tuning time**: {result.tuning_seconds:.0f} s",
-        "Intermediate values are the validation error at step = **milliseconds of "
-        "training**, so the chart compares batch sizes at equal time. Each trial's user "
-        "attributes hold its batch, LR, momentum, steps, samples/s and stop/prune reason. "
+        "### Reading the dashboard",
+        _reading_guide(prior),
         "Artifacts: `profile.png`, `probe.json`, `best.json`; the full page: "
         "`autobatch report --out report.html`.",
     ]
@@ -115,7 +174,10 @@ def publish(study: optuna.Study, result: TuneResult,
 
     # tune() masks already; a caller's own TuneResult might not
     result = replace(result, study=replace(result.study, storage=mask_url(result.study.storage)))
-    study.set_user_attr(keys.RESULT, result.to_dict())
+    data = result.to_dict()
+    study.set_user_attr(keys.RESULT, data)
+    study.set_user_attr(keys.RECOMMENDATION_TEXT, comparison(data)[0])
+    study.set_user_attr(keys.VERDICT_TEXT, verdict_line(data) or "not judged")
     save_note(study, study_note(study, result))
     folder = artifact_folder(result.study.storage, artifact_dir)
     if folder is None:

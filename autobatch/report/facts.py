@@ -1,5 +1,6 @@
 """What the page and the dashboard note both read from a study: the study itself, the best
-trial per batch, and the facts, recommendation and trial rows as text.
+trial per batch, and the facts and trial rows as text (the recommendation's text is
+recommendation.py).
 
 Everything comes from the study: trials and their user attributes (autobatch.keys),
 the prior (keys.PRIOR) and the verified recommendation that dashboard.publish stores as
@@ -63,7 +64,7 @@ def _rank(trial: FrozenTrial) -> tuple[int, float]:
     return (1, -(trial.user_attrs.get(keys.BEST_METRIC) or 0.0))
 
 
-def _seconds(value: float | None) -> str:
+def fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g} s"
 
 
@@ -123,76 +124,13 @@ def profile_facts(prior: dict[str, Any]) -> Facts:
     return facts
 
 
-def recommendation(data: dict[str, Any] | None, trials: Sequence[FrozenTrial]
-                   ) -> dict[str, Any] | None:
-    """The verified recommendation (best.json), else the study's best trial, else None."""
-    if data is not None:
-        return data
-    done = reached_trials(trials)
-    if not done:
-        return None
-    best = min(done, key=lambda t: t.value)
-    return {**Hyperparams.from_dict(best.user_attrs).to_dict(),
-            "expected_time_to_target_s": best.value, "spread": {"runs": 0}, "candidates": [],
-            "trial_number": best.number}
-
-
-def _is_recommended(cand: dict[str, Any], rec: dict[str, Any]) -> bool:
-    return cand["tuned"] and Hyperparams.from_dict(cand) == Hyperparams.from_dict(rec)
-
-
-def recommended_trial(rec: dict[str, Any]) -> int | None:
-    """The study trial the recommendation came from."""
-    if "trial_number" in rec:
-        return rec["trial_number"]
-    return next((c["trial_number"] for c in rec["candidates"] if _is_recommended(c, rec)), None)
-
-
-def _recipe_cells(recipe: Hyperparams | None) -> list[str]:
+def recipe_cells(recipe: Hyperparams | None) -> list[str]:
     """Batch, LR, momentum and schedule as table cells ('-' for a trial that stored no
     recipe)."""
     if recipe is None:
         return ["-"] * 4
     return [str(recipe.batch_size), f"{recipe.lr:.4g}", f"{recipe.momentum:.3g}",
             str(recipe.schedule)]
-
-
-def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
-    """A headline sentence and one row per candidate: name, batch, LR, momentum, median
-    time to target, runs reached, speed relative to the reference recipe."""
-    spread = rec.get("spread") or {}
-    how = (f"median of {spread['runs']} runs" if spread.get("runs")
-           else "one study trial, not re-measured")
-    recipe = Hyperparams.from_dict(rec)
-    headline = (f"batch {recipe.batch_size}, LR {recipe.lr:.4g}, momentum "
-                f"{recipe.momentum:.3g}: {_seconds(rec['expected_time_to_target_s'])} "
-                f"to the target ({how})")
-    ref = next((c for c in rec["candidates"] if c["name"] == "reference recipe"), None)
-    best = rec["expected_time_to_target_s"]
-    if ref is None:
-        headline += "; no reference recipe was measured"
-    else:
-        ref_recipe = Hyperparams.from_dict(ref)
-        named = f"batch {ref_recipe.batch_size}, LR {ref_recipe.lr:.3g}"
-        if ref["median_s"] and best:
-            headline += (f"; {ref['median_s'] / best:.2g}x as fast as the reference recipe "
-                         f"({named}: {_seconds(ref['median_s'])})")
-        else:
-            headline += (f"; the reference recipe ({named}) reached the target in "
-                         f"{ref['reached']} of {len(ref['runs'])} runs")
-    rows = []
-    for cand in rec["candidates"]:
-        ratio = "-"
-        if ref is not None and ref["median_s"] and cand["median_s"]:
-            ratio = f"{ref['median_s'] / cand['median_s']:.2g}x"
-        rows.append([cand["name"] + (" (recommended)" if _is_recommended(cand, rec) else ""),
-                     *_recipe_cells(Hyperparams.from_dict(cand)), _seconds(cand["median_s"]),
-                     f"{cand['reached']}/{len(cand['runs'])}", ratio])
-    return headline, rows
-
-
-COMPARISON_HEADER = ["configuration", "batch", "LR", "momentum", "schedule",
-                     "median time to target", "reached", "speed vs reference"]
 
 
 def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
@@ -206,7 +144,7 @@ def trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
         else:
             outcome = "-"
         rows.append([str(t.number), t.state.name.lower(),
-                     *_recipe_cells(Hyperparams.stored(a)), outcome,
+                     *recipe_cells(Hyperparams.stored(a)), outcome,
                      _fmt(a.get(keys.BEST_METRIC), ".4f"), _fmt(a.get(keys.STEPS), "d"),
                      _fmt(a.get(keys.SAMPLES_PER_S), ",.0f"),
                      _fmt(a.get(keys.TRAIN_SECONDS), ".3g"), a.get(keys.STOP_REASON, "-"),

@@ -12,8 +12,9 @@ import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure import ProfileResult
 from autobatch.report.canvas import plain_log_y, png
-from autobatch.report.facts import GIB, best_per_batch, fmt_gib, recommended_trial
+from autobatch.report.facts import GIB, best_per_batch, fmt_gib
 from autobatch.report.plots import render_profile
+from autobatch.report.recommendation import recommended_trial, runs_words
 from autobatch.schedule import DEFAULT_COOLDOWN, Schedule
 from autobatch.search import reached_trials
 
@@ -67,12 +68,15 @@ def time_vs_batch(trials: Sequence[FrozenTrial], rec: dict[str, Any] | None,
                 ax.annotate(cand["name"], (Hyperparams.from_dict(cand).batch_size,
                                            cand["median_s"]),
                             textcoords="offset points", xytext=(8, -3), fontsize=8)
-        number = recommended_trial(rec) if rec else None
-        rec_trial = next((t for t in done if t.number == number), None)
-        if rec_trial is not None:
-            ax.plot([batch(rec_trial)], [rec_trial.value], "*",
-                    color="#ff7f0e", ms=18, mec="black", zorder=5,
-                    label=f"recommended: trial {rec_trial.number}")
+        if rec is not None and rec.get("expected_time_to_target_s"):
+            # At the time the recommendation promises: the re-measured median, not
+            # its trial's single study run (drawn grey above, like every trial).
+            number = recommended_trial(rec)
+            ax.plot([Hyperparams.from_dict(rec).batch_size],
+                    [rec["expected_time_to_target_s"]], "*", color="#ff7f0e", ms=18,
+                    mec="black", zorder=5, label="recommended" + (
+                        f": trial {number}" if number is not None else "")
+                    + f" ({runs_words(rec)})")
         if b_star and batches and min(batches) / 2 <= b_star <= max(batches) * 2:
             ax.axvline(b_star, color="#9467bd", ls="--", label=f"predicted B* = {b_star:.0f}")
         counts = [f"{b}\n{sum(batch(t) == b for t in done)}/"

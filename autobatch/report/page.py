@@ -21,14 +21,11 @@ import autobatch.keys as keys
 from autobatch.errors import ConfigError
 from autobatch.files import write_atomic
 from autobatch.report.facts import (
-    COMPARISON_HEADER,
     TRIAL_HEADER,
     best_per_batch,
-    comparison,
     load_study,
     probe_facts,
     profile_facts,
-    recommendation,
     trial_rows,
 )
 from autobatch.report.figures import (
@@ -39,6 +36,12 @@ from autobatch.report.figures import (
     profile_png,
     resolved_schedule,
     time_vs_batch,
+)
+from autobatch.report.recommendation import (
+    COMPARISON_HEADER,
+    comparison,
+    recommendation,
+    verdict_line,
 )
 from autobatch.storage import mask_url
 
@@ -65,6 +68,7 @@ h1{margin:0 0 4px;font-size:26px}h2{margin:34px 0 10px;font-size:20px;
 border-bottom:1px solid #ddd;padding-bottom:4px}.sub{color:#666;margin:0 0 18px}
 .card{background:#fff;border:1px solid #dde;border-radius:8px;padding:14px 18px;margin:12px 0}
 .rec{border-left:6px solid #ff7f0e;font-size:17px}.rec b{font-size:20px}
+.verdict{margin:8px 0 0;font-size:15px;color:#333}
 img{max-width:100%;background:#fff;border:1px solid #e3e3e3;border-radius:6px}
 table{border-collapse:collapse;background:#fff;width:100%;font-size:13.5px;margin:8px 0}
 th,td{border:1px solid #e1e1e1;padding:4px 8px;text-align:left}th{background:#eef1f5}
@@ -97,8 +101,11 @@ def render_html(study: optuna.Study, storage_label: str) -> str:
         parts.append('<div class="card rec">No trial has reached the target yet.</div>')
     else:
         headline, rows = comparison(rec)
+        verdict = verdict_line(rec)
         parts.append(f'<div class="card rec"><b>{html.escape(headline.split(":")[0])}</b>:'
-                     f"{html.escape(headline.split(':', 1)[1])}</div>")
+                     f"{html.escape(headline.split(':', 1)[1])}"
+                     + (f'<p class="verdict">Verdict: {html.escape(verdict)}</p>' if verdict
+                        else "") + "</div>")
         if rows:
             parts.append(_table(COMPARISON_HEADER, rows))
     if trials:
@@ -121,7 +128,10 @@ def render_html(study: optuna.Study, storage_label: str) -> str:
                   _figure(memory_model(prior["probe"]), "memory model")]
     parts += ["<h2>Trials</h2>",
               '<p class="muted">Intermediate values are reported at step = milliseconds of '
-              "training, so trials with different batch sizes are compared at equal time.</p>",
+              "training, so trials with different batch sizes are compared at equal time; "
+              "each is the objective the trial would score if it stopped there short of the "
+              "target (trial budget x (1 + shortfall)), so a pruned trial's value sits above "
+              "every success.</p>",
               _table(TRIAL_HEADER, trial_rows(trials),
                      row_classes=[t.state.name.lower() for t in trials])]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -1,7 +1,7 @@
 """The search: the space built from the measurements, the objective and its pruning on
 the training-time axis, the trial runners, and the workers that share one study."""
 
-from autobatch.search.objective import Objective, censored_value, interrupt_reason
+from autobatch.search.objective import Objective, interrupt_reason
 from autobatch.search.prior import SEED_LR_FRACTION, Prior, measure_prior, seed_trials
 from autobatch.search.pruning import BehindWinnersPruner, TimeBucketPruning, pruner
 from autobatch.search.runners import (
@@ -17,6 +17,7 @@ from autobatch.search.space import SearchSpace, powers_of_two
 from autobatch.search.study import (
     METRIC_NAME,
     MIN_IMPROVEMENT,
+    censored_value,
     check_contract,
     converged,
     fail_running,

@@ -32,17 +32,11 @@ from autobatch.search.extrapolate import predict_time_to_target
 from autobatch.search.pruning import PRUNE_WARMUP, TimeBucketPruning
 from autobatch.search.runners import TrialCrashed, TrialRunner
 from autobatch.search.space import SearchSpace
-from autobatch.search.study import best_value
+from autobatch.search.study import best_value, censored_value
 from autobatch.train import RunResult
 
 # Bootstrap fits of a missed trial's curve: enough for an 80% interval, ~10 ms of numpy.
 PREDICT_RESAMPLES = 100
-
-def censored_value(budget_s: float, target: float, best_metric: float | None) -> float:
-    """The objective of a trial that ran out of budget: budget * (1 + shortfall)."""
-    shortfall = target - (best_metric if best_metric is not None else 0.0)
-    return budget_s * (1.0 + max(shortfall, 0.0))
-
 
 def modeled_seconds(steps: int, batch_size: int, alpha: float, beta: float) -> float:
     """Steps x the profiled time per step t(B) = alpha + beta * B."""
@@ -100,8 +94,12 @@ class Objective:
     def evaluate(self, trial: optuna.Trial) -> float:
         stop.check()  # a stop that arrived while Optuna created this trial
         hparams = self.space.suggest(trial)
+        # the dashboard's Params are the space's coordinates (lr0, lr_scaling,
+        # one_minus_momentum): the recipe they make is stored beside them, in words first
+        trial.set_user_attr(keys.RECIPE, hparams.summary())
         for key, value in hparams.to_dict().items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr(keys.TRIAL_BUDGET_S, self.trial_budget_s)  # pruning.py reads it
         best = best_value(trial.study)
         cap = self.trial_budget_s
         if best is not None and self.time_mode == "measured":
@@ -114,7 +112,7 @@ class Objective:
                               seed=self.seed)
         pruning = TimeBucketPruning(trial, self.bucket_base,
                                     PRUNE_WARMUP * best if best is not None else math.inf,
-                                    self.trial_budget_s)
+                                    self.trial_budget_s, self.target)
         try:
             result = run_or_oom(lambda: self.runner.run(config, pruning), self.runner.device)
         except TrialCrashed as exc:

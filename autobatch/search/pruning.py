@@ -1,15 +1,24 @@
 """Pruning on the training-time axis: trials are compared at equal *seconds*.
 
-The validation error is reported at fixed elapsed-training-time buckets
-`bucket_base * 1.25**k`, with Optuna's step = the bucket's end in milliseconds of
-training, so the pruner (and the dashboard's x axis) sets a batch-32 trial beside a
-batch-256 trial at the same wall-clock. A trial is pruned when it is clearly behind
-the median of the trials that reached the target at equal seconds, once it has
-trained PRUNE_WARMUP of the best time ('behind_winners'), or when it has stalled (no
-progress in the second half of its training: 'plateau') after it has left its initial
-phase: its metric rose once above its first evaluation, or it has trained
-PLATEAU_BUDGET_SHARE of the trial budget (recurrent models sit near chance for their
-first seconds, and a plateau there says nothing about the configuration).
+Each trial reports at fixed elapsed-training-time buckets `bucket_base * 1.25**k`,
+with Optuna's step = the bucket's end in milliseconds of training, so the pruner (and
+the dashboard's x axis) sets a batch-32 trial beside a batch-256 trial at the same
+wall-clock. What it reports is the objective it would score if it stopped there short
+of the target: censored_value(trial budget, target, best metric so far), in seconds.
+Optuna stores a pruned trial's last intermediate value as its value, and
+optuna-dashboard plots it on the objective's axis: a validation error (0.1 .. 0.9)
+there would read as a time faster than the best; the censored value puts the pruned
+trial with the trials that ran out of budget, above every success. It is linear in
+the validation error at a given budget (budget x (target + error)), so the pruner
+compares values divided by each trial's budget, which differ only by the error.
+
+A trial is pruned when it is clearly behind the median of the trials that reached the
+target at equal seconds, once it has trained PRUNE_WARMUP of the best time
+('behind_winners'), or when it has stalled (no progress in the second half of its
+training: 'plateau') after it has left its initial phase: its metric rose once above
+its first evaluation, or it has trained PLATEAU_BUDGET_SHARE of the trial budget
+(recurrent models sit near chance for their first seconds, and a plateau there says
+nothing about the configuration).
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ import statistics
 import optuna
 from optuna.trial import FrozenTrial
 
-from autobatch.search.study import reached_trials
+import autobatch.keys as keys
+from autobatch.search.study import censored_value, reached_trials
 from autobatch.train import EvalPoint
 
 BUCKET_RATIO = 1.25
@@ -32,7 +42,8 @@ MIN_RISE = 0.02
 # The pruner is asked only after this share of the best time to target: earlier
 # metrics are noisy, and curves still cross.
 PRUNE_WARMUP = 0.4
-# How far (in validation error) a trial may trail the winners' median.
+# How far (in validation error, or budgets: see above) a trial may trail the winners'
+# median.
 PRUNE_MARGIN = 0.1
 
 
@@ -48,8 +59,8 @@ def bucket_step(k: int, base: float) -> int:
 
 def bucket_reports(reported: int, best_before: float | None, point_seconds: float,
                    base: float) -> tuple[list[tuple[int, float]], int]:
-    """(bucket, error) reports due when an evaluation arrives at `point_seconds`, and
-    the number of buckets closed so far.
+    """(bucket, best metric) reports due when an evaluation arrives at `point_seconds`,
+    and the number of buckets closed so far.
 
     Buckets closing before this evaluation get the best metric known before it
     (nothing was measured in between); buckets closing before the first evaluation
@@ -59,7 +70,7 @@ def bucket_reports(reported: int, best_before: float | None, point_seconds: floa
     k = reported
     while bucket_seconds(k, base) < point_seconds:
         if best_before is not None:
-            reports.append((k, 1.0 - best_before))
+            reports.append((k, best_before))
         k += 1
     return reports, k
 
@@ -93,11 +104,14 @@ class TimeBucketPruning:
     trials whose progress has stalled."""
 
     def __init__(self, trial: optuna.Trial, base: float, warmup_s: float,
-                 budget_s: float = 0.0) -> None:
-        """budget_s: the trial budget (see PLATEAU_BUDGET_SHARE)."""
+                 budget_s: float, target: float) -> None:
+        """budget_s: the trial budget (the censored value's, and see
+        PLATEAU_BUDGET_SHARE); target: the metric to reach."""
         self.trial = trial
         self.base = base
         self.warmup_s = warmup_s
+        self.budget_s = budget_s
+        self.target = target
         self.initial_s = PLATEAU_BUDGET_SHARE * budget_s
         self.closed = 0
         self.history: list[tuple[float, float]] = []
@@ -106,8 +120,9 @@ class TimeBucketPruning:
     def __call__(self, point: EvalPoint) -> bool:
         best = max((m for _, m in self.history), default=None)
         due, self.closed = bucket_reports(self.closed, best, point.train_seconds, self.base)
-        for k, error in due:
-            self.trial.report(error, step=bucket_step(k, self.base))
+        for k, metric in due:
+            self.trial.report(censored_value(self.budget_s, self.target, metric),
+                              step=bucket_step(k, self.base))
         self.history.append((point.train_seconds, point.metric))
         if due and point.train_seconds >= self.warmup_s and self.trial.should_prune():
             self.reason = f"behind_winners at {point.train_seconds:.3g}s"
@@ -119,8 +134,9 @@ class TimeBucketPruning:
 class BehindWinnersPruner(optuna.pruners.BasePruner):
     """Median pruning with a noise margin, on the time buckets.
 
-    A trial is pruned when its error at a bucket exceeds the median error of the
-    trials that reached the target at that bucket by more than `margin`. They are the
+    A trial is pruned when its error at a bucket (its value in budgets, see
+    in_budgets) exceeds the median of the trials that reached the target at that
+    bucket by more than `margin`. They are the
     winners so far (each beat the best before it), so one is enough to compare with;
     the margin keeps a configuration as good as theirs from being cut for a worse seed
     (on MNIST-1D, one configuration's accuracy at 40% of its time to target spans 0.18
@@ -134,11 +150,17 @@ class BehindWinnersPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None:
             return False
-        winners = [t.intermediate_values[step]
+        winners = [in_budgets(t, step)
                    for t in reached_trials(study.get_trials(deepcopy=False))
                    if step in t.intermediate_values]
-        return bool(winners) and trial.intermediate_values[step] > (
+        return bool(winners) and in_budgets(trial, step) > (
             statistics.median(winners) + self.margin)
+
+
+def in_budgets(trial: FrozenTrial, step: int) -> float:
+    """The trial's intermediate value at `step` over its trial budget: target + error,
+    comparable across trials run under different budgets (a resumed study's)."""
+    return trial.intermediate_values[step] / trial.user_attrs[keys.TRIAL_BUDGET_S]
 
 
 def pruner() -> optuna.pruners.BasePruner:

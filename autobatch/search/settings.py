@@ -55,6 +55,9 @@ def contract(workload: Workload, *, target: float, bounds: SearchBounds,
         **bounds.to_dict(),
         "time_mode": time_mode,
         "direction": "minimize",
+        # a study whose intermediate values are validation errors cannot be resumed:
+        # the pruner would compare them with censored seconds (see pruning.py)
+        "intermediate_values": "censored_s",
         "major_version": __version__.split(".")[0],
     }
 

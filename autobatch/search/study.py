@@ -22,6 +22,13 @@ METRIC_NAME = "time_to_target_s"
 MIN_IMPROVEMENT = 0.05
 
 
+def censored_value(budget_s: float, target: float, best_metric: float | None) -> float:
+    """The objective of a trial that stopped short of the target: budget * (1 +
+    shortfall), above any success and ordered by how close it came."""
+    shortfall = target - (best_metric if best_metric is not None else 0.0)
+    return budget_s * (1.0 + max(shortfall, 0.0))
+
+
 def reached_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Completed trials that reached the target: their value is a time to target."""
     return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None

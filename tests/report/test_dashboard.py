@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 import autobatch.keys as keys
 from autobatch.report.dashboard import artifact_folder, is_loopback, publish
+from autobatch.report.recommendation import verdict_line
 from autobatch_cli.main import app
 from tests.report.studies import STUDY, build_study
 
@@ -44,6 +46,23 @@ def test_publish_writes_the_note_the_result_and_three_artifacts(published):
     assert "as fast as the reference recipe" in note and "### Memory probe" in note
     assert "milliseconds of training" in note
     assert study.user_attrs[keys.RESULT] == result.to_dict()
+    # the time to expect is the re-measured one, told apart from the study's single run
+    median = result.best.median()
+    assert f"{median:.3g} s to the target (median of 2 fresh-seed runs" in note
+    best = min((t for t in study.trials if t.user_attrs.get("target_reached")),
+               key=lambda t: t.value)
+    assert f"*Best Trial* (number={best.number}, {best.value:.4g}) is the study's fastest " \
+           "single run" in note
+    verdict = verdict_line(result.to_dict())
+    assert result.to_dict()["verdict_reason"] in verdict and f"**Verdict**: {verdict}." in note
+    # the search coordinates explained, and the fastest trials' recipes listed
+    assert "`lr0` is the LR at batch 64" in note and "### Fastest trials" in note
+    assert f"| {best.number} | {best.user_attrs['batch_size']} | {best.user_attrs['lr']:.4g} |" \
+        in note
+    # readable beside the JSON documents
+    assert study.user_attrs[keys.RECOMMENDATION_TEXT].startswith(
+        f"batch {result.best.hparams.batch_size}, LR {result.best.hparams.lr:.4g}")
+    assert study.user_attrs[keys.VERDICT_TEXT] == verdict
     metas = {m.filename: m for m in get_all_artifact_meta(study)}
     assert set(metas) == {"best.json", "probe.json", "profile.png"}
     saved = json.loads((folder / metas["best.json"].artifact_id).read_text())
@@ -144,7 +163,11 @@ def test_dashboard_in_chromium_shows_study_metric_and_note(published, tmp_path, 
     finally:
         err = stop(proc)
     assert STUDY in dom and "time_to_target_s" in dom
+    # the readable study attributes, beside the JSON documents
+    assert "Recommendation" in dom and html.escape(verdict_line(result.to_dict())) in dom
     assert "autobatch: tiny to 0.95 on cpu" in note and "Memory probe" in note
+    assert "Verdict" in note and "Fastest trials of the study" in note
+    assert "fresh-seed runs" in note and "Reading the dashboard" in note
     assert f"batch {result.best.hparams.batch_size}, LR {result.best.hparams.lr:.4g}" in note
     assert "at http://127.0.0.1:" in err and "WARNING" not in err
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
-from autobatch.report.facts import (
-    best_per_batch,
+from autobatch.report.facts import best_per_batch, probe_facts, profile_facts, trial_rows
+from autobatch.report.recommendation import (
     comparison,
-    probe_facts,
-    profile_facts,
     recommendation,
     recommended_trial,
-    trial_rows,
+    verdict_line,
 )
 from autobatch.result import StudyInfo, TuneResult
+from autobatch.schedule import Schedule
 from tests.conftest import candidate
 from tests.report.studies import fake_prior
 
@@ -68,24 +68,48 @@ def test_recommendation_is_the_verified_result_else_the_fastest_trial():
 
 def test_comparison_against_a_reference_that_reached_the_target():
     best = candidate(runs=(1.0, 2.0, None))
-    ref = candidate("reference recipe", runs=(6.0, 8.0), tuned=False, trial_number=None,
+    ref = candidate("reference recipe", runs=(6.0, 8.0, 7.0), tuned=False, trial_number=None,
                     batch_size=16, lr=0.05)
     rec = result(best, ref)
     assert recommended_trial(rec) == 3
+    # paired seeds: 6/1 and 8/2 (the third pair: the best missed), median 5x
     assert comparison(rec) == (
-        "batch 256, LR 0.3, momentum 0.9: 2 s to the target (median of 3 runs); 3.5x as fast "
-        "as the reference recipe (batch 16, LR 0.05: 7 s)",
-        [["trial 3 (recommended)", "256", "0.3", "0.9", "constant", "2 s", "2/3", "3.5x"],
-         ["reference recipe", "16", "0.05", "0.9", "constant", "7 s", "2/2", "1x"]])
+        "batch 256, LR 0.3, momentum 0.9: 2 s to the target (median of 3 fresh-seed runs, "
+        "75% interval [1 s, not reached], trial 3's study run: 1.1 s); 5x as fast as the "
+        "reference recipe on paired seeds (batch 16, LR 0.05: 7 s)",
+        [["trial 3 (recommended)", "256", "0.3", "0.9", "constant", "2 s [1 s, not reached]",
+          "2/3", "5x, won 2/3"],
+         ["reference recipe", "16", "0.05", "0.9", "constant", "7 s [6, 8] s", "3/3",
+          "reference"]])
+    assert verdict_line(rec) == ("keep the reference recipe: not shown faster than the "
+                                 "reference recipe: won 2, lost 1, tied 0 of 3 paired fresh "
+                                 "seeds (sign test p = 0.5 > 0.125); keep your recipe")
 
 
 def test_comparison_against_a_reference_that_never_reached_it():
-    ref = candidate("reference recipe", runs=(None, None), tuned=False, trial_number=None,
-                    batch_size=16, lr=0.05)
-    headline, rows = comparison(result(candidate(), ref))
+    ref = candidate("reference recipe", runs=(None, None, None), tuned=False,
+                    trial_number=None, batch_size=16, lr=0.05)
+    never_run = candidate("largest batch + sqrt rule", runs=(), tuned=False,
+                          trial_number=None, batch_size=512)
+    rec = result(candidate(runs=(1.0, 2.0, 3.0)), ref, never_run)
+    headline, rows = comparison(rec)
     assert headline.endswith("; the reference recipe (batch 16, LR 0.05) reached the target "
-                             "in 0 of 2 runs")
-    assert rows[1] == ["reference recipe", "16", "0.05", "0.9", "constant", "-", "0/2", "-"]
+                             "in 0 of 3 runs")
+    assert rows[0][-1] == "won 3/3"  # no pair where both reached: the seeds it won
+    assert rows[1][5:] == ["not reached (most runs)", "0/3", "reference"]
+    assert rows[2][5:] == ["-", "not re-measured", "-"]
+    assert verdict_line(rec).startswith("use this recipe: faster than the reference recipe "
+                                        "on 3 of 3 paired fresh seeds")
+
+
+@pytest.mark.parametrize(("runs", "words"), [
+    ((2.0,), "2 s to the target (one fresh-seed run, trial 3's study run: 1.1 s)"),
+    ((2.0, 3.0), "2.5 s to the target (median of 2 fresh-seed runs, 50% interval [2, 3] s, "
+                 "trial 3's study run: 1.1 s)"),
+])
+def test_the_headline_counts_the_runs_in_words(runs, words):
+    headline, _ = comparison(result(candidate(runs=runs)))
+    assert words in headline
 
 
 def test_trial_rows_show_what_each_trial_measured_and_why_it_stopped():
@@ -125,3 +149,11 @@ def test_probe_and_profile_facts_read_the_prior():
         ("predicted best batch B*", "89"),
         ("search space", "batches 16, 32, 64, 128, 256; LR 0.05 .. 3 at batch 64"),
     ]
+
+
+def test_a_recipe_in_words_names_the_optimizer_and_schedule_only_where_set():
+    assert Hyperparams(batch_size=64, lr=0.123456, momentum=0.95).summary() == (
+        "batch 64, LR 0.1235, momentum 0.95")
+    cosine = Schedule(name="cosine", warmup="5%", horizon="10epochs")
+    assert Hyperparams(batch_size=8, lr=0.01, optimizer="adam", schedule=cosine).summary() == (
+        "batch 8, LR 0.01, momentum 0.9, adam, cosine, warmup 5%, horizon 10epochs schedule")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 
@@ -11,7 +12,8 @@ from typer.testing import CliRunner
 
 import autobatch.keys as keys
 from autobatch.errors import ConfigError
-from autobatch.report import load_study, write_report
+from autobatch.report import figures, load_study, write_report
+from autobatch.report.canvas import figure
 from autobatch.report.dashboard import publish
 from autobatch.report.figures import lr_schedule, resolved_schedule
 from autobatch_cli.main import app
@@ -112,3 +114,30 @@ def test_report_renders_in_chromium(published, chromium, artifacts):
                    f"--user-data-dir={folder / 'chromium'}")
     assert STUDY in dom and "time_to_target_s" in dom and "reference recipe" in dom
     assert shot.stat().st_size > 50_000  # a rendered page with pictures, not a blank one
+    # what the recommendation card and table say, as the browser renders them
+    data = result.to_dict()
+    assert f"{data['expected_time_to_target_s']:.3g} s to the target (median of 2 " \
+           "fresh-seed runs, 50% interval [" in dom
+    assert "Verdict: " in dom and html.escape(data["verdict_reason"]) in dom
+    assert "x, won 2/2</td>" in dom and "<td>reference</td>" in dom  # speed vs reference
+    assert "<td>0/0</td>" not in dom and "1 runs" not in dom
+
+
+def test_the_recommended_star_is_at_the_re_measured_median(published, monkeypatch):
+    _, study, result, _ = published
+    rec = result.to_dict()
+    drawn = {}
+
+    def capture(draw, size, dpi):
+        with figure(size) as fig:
+            draw(fig)
+            drawn.update({line.get_label(): list(zip(line.get_xdata(), line.get_ydata()))
+                          for line in fig.axes[0].get_lines()})
+        return b""
+
+    monkeypatch.setattr(figures, "png", capture)
+    figures.time_vs_batch(study.trials, rec, None)
+    label, points = next((k, v) for k, v in drawn.items() if k.startswith("recommended"))
+    assert points == [(rec["batch_size"], rec["expected_time_to_target_s"])]
+    assert label == f"recommended: trial {result.best.trial_number} (median of 2 fresh-seed runs)"
+    assert rec["expected_time_to_target_s"] != result.best.study_value  # not its study run

@@ -62,12 +62,35 @@ def test_objective_records_every_figure_and_returns_time_to_target():
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert done, [t.user_attrs for t in study.trials]
     trial = done[0]
-    for key in ("batch_size", "lr", "momentum", "target_reached", "stop_reason", "steps",
+    for key in ("Recipe", "batch_size", "lr", "momentum", "trial_budget_s", "target_reached",
+                "stop_reason", "steps",
                 "samples", "epochs", "samples_per_s", "eval_overhead_s", "best_metric",
                 "train_seconds", "measured_time_s", "curve", "peak_memory_bytes"):
         assert key in trial.user_attrs, key
     assert trial.value == trial.user_attrs["measured_time_s"]
     assert trial.user_attrs["best_metric"] >= 0.95
+    # the recipe the search coordinates (lr0, lr_scaling) made, readable beside them
+    recipe = trial.user_attrs["Recipe"]
+    assert recipe.startswith(f"batch {trial.user_attrs['batch_size']}, LR ")
+    assert f"LR {trial.user_attrs['lr']:.4g}, momentum {trial.user_attrs['momentum']:.3g}" \
+        in recipe
+
+
+def test_a_pruned_trial_scores_on_the_objective_axis_above_every_success():
+    # Optuna stores a pruned trial's last intermediate value as its value, and the
+    # dashboard plots it as a time to target: it must not read as faster than the best.
+    space = SearchSpace(batch_sizes=(16,), anchor_batch=16, lr_range=(1e-9, 0.5),
+                        momentum_fixed=0.9)
+    study = optuna.create_study()
+    study.enqueue_trial(space.raw_params(batch=16, lr0=1e-9, scaling=0.5))  # never learns
+    study.enqueue_trial(space.raw_params(batch=16, lr0=0.3, scaling=0.5))  # reaches it
+    study.optimize(objective(space=space, trial_budget_s=2.0, bucket_base=0.002), n_trials=2)
+    stuck, fast = study.trials
+    assert stuck.state == TrialState.PRUNED and fast.user_attrs["target_reached"]
+    assert stuck.intermediate_values and stuck.value > 2.0 > fast.value
+    metric = stuck.user_attrs["best_metric"]  # its reports: the censored objective
+    assert max(stuck.intermediate_values.values()) <= censored_value(2.0, 0.95, None)
+    assert stuck.value >= censored_value(2.0, 0.95, metric)
 
 
 def test_modeled_time_mode_uses_steps_times_step_model():

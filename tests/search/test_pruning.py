@@ -27,7 +27,7 @@ def test_bucket_reports_close_buckets_with_the_best_metric_measured_before():
     # metric 0.6 known; an evaluation at 0.2 s closes buckets 2 (0.156 s) and 3 (0.195 s)
     reports, closed = bucket_reports(2, 0.6, 0.2, 0.1)
     assert closed == 4
-    assert [(k, round(v, 6)) for k, v in reports] == [(2, 0.4), (3, 0.4)]
+    assert reports == [(2, 0.6), (3, 0.6)]
     # nothing due before the next bucket closes
     assert bucket_reports(4, 0.7, 0.24, 0.1) == ([], 4)
 
@@ -52,22 +52,26 @@ def test_a_run_still_in_its_initial_phase_is_no_plateau():
 
 
 def test_pruner_cuts_only_trials_clearly_behind_the_winners_at_equal_seconds():
+    # Trials report the censored value budget x (1 + target - metric), target 0.9; the
+    # winners ran under a 10 s budget, the later trials under 20 s (a resumed study):
+    # the pruner compares their errors all the same.
     study = optuna.create_study(pruner=BehindWinnersPruner(margin=0.1))
-    first = study.ask()
-    first.report(0.5, step=100)
-    assert not first.should_prune()  # no completed trial to compare with yet
+
+    def trial(budget: float, error: float, step: int = 100) -> optuna.Trial:
+        made = study.ask()
+        made.set_user_attr("trial_budget_s", budget)
+        made.report(budget * (0.9 + error), step=step)
+        return made
+
+    assert not trial(10.0, 0.5).should_prune()  # no completed trial to compare with yet
     for error in (0.2, 0.3, 0.4):  # three winners: median error 0.3 at 100 ms
-        winner = study.ask()
-        winner.report(error, step=100)
+        winner = trial(10.0, error)
         winner.set_user_attr("target_reached", True)
         study.tell(winner, 1.0)
-    censored = study.ask()  # ran out of budget short of the target: not a bar to clear
-    censored.report(0.9, step=100)
+    censored = trial(10.0, 0.9)  # ran out of budget short of the target: not a bar to clear
     study.tell(censored, 60.0)
-    close, behind, elsewhere = study.ask(), study.ask(), study.ask()
-    close.report(0.39, step=100)
-    behind.report(0.41, step=100)
-    elsewhere.report(0.9, step=125)  # no winner reported at this bucket
+    close, behind = trial(20.0, 0.39), trial(20.0, 0.41)
+    elsewhere = trial(20.0, 0.9, step=125)  # no winner reported at this bucket
     assert not close.should_prune()
     assert behind.should_prune()
     assert not elsewhere.should_prune()

@@ -6,8 +6,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+import autobatch.keys as keys
 from autobatch import ConfigError
+from autobatch.config import SearchBounds
+from autobatch.search.settings import contract
 from autobatch.search.study import check_contract, converged, fail_running, summarize
+from tests.conftest import tiny_workload
 
 CPU = torch.device("cpu")
 
@@ -30,6 +34,18 @@ def test_check_contract_lists_the_differences():
     check_contract(study, {"workload": "a", "target": 0.9})  # same: fine
     with pytest.raises(ConfigError, match=r"target: 0.9 -> 0.95.*--new-study"):
         check_contract(study, {"workload": "a", "target": 0.95})
+
+
+def test_a_study_whose_intermediate_values_are_errors_refuses_to_resume():
+    # before censored intermediate values its trials reported validation errors: the
+    # pruner would set them beside seconds
+    now = contract(tiny_workload(), target=0.9, bounds=SearchBounds(), time_mode="measured")
+    study = optuna.create_study()
+    study.set_user_attr(keys.CONTRACT, {k: v for k, v in now.items()
+                                        if k != "intermediate_values"})
+    with pytest.raises(ConfigError, match=r"intermediate_values: None -> 'censored_s'.*"
+                                          r"--new-study"):
+        check_contract(study, now)
 
 
 def test_fail_running_marks_running_trials_failed(tmp_path):
