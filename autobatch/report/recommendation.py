@@ -13,11 +13,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
+from autobatch.candidate import REFERENCE, Candidate
 from autobatch.hyperparams import Hyperparams
 from autobatch.report.facts import fmt_seconds, recipe_cells
 from autobatch.search import reached_trials
 from autobatch.verdict import Paired, paired
-from autobatch.verify import Candidate
 
 
 def recommendation(data: dict[str, Any] | None, trials: Sequence[FrozenTrial]
@@ -133,7 +133,7 @@ def comparison(rec: dict[str, Any]) -> tuple[str, list[list[str]]]:
     recipe = Hyperparams.from_dict(rec)
     headline = (f"{recipe.summary()}: {fmt_seconds(rec['expected_time_to_target_s'])} "
                 f"to the target ({measured(rec)})")
-    ref = next((c for c in rec["candidates"] if c["name"] == "reference recipe"), None)
+    ref = next((c for c in rec["candidates"] if c["name"] == REFERENCE), None)
     best = recommended_candidate(rec)
     if ref is None:
         headline += "; no reference recipe was measured"
