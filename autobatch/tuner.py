@@ -222,6 +222,11 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
         reached = reached_trials(study.get_trials(deepcopy=False))
         if not reached:
             counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.items()))
+            if not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+                raise TargetNotReachedError(
+                    f"the study ran no trial: the measurements before it took "
+                    f"{time.time() - started:.0f}s of the {config.timeout_s or 0:g}s "
+                    f"--timeout ({counts}); raise --timeout")
             raise TargetNotReachedError(
                 f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
                 "raise --trial-budget, lower --target, or widen the bounds")

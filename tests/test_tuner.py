@@ -140,6 +140,15 @@ def test_no_trial_reaching_the_target_is_an_error_with_a_summary(tmp_path):
         tune(tiny_workload(), config, device="cpu")
 
 
+def test_a_timeout_spent_before_any_trial_says_so_rather_than_no_trial_reached(tmp_path):
+    # the study's share of a 0.5 s timeout ends while the measurements still run
+    config = TuneConfig(target=0.9, timeout_s=0.5, verify=0,
+                        storage=f"sqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(TargetNotReachedError, match=r"^the study ran no trial: the "
+                       r"measurements before it took \d+s of the 0s --timeout .*raise --timeout"):
+        tune(tiny_workload(), config, device="cpu")
+
+
 def test_resume_tally_counts_trials_by_state_not_all_at_once():
     import optuna
 
