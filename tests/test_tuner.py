@@ -34,7 +34,8 @@ def test_tune_recommends_a_verified_configuration(tuned):
     config, result, _ = tuned
     data = result.to_dict()
     assert data["batch_size"] in data["prior"]["batch_sizes"]
-    assert data["spread"]["runs"] == 2 and data["spread"]["reached"] >= 1
+    # at least the 2 runs asked for; a close call races on, up to 3 x 2 rounds
+    assert 2 <= data["spread"]["runs"] <= 6 and data["spread"]["reached"] >= 1
     assert data["expected_time_to_target_s"] > 0
     names = [c["name"] for c in data["candidates"]]
     assert "largest batch + sqrt rule" in names  # the comparison the closing table shows
