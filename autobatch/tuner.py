@@ -54,6 +54,8 @@ from autobatch.search import (
 )
 from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, ratios, speed_drift
+from autobatch.search.script_prior import measure_script
+from autobatch.search.script_runner import ScriptRunner
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -63,14 +65,16 @@ from autobatch.storage import (
 )
 from autobatch.train import check_data
 from autobatch.verify import VerifyPlan, verify
-from autobatch.workloads import Workload
+from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
 
 
 
-def measure(workload: Workload, config: TuneConfig, device: torch.device,
+def measure(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
             emit: EventCallback, saved_profile: ProfileResult | None = None) -> Prior:
+    if isinstance(workload, ScriptWorkload):  # its model is out of sight: time its steps
+        return measure_script(ScriptRunner(workload, device), config.bounds, emit)
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
                          seed=config.seed, trial_budget_s=config.trial_budget,
@@ -113,8 +117,9 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
     # unusable devices and data fail here, before a study is created for them
     if config.devices:
         check_cuda_devices(config.devices)
-    check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
-               torch.device("cpu"))
+    if isinstance(workload, Workload):
+        check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
+                   torch.device("cpu"))
     saved = read_profile(config.profile, workload.name) if config.profile else None
     path = storage_file(storage_url)
     # before anything is swept as a zombie, no other tune may run on a SQLite file
@@ -233,7 +238,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
-            seconds=time.time() - started, train_size=len(workload.train_data),
+            seconds=time.time() - started,
+            train_size=len(workload.train_data) if isinstance(workload, Workload) else None,
             speed_drift=speed_drift(ratios(study.get_trials(deepcopy=False), prior.profile)))
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))

@@ -22,6 +22,7 @@ from autobatch.storage import default_storage_url, mask_url, open_storage
 from autobatch.studyfile import TuneOptions
 from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
+from autobatch.workloads import script_spec
 from autobatch_cli import STARTED
 from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
 from autobatch_cli.output import (
@@ -39,7 +40,7 @@ Opt = typer.Option
 @exits_cleanly
 def tune(
     workload: Annotated[Optional[str], Opt("--workload", "-w", help=(
-        "Built-in name, torchvision:MODEL, or module:function."))] = None,
+        "Built-in name, torchvision:MODEL, module:function, or script:COMMAND."))] = None,
     target: Annotated[Optional[float], Opt(help="Validation metric to reach, in (0, 1].")] = None,
     n_trials: Annotated[Optional[int], Opt(help=(
         "Trials in the study in total (a rerun completes the rest). Default 40, or as "
@@ -101,11 +102,15 @@ def tune(
         "profiling."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
+    command: Annotated[Optional[list[str]], typer.Argument(help=(
+        "Your training script, after `--`: run once per trial, it reports through "
+        "autobatch.trial() (instead of --workload)."), show_default=False)] = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the batch size, LR and momentum that reach --target fastest."""
     given = TuneOptions(
-        workload=workload, device=device, target=target, n_trials=n_trials, patience=patience,
+        workload=script_workload(workload, command), device=device, target=target,
+        n_trials=n_trials, patience=patience,
         timeout=timeout, trial_budget=trial_budget, storage=storage, study_name=study_name,
         new_study=new_study, output=str(output) if output else None, format=format,
         artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,
@@ -153,6 +158,15 @@ def tune(
     if out_path is not None:
         result.write(out_path, fmt or "json")
         stderr.print(f"recommendation written to {out_path}")
+
+
+def script_workload(workload: str | None, command: list[str] | None) -> str | None:
+    """--workload, or the command after `--` as a script workload."""
+    if not command:
+        return workload
+    if workload is not None:
+        raise ConfigError("give --workload or a script command after `--`, not both")
+    return script_spec(command)
 
 
 def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) -> None:
