@@ -21,10 +21,13 @@ Training time runs from autobatch.trial() on, less the `evaluating()` blocks, so
 the time to target is seconds of training as autobatch's own loop counts it (the
 device is synchronised before each clock read once CUDA is in use).
 
-Outside autobatch (no AUTOBATCH_TRIAL) trial() raises: a script silently training
-with made-up hyperparameters would look like a tuned one. Under torchrun every rank
-reads the same recipe; only rank 0 (RANK) talks to autobatch, and report() returns
-False on the other ranks: broadcast rank 0's answer to stop together.
+Outside autobatch (no AUTOBATCH_TRIAL) trial() raises unless it is given a recipe
+(`autobatch.trial("best.json")`: how the tuned recipe is applied back): a script
+silently training with made-up hyperparameters would look like a tuned one.
+
+Under torchrun every rank reads the same recipe (the environment is inherited); only
+rank 0 (RANK) talks to autobatch, and report() returns False on the other ranks:
+broadcast rank 0's answer so that all stop together.
 
 This module imports no torch at import time, so `import autobatch.script` is cheap.
 """
@@ -41,6 +44,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ENV = "AUTOBATCH_TRIAL"
+STANDALONE = "standalone"  # a tuned recipe run outside autobatch: nothing to report to
 
 
 class NotInTrial(RuntimeError):
@@ -68,8 +72,9 @@ class Trial:
 
     batch_size, lr, momentum, optimizer ('sgd' or 'adam': for Adam, momentum is
     beta1), seed: the recipe to train. mode: 'train' (a study trial or a
-    re-measurement) or 'measure' (the profile: run `measure_steps` steps at
-    batch_size, calling step() after each; step() then returns True).
+    re-measurement), 'measure' (the profile: run `measure_steps` steps at
+    batch_size, calling step() after each; step() then returns True) or 'standalone'
+    (a tuned recipe outside autobatch, see trial()).
     """
 
     def __init__(self, data: dict[str, Any], clock: Any = time.perf_counter) -> None:
@@ -134,7 +139,7 @@ class Trial:
         so far (default: steps x batch_size), the mean training loss since the last
         report if known. True: stop now (target reached, budget spent or pruned)."""
         trained = self.train_seconds()
-        if self.rank != 0:
+        if self.rank != 0 or self.mode == STANDALONE:
             return False
         point = {"train_seconds": trained, "steps": self._steps,
                  "samples": samples if samples is not None else self._steps * self.batch_size,
@@ -153,11 +158,22 @@ class Trial:
         return json.loads(next(self._lines))
 
 
-def trial() -> Trial:
-    """This process's trial (see the module docstring); NotInTrial outside autobatch."""
+def trial(recipe: str | os.PathLike[str] | dict[str, Any] | None = None) -> Trial:
+    """This process's trial (see the module docstring).
+
+    Outside autobatch, `recipe` (a best.json path from `autobatch tune --output`, or a
+    dict with batch_size, lr and momentum) makes a standalone trial: the tuned recipe,
+    report() always False, so the script trains as it would on its own. Without it,
+    NotInTrial.
+    """
     text = os.environ.get(ENV)
-    if text is None:
+    if text is not None:
+        return Trial(json.loads(text))
+    if recipe is None:
         raise NotInTrial(f"autobatch.trial() needs the {ENV} environment variable that "
                          "autobatch sets: run this script through `autobatch tune -- python "
-                         "SCRIPT ...`")
-    return Trial(json.loads(text))
+                         "SCRIPT ...`, or pass the tuned recipe: autobatch.trial('best.json')")
+    if not isinstance(recipe, dict):
+        with open(recipe, encoding="utf-8") as file:
+            recipe = json.load(file)
+    return Trial({"mode": STANDALONE, "recipe": recipe})

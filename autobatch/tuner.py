@@ -54,7 +54,7 @@ from autobatch.search import (
 )
 from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, ratios, speed_drift
-from autobatch.search.script_prior import measure_script
+from autobatch.search.script_prior import check_script_bounds, measure_script
 from autobatch.search.script_runner import ScriptRunner
 from autobatch.storage import (
     default_storage_url,
@@ -90,7 +90,7 @@ def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
     return each
 
 
-def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:
+def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerSettings:
     """What a worker process needs to rebuild the objective (see search/workers.py)."""
     return WorkerSettings(workload=workload.spec, target=config.target,
                           trial_budget_s=config.trial_budget, time_mode=config.time_mode,
@@ -107,7 +107,7 @@ class Prepared:
     lock: StudyLock | None = None
 
 
-def prepare(workload: Workload, config: TuneConfig, device: torch.device,
+def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
             emit: EventCallback) -> Prepared:
     """Create or resume the study: contract check, zombies, prior, seeded trials."""
     storage_url = config.storage or default_storage_url()
@@ -117,7 +117,11 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
     # unusable devices and data fail here, before a study is created for them
     if config.devices:
         check_cuda_devices(config.devices)
-    if isinstance(workload, Workload):
+    if isinstance(workload, ScriptWorkload):
+        check_script_bounds(config.bounds)
+        if config.profile:
+            raise ConfigError("--profile: a script's profile is its own steps, timed by tune")
+    else:
         check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                    torch.device("cpu"))
     saved = read_profile(config.profile, workload.name) if config.profile else None
@@ -132,7 +136,7 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         raise
 
 
-def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
+def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
                 emit: EventCallback, storage_url: str, lock: StudyLock | None,
                 saved_profile: ProfileResult | None) -> Prepared:
     storage = open_storage(storage_url)
@@ -169,8 +173,9 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
     return Prepared(study=study, prior=prior, storage_url=storage_url, lock=lock)
 
 
-def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device = "auto",
-         on_event: EventCallback | None = None, started: float | None = None) -> TuneResult:
+def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
+         device: str | torch.device = "auto", on_event: EventCallback | None = None,
+         started: float | None = None) -> TuneResult:
     """Find the fastest configuration to config.target; see the module docstring.
 
     With workers=0 use prepare() instead: it sets the study up for `autobatch worker`s.

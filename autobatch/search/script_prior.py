@@ -35,15 +35,20 @@ MEASURE_STEPS = 6  # timed steps per batch; the first is the warm-up and not cou
 MEASURE_TIMEOUT_S = 120.0  # one measurement's start-up and steps, at most
 
 
-def measure_script(runner: ScriptRunner, bounds: SearchBounds, emit: EventCallback
-                   ) -> Prior:
-    """Time the script at each batch of the user's bounds; the prior they define."""
+def check_script_bounds(bounds: SearchBounds) -> None:
+    """What a script's tune needs from the user, checked before any storage is touched."""
     if bounds.schedule not in ("auto", "constant"):
         raise ConfigError(f"schedule {bounds.schedule!r}: a script runs its own schedule, so "
                           "autobatch tunes scripts at a constant LR only")
     if bounds.batch_size is None and bounds.max_batch is None:
         raise ConfigError("a script's batch must be bounded: give --max-batch (or "
                           "--batch-size); autobatch cannot probe a model it cannot see")
+
+
+def measure_script(runner: ScriptRunner, bounds: SearchBounds, emit: EventCallback
+                   ) -> Prior:
+    """Time the script at each batch of the user's bounds; the prior they define."""
+    check_script_bounds(bounds)
     sizes = ([bounds.batch_size] if bounds.batch_size is not None
              else powers_of_two(bounds.min_batch, bounds.max_batch) or [bounds.max_batch])
     lr = bounds.lr or (bounds.lr_range[0] if bounds.lr_range else FALLBACK_LR_RANGE[0])

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import autobatch.script as script
-from autobatch.config import Budget, RunConfig
+from autobatch.config import Budget, RunConfig, SearchBounds
 from autobatch.device import is_oom
-from autobatch.errors import TrialCrashed
+from autobatch.errors import ConfigError, TrialCrashed
 from autobatch.hyperparams import Hyperparams
+from autobatch.search.script_prior import check_script_bounds, measure_script
 from autobatch.search.script_runner import ScriptRunner
 from autobatch.workloads import ScriptWorkload, load_workload, script_spec
 
@@ -190,3 +191,44 @@ def test_trial_outside_autobatch_says_how_to_run_it(monkeypatch):
     with pytest.raises(script.NotInTrial, match=r"run this script through `autobatch tune "
                                                 r"-- python SCRIPT"):
         script.trial()
+
+
+def test_a_tuned_recipe_runs_standalone_outside_autobatch(tmp_path, monkeypatch):
+    monkeypatch.delenv(script.ENV, raising=False)
+    best = tmp_path / "best.json"
+    best.write_text('{"batch_size": 96, "lr": 0.25, "momentum": 0.8, "optimizer": null}')
+    trial = script.trial(best)
+    assert (trial.batch_size, trial.lr, trial.momentum, trial.optimizer) == (96, 0.25, 0.8,
+                                                                            "sgd")
+    assert trial.report(metric=0.99) is False and trial.step() is False
+
+
+def test_the_scripts_prior_is_its_steps_timed_up_to_the_batch_that_runs_out(tmp_path):
+    body = """
+    trial = api.trial()
+    if trial.batch_size > 64:
+        sys.exit("torch.OutOfMemoryError: CUDA out of memory")
+    while not trial.step():
+        time.sleep(0.001 * trial.batch_size)
+    """
+    events = []
+    prior = measure_script(runner_of(tmp_path, body),
+                           SearchBounds(min_batch=16, max_batch=256, lr_range=(0.01, 1.0)),
+                           events.append)
+    assert prior.probe.max_batch_size == 64 and prior.probe.limited_by == "memory"
+    assert [(r.batch_size, r.fits) for r in prior.profile.rows] == [
+        (16, True), (32, True), (64, True), (128, False)]
+    assert prior.profile.beta > 0  # a step takes longer at a larger batch
+    assert prior.space.batch_sizes == (16, 32, 64) and prior.space.schedules == ("constant",)
+    assert prior.space.lr_range == (0.01, 1.0) and prior.lr_range is None
+    assert any("batch 128" in e.message for e in events)
+
+
+@pytest.mark.parametrize(("bounds", "match"), [
+    (SearchBounds(), r"a script's batch must be bounded: give --max-batch"),
+    (SearchBounds(max_batch=64, schedule="cosine"),
+     r"schedule 'cosine': a script runs its own schedule"),
+])
+def test_a_scripts_tune_names_what_it_needs_from_the_user(bounds, match):
+    with pytest.raises(ConfigError, match=match):
+        check_script_bounds(bounds)
