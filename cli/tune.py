@@ -22,9 +22,14 @@ from autobatch.storage import default_storage_url, mask_url, open_storage
 from autobatch.studyfile import TuneOptions
 from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
-from autobatch.workloads import script_spec
 from autobatch_cli import STARTED
-from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
+from autobatch_cli.options import (
+    CommandArg,
+    WorkloadOptions,
+    script_workload,
+    with_workload_options,
+    workload_from,
+)
 from autobatch_cli.output import (
     PLAIN_PROGRESS_S,
     Every,
@@ -102,9 +107,7 @@ def tune(
         "profiling."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
-    command: Annotated[Optional[list[str]], typer.Argument(help=(
-        "Your training script, after `--`: run once per trial, it reports through "
-        "autobatch.trial() (instead of --workload)."), show_default=False)] = None,
+    command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the batch size, LR and momentum that reach --target fastest."""
@@ -158,15 +161,6 @@ def tune(
     if out_path is not None:
         result.write(out_path, fmt or "json")
         stderr.print(f"recommendation written to {out_path}")
-
-
-def script_workload(workload: str | None, command: list[str] | None) -> str | None:
-    """--workload, or the command after `--` as a script workload."""
-    if not command:
-        return workload
-    if workload is not None:
-        raise ConfigError("give --workload or a script command after `--`, not both")
-    return script_spec(command)
 
 
 def publish_quietly(result: TuneResult, config: TuneConfig, progress: Progress) -> None:
