@@ -17,6 +17,7 @@ from autobatch.measure import ProbeResult, ProfileResult, probe, profile
 from autobatch.recipe import load_recipe, lr_scheduler
 from autobatch.result import TuneResult
 from autobatch.schedule import Schedule
+from autobatch.script import trial
 from autobatch.train import EvalPoint, RunResult, run
 from autobatch.tuner import tune
 from autobatch.version import __version__ as __version__
@@ -50,5 +51,6 @@ __all__ = [
     "probe",
     "profile",
     "run",
+    "trial",
     "tune",
 ]

@@ -61,6 +61,22 @@ class DoesNotFitError(AutobatchError):
     exit_code = 4
 
 
+class TrialCrashed(AutobatchError):
+    """The process that trained the trial died without reporting an outcome (or, for a
+    user's script, without the reports the trial needs). reason: the trial's
+    fail_reason."""
+
+    reason = "crashed"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return TrialCrashed, (str(self), self.reason)
+
+
 class StorageError(AutobatchError):
     """The study storage cannot be reached or used."""
 

@@ -14,6 +14,7 @@ TARGET_REACHED = "target_reached"
 STOP_REASON = "stop_reason"
 PRUNE_REASON = "prune_reason"
 FAIL_REASON = "fail_reason"
+FAIL_DETAIL = "fail_detail"  # a crashed trial's message (a script's output tail)
 STEPS = "steps"
 SAMPLES = "samples"
 EPOCHS = "epochs"

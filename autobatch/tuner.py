@@ -55,6 +55,8 @@ from autobatch.search import (
 )
 from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, drift_record
+from autobatch.search.script_prior import check_script_bounds, measure_script
+from autobatch.search.script_runner import ScriptRunner
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -64,14 +66,16 @@ from autobatch.storage import (
 )
 from autobatch.train import check_data
 from autobatch.verify import VerifyPlan, verify
-from autobatch.workloads import Workload
+from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
 
 
 
-def measure(workload: Workload, config: TuneConfig, device: torch.device,
+def measure(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
             emit: EventCallback, saved_profile: ProfileResult | None = None) -> Prior:
+    if isinstance(workload, ScriptWorkload):  # its model is out of sight: time its steps
+        return measure_script(ScriptRunner(workload, device), config.bounds, emit)
     return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
                          memory_limit=config.memory_limit, use_cache=config.use_cache,
                          seed=config.seed, trial_budget_s=config.trial_budget,
@@ -87,7 +91,7 @@ def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
     return each
 
 
-def settings(workload: Workload, config: TuneConfig) -> WorkerSettings:
+def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerSettings:
     """What a worker process needs to rebuild the objective (see search/workers.py)."""
     return WorkerSettings(workload=workload.spec, target=config.target,
                           trial_budget_s=config.trial_budget, time_mode=config.time_mode,
@@ -104,7 +108,7 @@ class Prepared:
     lock: StudyLock | None = None
 
 
-def prepare(workload: Workload, config: TuneConfig, device: torch.device,
+def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
             emit: EventCallback) -> Prepared:
     """Create or resume the study: contract check, zombies, prior, seeded trials."""
     storage_url = config.storage or default_storage_url()
@@ -114,8 +118,13 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
     # unusable devices and data fail here, before a study is created for them
     if config.devices:
         check_cuda_devices(config.devices)
-    check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
-               torch.device("cpu"))
+    if isinstance(workload, ScriptWorkload):
+        check_script_bounds(config.bounds)
+        if config.profile:
+            raise ConfigError("--profile: a script's profile is its own steps, timed by tune")
+    else:
+        check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
+                   torch.device("cpu"))
     saved = read_profile(config.profile, workload.name) if config.profile else None
     path = storage_file(storage_url)
     # before anything is swept as a zombie, no other tune may run on a SQLite file
@@ -128,7 +137,7 @@ def prepare(workload: Workload, config: TuneConfig, device: torch.device,
         raise
 
 
-def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
+def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
                 emit: EventCallback, storage_url: str, lock: StudyLock | None,
                 saved_profile: ProfileResult | None) -> Prepared:
     storage = open_storage(storage_url)
@@ -168,8 +177,9 @@ def _open_study(workload: Workload, config: TuneConfig, device: torch.device,
     return Prepared(study=study, prior=prior, storage_url=storage_url, lock=lock)
 
 
-def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device = "auto",
-         on_event: EventCallback | None = None, started: float | None = None) -> TuneResult:
+def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
+         device: str | torch.device = "auto", on_event: EventCallback | None = None,
+         started: float | None = None) -> TuneResult:
     """Find the fastest configuration to config.target; see the module docstring.
 
     With workers=0 use prepare() instead: it sets the study up for `autobatch worker`s.
@@ -243,7 +253,8 @@ def tune(workload: Workload, config: TuneConfig, *, device: str | torch.device =
             candidates=candidates, best=best,
             study=StudyInfo(name=study.study_name, storage=mask_url(prepared.storage_url),
                             trials=summary),
-            seconds=time.time() - started, train_size=len(workload.train_data),
+            seconds=time.time() - started,
+            train_size=len(workload.train_data) if isinstance(workload, Workload) else None,
             speed_drift=drift_record(study.get_trials(deepcopy=False), prior.profile))
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))

@@ -11,19 +11,22 @@ from rich.table import Table
 
 import autobatch.stop as stop
 from autobatch.config import Budget, RunConfig
+from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import Hyperparams
 from autobatch.recipe import load_recipe
 from autobatch.schedule import Schedule, parse_share, parse_span
+from autobatch.search.script_runner import ScriptRunner
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
-from autobatch.workloads import BUILTINS, KINDS, Workload
+from autobatch.workloads import BUILTINS, KINDS, ScriptWorkload, Workload
 from autobatch_cli.options import (
+    CommandArg,
     DeviceOpt,
     JsonOpt,
     SeedOpt,
-    WorkloadOpt,
     WorkloadOptions,
+    script_workload,
     with_workload_options,
     workload_from,
 )
@@ -79,7 +82,9 @@ def recipe_words(recipe: Hyperparams) -> str:
 @with_workload_options
 @exits_cleanly
 def run(
-    workload: WorkloadOpt,
+    workload: Annotated[Optional[str], typer.Option(
+        "--workload", "-w", help="Built-in name, torchvision:MODEL, module:function, or "
+        "script:COMMAND.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         help="Samples per optimizer step. Default: the workload's reference recipe.")] = None,
     lr: Annotated[Optional[float], typer.Option(
@@ -108,11 +113,15 @@ def run(
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_output: JsonOpt = False,
+    command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Train one configuration until the target, the budget, or divergence."""
     parsed_budget = Budget.parse(budget) if budget is not None else None
-    wl = workload_from(workload, workload_options)
+    name = script_workload(workload, command)
+    if name is None:
+        raise ConfigError("--workload is required (or a script command after `--`)")
+    wl = workload_from(name, workload_options)
     given = {"batch_size": batch_size, "lr": lr, "momentum": momentum, "optimizer": optimizer}
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
@@ -130,7 +139,9 @@ def run(
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
                           f"metric {point.metric:.4f}")
 
-        result = run_training(wl, config, device=device, on_eval=show)
+        result = (ScriptRunner(wl, resolve_device(device)).run(config, show)
+                  if isinstance(wl, ScriptWorkload)
+                  else run_training(wl, config, device=device, on_eval=show))
     if json_output:
         print_json(result.to_dict())
     else:
@@ -146,11 +157,16 @@ def default_budget(schedule: Schedule) -> Budget:
     return Budget(steps=int(num)) if unit == "steps" else Budget(epochs=num)
 
 
-def recipe_of(wl: Workload, path: Path | None, given: dict[str, Any],
+def recipe_of(wl: Workload | ScriptWorkload, path: Path | None, given: dict[str, Any],
               shape: dict[str, Any]) -> Hyperparams:
     """The recipe to train: the result file's (or the workload's reference) with the
     options given over it, and their schedule fields over its schedule."""
-    if path is None:
+    if path is None and isinstance(wl, ScriptWorkload):
+        if given["batch_size"] is None or given["lr"] is None:
+            raise ConfigError("a script has no reference recipe: give --batch-size and --lr "
+                              "(or --recipe best.json)")
+        base = Hyperparams(**{**given, "momentum": given["momentum"] or 0.9})
+    elif path is None:
         base = wl.recipe(**given)
     else:
         name, base = load_recipe(path)

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from autobatch.workloads import Workload, all_options, load_workload
+from autobatch.errors import ConfigError
+from autobatch.workloads import Workload, all_options, load_workload, script_spec
 
 WorkloadOpt = Annotated[str, typer.Option(
     "--workload", "-w",
@@ -18,6 +19,9 @@ DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for model initialisation and shuffling.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print strict JSON on stdout.")]
 WorkloadOptions = dict[str, Any]
+CommandArg = Annotated[Optional[list[str]], typer.Argument(help=(
+    "Your training script, after `--`, instead of --workload: it runs once per trial and "
+    "reports through autobatch.trial()."), show_default=False)]
 
 
 def with_workload_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,3 +47,12 @@ def with_workload_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def workload_from(workload: str, options: WorkloadOptions) -> Workload:
     return load_workload(workload, **options)
+
+
+def script_workload(workload: str | None, command: list[str] | None) -> str | None:
+    """--workload, or the command after `--` as a script workload."""
+    if not command:
+        return workload
+    if workload is not None:
+        raise ConfigError("give --workload or a script command after `--`, not both")
+    return script_spec(command)

@@ -23,7 +23,13 @@ from autobatch.studyfile import TuneOptions
 from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
-from autobatch_cli.options import WorkloadOptions, with_workload_options, workload_from
+from autobatch_cli.options import (
+    CommandArg,
+    WorkloadOptions,
+    script_workload,
+    with_workload_options,
+    workload_from,
+)
 from autobatch_cli.output import (
     PLAIN_PROGRESS_S,
     Every,
@@ -39,7 +45,7 @@ Opt = typer.Option
 @exits_cleanly
 def tune(
     workload: Annotated[Optional[str], Opt("--workload", "-w", help=(
-        "Built-in name, torchvision:MODEL, or module:function."))] = None,
+        "Built-in name, torchvision:MODEL, module:function, or script:COMMAND."))] = None,
     target: Annotated[Optional[float], Opt(help="Validation metric to reach, in (0, 1].")] = None,
     n_trials: Annotated[Optional[int], Opt(help=(
         "Trials in the study in total (a rerun completes the rest). Default 40, or as "
@@ -101,11 +107,13 @@ def tune(
         "profiling."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
+    command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the batch size, LR and momentum that reach --target fastest."""
     given = TuneOptions(
-        workload=workload, device=device, target=target, n_trials=n_trials, patience=patience,
+        workload=script_workload(workload, command), device=device, target=target,
+        n_trials=n_trials, patience=patience,
         timeout=timeout, trial_budget=trial_budget, storage=storage, study_name=study_name,
         new_study=new_study, output=str(output) if output else None, format=format,
         artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,

@@ -6,7 +6,7 @@ PUBLIC = {
     "EvalPoint", "Hyperparams", "ProbeResult", "ProfileResult", "Recipe", "RunConfig", "RunResult",
     "Schedule", "load_recipe", "lr_scheduler",
     "TargetNotReachedError", "TensorData", "TuneConfig", "TuneResult", "Workload",
-    "WorkloadError", "load_workload", "probe", "profile", "run", "tune",
+    "WorkloadError", "load_workload", "probe", "profile", "run", "trial", "tune",
 }
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from autobatch import ConfigError
 from autobatch.studyfile import TuneOptions, parse_range, parse_seconds
-from autobatch.workloads import load_workload
+from autobatch.workloads import ScriptWorkload, load_workload
 
 STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
 
@@ -21,6 +21,8 @@ def test_every_study_file_loads_and_validates(path):
     assert config.target == options.target
     if options.workload.startswith("torchvision:"):
         assert options.workload_options["data"]  # the kind's options land with the kind
+    elif options.workload.startswith("script:"):
+        assert isinstance(load_workload(options.workload), ScriptWorkload)
     else:
         assert load_workload(options.workload).name == options.workload
 
@@ -106,6 +108,31 @@ def test_the_smallest_study_file_runs_end_to_end(tmp_path):
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["workload"] == "digits-cnn" and best["target"] == 0.97
     assert best["batch_size"] in best["prior"]["batch_sizes"]
+
+
+@pytest.mark.slow
+def test_the_script_study_file_runs_end_to_end(tmp_path):
+    """studies/script-blobs.toml: a plain script with its own loop, tuned to a target
+    through the real command (each trial a fresh Python process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    # the study file's `python` is this interpreter, where autobatch is installed
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "tune", "--config", "studies/script-blobs.toml",
+         "--min-batch", "32", "--max-batch", "128", "--timeout", "480s", "--n-trials", "3",
+         "--verify", "1", "--verify-runs", "1", "--no-compare",
+         "--storage", f"sqlite:///{tmp_path}/s.db", "--output", str(tmp_path / "best.json")],
+        capture_output=True, text=True, timeout=900, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["workload"] == "script:studies/script_blobs.py" and best["target"] == 0.9
+    assert best["batch_size"] in (32, 64, 128) and 0.01 <= best["lr"] <= 1.0
+    assert best["spread"]["reached"] == 1
 
 
 @pytest.mark.parametrize(("content", "match"), [

@@ -145,8 +145,8 @@ def test_a_timeout_spent_before_any_trial_says_so_rather_than_no_trial_reached(t
     # the study's share of a 0.5 s timeout ends while the measurements still run
     config = TuneConfig(target=0.9, timeout_s=0.5, verify=0,
                         storage=f"sqlite:///{tmp_path / 's.db'}")
-    with pytest.raises(TargetNotReachedError, match=r"^the study ran no trial: the "
-                       r"measurements before it took \d+s of the 0\.5s --timeout .*raise --timeout"):
+    with pytest.raises(TargetNotReachedError, match=r"^the study ran no trial: the measurements "
+                       r"before it took \d+s of the 0\.5s --timeout .*raise --timeout"):
         tune(tiny_workload(), config, device="cpu")
 
 

@@ -52,20 +52,23 @@ def _draw(fig: Any, result: ProfileResult) -> None:
     grid = np.geomspace(sizes.min(), sizes.max(), 200)
     fitted = result.alpha is not None and result.beta is not None
 
-    axes = fig.subplots(1, 3)
-    ax_iter, ax_thr, ax_epoch = axes
+    # a script's profile has no epoch (autobatch never sees its data): two panels
+    axes = fig.subplots(1, 3 if result.train_size else 2)
+    ax_iter, ax_thr, ax_epoch = (*axes, None)[:3]
     ax_iter.errorbar(sizes, iter_ms, yerr=err, fmt="o", color=DATA_COLOR, capsize=3,
                      label="measured (median, min-max)")
     ax_thr.plot(sizes, throughput, "o-", color=DATA_COLOR, label="measured")
-    ax_epoch.plot(sizes, epoch_s, "o-", color=DATA_COLOR, label="measured")
+    if ax_epoch is not None:
+        ax_epoch.plot(sizes, epoch_s, "o-", color=DATA_COLOR, label="measured")
     if fitted:
         model_s = result.alpha + result.beta * grid
         label = (f"fit {result.alpha * 1e3:.2f} ms + {result.beta * 1e6:.2f} µs·B"
                  f" (error {result.fit_error:.0%})")
         ax_iter.plot(grid, model_s * 1e3, "-", color=FIT_COLOR, label=label)
         ax_thr.plot(grid, grid / model_s, "-", color=FIT_COLOR, alpha=0.7, label="fit")
-        ax_epoch.plot(grid, result.train_size / grid * model_s, "-", color=FIT_COLOR,
-                      alpha=0.7, label="fit (N / B) x t(B)")
+        if ax_epoch is not None:
+            ax_epoch.plot(grid, result.train_size / grid * model_s, "-", color=FIT_COLOR,
+                          alpha=0.7, label="fit (N / B) x t(B)")
         if result.b_sat is not None and sizes.min() <= result.b_sat <= sizes.max():
             ax_iter.axvline(result.b_sat, color=FIT_COLOR, ls=":",
                             label=f"B_sat = α/β = {result.b_sat:.0f}")

@@ -117,6 +117,7 @@ class Objective:
             result = run_or_oom(lambda: self.runner.run(config, pruning), self.runner.device)
         except TrialCrashed as exc:
             trial.set_user_attr(keys.FAIL_REASON, exc.reason)
+            trial.set_user_attr(keys.FAIL_DETAIL, str(exc))
             raise
         if result is None:
             prune(trial, "oom")

@@ -27,9 +27,10 @@ import torch
 import autobatch.frames as frames
 import autobatch.stop as stop
 from autobatch.config import RunConfig
-from autobatch.errors import AutobatchError
+from autobatch.errors import TrialCrashed
+from autobatch.search.script_runner import ScriptRunner
 from autobatch.train import EvalCallback, RunResult, run
-from autobatch.workloads import Workload
+from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,6 @@ class TrialRunner(Protocol):
         A run that runs out of memory raises an error that device.is_oom() recognises.
         """
         ...
-
-
-class TrialCrashed(AutobatchError):
-    """The process that trained the trial died without reporting an outcome."""
-
-    reason = "crashed"  # the trial's fail_reason
 
 
 class UserExit(TrialCrashed):
@@ -124,8 +119,11 @@ class SubprocessRunner:
         return payload[0]
 
 
-def runner_for(workload: Workload, device: torch.device) -> TrialRunner:
-    """The subprocess runner for CUDA trials (isolation), in-process otherwise."""
+def runner_for(workload: Workload | ScriptWorkload, device: torch.device) -> TrialRunner:
+    """A script's own runner; the subprocess runner for CUDA trials (isolation),
+    in-process otherwise."""
+    if isinstance(workload, ScriptWorkload):
+        return ScriptRunner(workload, device)
     if device.type == "cuda":
         if workload.spec is not None:
             return SubprocessRunner(workload.spec, device)

@@ -25,6 +25,24 @@ def test_plot_profile_writes_a_png_of_sensible_size(result, tmp_path):
     assert path.stat().st_size > 20_000  # curves, labels and legends, not a blank canvas
 
 
+def test_a_profile_without_an_epoch_draws_two_panels_without_warnings(result, tmp_path):
+    """A script's profile: autobatch never sees its data, so there is no epoch."""
+    import dataclasses
+    import warnings
+
+    import matplotlib.image
+
+    scripted = dataclasses.replace(result, train_size=0,
+                                   rows=tuple(dataclasses.replace(r, steps_per_epoch=None,
+                                                                  epoch_s=None)
+                                              for r in result.rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = plot_profile(scripted, tmp_path / "profile.png")
+    full = matplotlib.image.imread(plot_profile(result, tmp_path / "full.png")).shape
+    assert matplotlib.image.imread(path).shape == full  # the same canvas, two panels on it
+
+
 def test_plot_profile_to_an_unwritable_path_is_a_config_error(result, tmp_path):
     with pytest.raises(ConfigError, match="cannot write plot"):
         plot_profile(result, tmp_path / "missing" / "profile.png")

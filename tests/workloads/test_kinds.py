@@ -32,8 +32,9 @@ def toy_kind():
 
 
 def test_the_kinds_are_asked_in_order_and_the_catch_all_is_last():
-    assert [k.name for k in KINDS] == ["builtin", "torchvision", "entry point"]
+    assert [k.name for k in KINDS] == ["builtin", "torchvision", "script", "entry point"]
     assert kind_of("mnist1d-cnn").name == "builtin"
+    assert kind_of("script:python train.py --epochs 3").name == "script"
     assert kind_of("torchvision:resnet18").name == "torchvision"
     assert kind_of("pkg.mod:fn").name == "entry point"
     with pytest.raises(WorkloadError, match="unknown workload 'nope'; built-ins: digits-cnn"):
@@ -77,7 +78,7 @@ def test_the_command_line_and_study_files_offer_every_kinds_options(toy_kind, tm
     result = CliRunner().invoke(app, ["--width", "5", "--data", "fake"])
     assert result.exit_code == 0, result.output
     assert received == {"data": "fake", "image_size": None, "num_classes": None,
-                        "app_dir": None, "width": 5}
+                        "report_timeout": None, "app_dir": None, "width": 5}
     study = tmp_path / "s.toml"
     study.write_text('workload = "toy:a"\ntarget = 0.9\nwidth = 7\n')
     assert TuneOptions.from_file(study).workload_options == {"width": 7}
