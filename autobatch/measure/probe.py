@@ -224,7 +224,8 @@ class _Job:
             first = found.trials[0]
             raise self._does_not_fit(first.batch_size, first.peak_bytes, usable, budget)
         fit, spread = found.fit, found.spread_bytes or 0
-        no_headroom = largest_fitting(found.trials, fit, usable, spread, self.max_batch)
+        no_headroom = None if budget == usable else largest_fitting(
+            found.trials, fit, usable, spread, self.max_batch)
         fits = max(found.batch_size, no_headroom[0] if no_headroom else 0)
         return ProbeResult(
             workload=self.workload.name, fingerprint=self.fingerprint, device=info,
