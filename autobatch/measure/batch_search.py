@@ -14,12 +14,13 @@ ran out of memory without reporting a peak.
 Identical runs do not peak alike (on CPU the peak RSS of fresh processes varies by a
 few percent), so once the search is close (its next candidate would add less than
 `near`, or one attempt is left) it measures the largest fitting batch again: the range
-of that batch's peaks is the spread. From then on a batch fits when its worst peak
-plus the spread is within the budget, and candidates aim at the budget less the
-spread. The search stops once the next candidate would gain less than `tolerance` or
-less than the spread's worth of samples (a measurement could not tell it apart), or
-after `max_attempts` measurements, the repeat included. The answer is the largest
-batch the memory model puts within the budget less the spread (`largest_fitting`).
+of that batch's peaks, or twice the line's largest residual if larger, is the spread.
+From then on a batch fits when its worst peak plus the spread is within the budget,
+and candidates aim at the budget less the spread. The search stops once the next
+candidate would gain less than `tolerance` or less than the spread's worth of samples
+(a measurement could not tell it apart), or after `max_attempts` measurements, the
+repeat included. The answer is the largest batch the memory model puts within the
+budget less the spread (`largest_fitting`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class LinearFit:
     """peak = fixed_bytes + bytes_per_sample * batch, least squares over `points` batches.
 
     r2 is None with fewer than three points (two points always fit exactly);
-    max_rel_error is the largest |residual| / measured peak.
+    max_rel_error is the largest |residual| / measured peak; max_residual_bytes the
+    largest |residual|.
     """
 
     fixed_bytes: float
@@ -63,6 +65,7 @@ class LinearFit:
     r2: float | None
     max_rel_error: float
     points: int
+    max_residual_bytes: float = 0.0
 
     def predict_max(self, budget_bytes: float) -> float:
         """The (fractional) batch whose predicted peak equals the budget; inf if flat."""
@@ -105,7 +108,8 @@ def fit_line(points: Sequence[tuple[int, int]]) -> LinearFit | None:
     r2 = None if n < 3 else (1.0 - sum(r * r for r in residuals) / spp if spp > 0 else 1.0)
     max_rel = max(abs(r) / p for r, (_, p) in zip(residuals, points, strict=True) if p > 0)
     return LinearFit(fixed_bytes=fixed, bytes_per_sample=slope, r2=r2,
-                     max_rel_error=max_rel, points=n)
+                     max_rel_error=max_rel, points=n,
+                     max_residual_bytes=max(abs(r) for r in residuals))
 
 
 def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: int,
@@ -150,7 +154,7 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
                                or len(trials) == max_attempts - 1):
             attempt(lo, repeat=True)
             spread = _spread([t.peak_bytes for t in trials if t.batch_size == lo],
-                             budget_bytes)
+                             budget_bytes, _fit(trials))
         elif candidate is None:
             break
         else:
@@ -234,13 +238,16 @@ def _bracket(worst: dict[int, int | None], budget: float, spread: int,
     return max((b for b, p in worst.items() if b < hi and fits(p)), default=None), hi
 
 
-def _spread(peaks: Sequence[int | None], budget: float) -> int:
-    """The range of one batch's peaks. A run that ran out of memory passed the budget,
-    so its batch varied by at least the budget less the lowest measured peak."""
+def _spread(peaks: Sequence[int | None], budget: float, fit: LinearFit | None) -> int:
+    """The range of one batch's peaks, and no less than twice the line's largest
+    residual: each measured peak is one draw around the line, so two draws at one
+    batch (a small sample) can agree by chance. A run that ran out of memory passed
+    the budget, so its batch varied by at least the budget less its lowest peak."""
     measured = [p for p in peaks if p is not None]
+    scatter = round(2 * fit.max_residual_bytes) if fit is not None else 0
     if len(measured) < len(peaks):
-        return max(0, math.ceil(budget - min(measured)))
-    return max(measured) - min(measured)
+        return max(scatter, math.ceil(budget - min(measured)))
+    return max(scatter, max(measured) - min(measured))
 
 
 def _min_gain(lo: int, fit: LinearFit | None, spread: int, tolerance: float) -> float:

@@ -186,7 +186,7 @@ def test_probe_real_memory_limit_on_cpu():
     assert result["usable_bytes"] == limit and result["budget_bytes"] == int(limit * 0.9)
     assert 8 < result["max_batch_size"] < 512
     # At most 6 forked candidates, one of them a batch run again in a fresh child: the
-    # range of that batch's peaks is the spread, and the answer's peak plus it fits.
+    # spread is at least the range of that batch's peaks, and the answer's peak plus it fits.
     attempts = result["attempts"]
     assert len(attempts) <= 6
     [again] = [i for i, a in enumerate(attempts) if a["repeat"]]
@@ -194,7 +194,7 @@ def test_probe_real_memory_limit_on_cpu():
     assert batch in [a["batch_size"] for a in attempts[:again]]
     peaks = [a["peak_bytes"] for a in attempts if a["batch_size"] == batch]
     if None not in peaks:
-        assert result["spread_bytes"] == max(peaks) - min(peaks)
+        assert result["spread_bytes"] >= max(peaks) - min(peaks)
     assert result["peak_bytes"] + result["spread_bytes"] <= result["budget_bytes"]
     # Without the 10% headroom the model allows a larger batch.
     assert result["fits_batch_size"] > result["max_batch_size"]
