@@ -71,6 +71,8 @@ def probe_table(r: ProbeResult) -> Table:
         ("max batch size", f"{r.max_batch_size} (limited by {r.limited_by}; "
                            f"bounds {r.min_batch}..{r.max_batch})"),
         ("peak at that batch", _gib(r.peak_bytes)),
+        ("peak spread", _spread(r)),
+        ("without headroom", _without_headroom(r)),
         ("budget / usable", f"{_gib(r.budget_bytes)} / {_gib(r.usable_bytes)} "
                             f"(headroom {r.headroom:.0%}, limit {limit})"),
         ("memory model", f"{_gib(r.fixed_bytes)} + {per_sample} x batch (R^2 {r2})"),
@@ -89,3 +91,18 @@ def probe_table(r: ProbeResult) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _spread(r: ProbeResult) -> str:
+    repeated = [a.batch_size for a in r.attempts if a.repeat]
+    if r.spread_bytes is None or not repeated:
+        return "-"
+    return f"{_gib(r.spread_bytes)} (batch {repeated[0]} run twice; added to every peak)"
+
+
+def _without_headroom(r: ProbeResult) -> str:
+    if r.fits_batch_size is None:
+        return "-"
+    cost = 1 - r.max_batch_size / r.fits_batch_size
+    return (f"{r.fits_batch_size} (the memory model's largest batch under usable memory; "
+            f"the headroom costs {cost:.0%} of it)")

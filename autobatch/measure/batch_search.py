@@ -1,4 +1,5 @@
-"""The batch-size search: the largest batch whose peak memory fits a byte budget.
+"""The batch-size search: the largest batch whose peak memory, plus its run-to-run
+spread, fits a byte budget.
 
 Pure arithmetic over a `measure(batch) -> Measurement` oracle (no torch), so the
 sequence of batches tried is tested exactly with fake oracles.
@@ -8,15 +9,25 @@ Measure a small batch and one `growth` times larger, fit the line, jump to the b
 the line predicts for the budget, and verify it. A verified point corrects the line
 (interpolating between the tightest fitting and failing batches once both are known).
 Bisection is used only where the line was proved wrong: a batch it predicted to fit
-ran out of memory without reporting a peak. The search stops once the next
-candidate would gain less than `tolerance`, or after `max_attempts` measurements.
+ran out of memory without reporting a peak.
+
+Identical runs do not peak alike (on CPU the peak RSS of fresh processes varies by a
+few percent), so once the search is close (its next candidate would add less than
+`near`, or one attempt is left) it measures the largest fitting batch again: the range
+of that batch's peaks, or twice the line's largest residual if larger, is the spread.
+From then on a batch fits when its worst peak plus the spread is within the budget,
+and candidates aim at the budget less the spread. The search stops once the next
+candidate would gain less than `tolerance` or less than the spread's worth of samples
+(a measurement could not tell it apart), or after `max_attempts` measurements, the
+repeat included. The answer is the largest batch the memory model puts within the
+budget less the spread (`largest_fitting`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 Outcome = Literal["fit", "over_budget", "oom"]
@@ -37,6 +48,7 @@ class Trial:
     batch_size: int
     outcome: Outcome
     peak_bytes: int | None
+    repeat: bool = False  # a batch measured again to learn the spread of its peak
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +56,8 @@ class LinearFit:
     """peak = fixed_bytes + bytes_per_sample * batch, least squares over `points` batches.
 
     r2 is None with fewer than three points (two points always fit exactly);
-    max_rel_error is the largest |residual| / measured peak.
+    max_rel_error is the largest |residual| / measured peak; max_residual_bytes the
+    largest |residual|.
     """
 
     fixed_bytes: float
@@ -52,6 +65,7 @@ class LinearFit:
     r2: float | None
     max_rel_error: float
     points: int
+    max_residual_bytes: float = 0.0
 
     def predict_max(self, budget_bytes: float) -> float:
         """The (fractional) batch whose predicted peak equals the budget; inf if flat."""
@@ -65,12 +79,17 @@ LimitedBy = Literal["memory", "max_batch", "nothing_fits"]
 
 @dataclass(frozen=True, kw_only=True)
 class SearchResult:
-    """batch_size is None when not even the smallest batch fits."""
+    """batch_size is None when not even the smallest batch fits. spread_bytes: the range
+    of the repeated batch's peaks (None when nothing was repeated). peak_bytes: the worst
+    peak at batch_size, measured, or predicted when it lies between measurements.
+    Trial outcomes are judged with the final spread."""
 
     batch_size: int | None
     limited_by: LimitedBy
     trials: tuple[Trial, ...]
     fit: LinearFit | None
+    spread_bytes: int | None = None
+    peak_bytes: int | None = None
 
 
 def fit_line(points: Sequence[tuple[int, int]]) -> LinearFit | None:
@@ -89,55 +108,153 @@ def fit_line(points: Sequence[tuple[int, int]]) -> LinearFit | None:
     r2 = None if n < 3 else (1.0 - sum(r * r for r in residuals) / spp if spp > 0 else 1.0)
     max_rel = max(abs(r) / p for r, (_, p) in zip(residuals, points, strict=True) if p > 0)
     return LinearFit(fixed_bytes=fixed, bytes_per_sample=slope, r2=r2,
-                     max_rel_error=max_rel, points=n)
+                     max_rel_error=max_rel, points=n,
+                     max_residual_bytes=max(abs(r) for r in residuals))
 
 
 def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: int,
            budget_bytes: float, growth: int = 8, max_extrapolation: int = 32,
-           tolerance: float = 0.02, max_attempts: int = 10,
+           tolerance: float = 0.02, near: float = 0.1, max_attempts: int = 6,
            on_trial: Callable[[Trial, int], None] | None = None) -> SearchResult:
-    """The largest batch in [min_batch, max_batch] whose measured peak is <= budget_bytes.
+    """The largest batch in [min_batch, max_batch] whose peak plus spread is <= budget_bytes.
 
     growth: factor from the first batch to the second small one. max_extrapolation:
     never jump further than this multiple of the largest measured batch (the line is
     too uncertain); take a `growth` step instead. tolerance: stop when a candidate
-    would add less than this fraction to the best fitting batch. on_trial: told of
-    each measured candidate and how many have been measured so far.
+    would add less than this fraction to the best fitting batch. near: repeat the best
+    fitting batch once the next candidate would add less than this fraction. on_trial:
+    told of each measurement and how many have been made so far.
     """
     if not 1 <= min_batch <= max_batch:
         raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     trials: list[Trial] = []
+    spread: int | None = None
 
-    def attempt(batch: int) -> Trial:
+    def attempt(batch: int, repeat: bool = False) -> None:
         m = measure(batch)
-        if m.oom:
-            outcome: Outcome = "oom"
-        else:
-            outcome = "fit" if m.peak_bytes is not None and m.peak_bytes <= budget_bytes \
-                else "over_budget"
-        trial = Trial(batch_size=batch, outcome=outcome, peak_bytes=m.peak_bytes)
+        trial = Trial(batch_size=batch, outcome=_outcome(m.oom, m.peak_bytes, budget_bytes,
+                                                         spread or 0),
+                      peak_bytes=None if m.oom else m.peak_bytes, repeat=repeat)
         trials.append(trial)
         if on_trial is not None:
             on_trial(trial, len(trials))
-        return trial
 
-    if attempt(min_batch).outcome != "fit":
-        return SearchResult(batch_size=None, limited_by="nothing_fits", trials=tuple(trials),
-                            fit=_fit(trials))
-    lo, hi = min_batch, max_batch + 1  # lo fits; hi is the smallest known failure
-    while len(trials) < max_attempts and hi - lo > 1:
-        candidate = _next_candidate(trials, lo, hi, max_batch, budget_bytes, growth,
-                                    max_extrapolation, tolerance)
-        if candidate is None:
+    attempt(min_batch)
+    while trials[0].outcome == "fit" and len(trials) < max_attempts:
+        lo, hi = _bracket(worst_peaks(trials), budget_bytes, spread or 0, max_batch)
+        if lo is None:  # the spread pushed even the smallest batch over the budget
             break
-        if attempt(candidate).outcome == "fit":
-            lo = candidate
+        gain = _min_gain(lo, _fit(trials), spread or 0, tolerance)
+        candidate = None if hi - lo <= 1 else _next_candidate(
+            trials, lo, hi, max_batch, budget_bytes - (spread or 0), growth,
+            max_extrapolation, gain)
+        if spread is None and (candidate is None or candidate - lo < near * lo
+                               or len(trials) == max_attempts - 1):
+            attempt(lo, repeat=True)
+            spread = _spread([t.peak_bytes for t in trials if t.batch_size == lo],
+                             budget_bytes, _fit(trials))
+        elif candidate is None:
+            break
         else:
-            hi = candidate
-    return SearchResult(batch_size=lo, limited_by="max_batch" if lo == max_batch else "memory",
-                        trials=tuple(trials), fit=_fit(trials))
+            attempt(candidate)
+    fit = _fit(trials)
+    judged = tuple(replace(t, outcome=_outcome(t.peak_bytes is None, t.peak_bytes,
+                                               budget_bytes, spread or 0)) for t in trials)
+    lo, _ = _bracket(worst_peaks(judged), budget_bytes, spread or 0, max_batch)
+    found = None if lo is None else largest_fitting(
+        judged, fit, budget_bytes, spread or 0, max_batch,
+        reach=_min_gain(lo, fit, spread or 0, tolerance))
+    if found is None:
+        return SearchResult(batch_size=None, limited_by="nothing_fits", trials=judged,
+                            fit=fit, spread_bytes=spread)
+    batch, peak = found
+    return SearchResult(batch_size=batch,
+                        limited_by="max_batch" if batch == max_batch else "memory",
+                        trials=judged, fit=fit, spread_bytes=spread, peak_bytes=peak)
+
+
+def worst_peaks(trials: Sequence[Trial]) -> dict[int, int | None]:
+    """Each measured batch's worst peak: None once any of its runs ran out of memory."""
+    worst: dict[int, int | None] = {}
+    for t in trials:
+        seen = worst.get(t.batch_size, 0)
+        worst[t.batch_size] = None if seen is None or t.peak_bytes is None \
+            else max(seen, t.peak_bytes)
+    return worst
+
+
+def largest_fitting(trials: Sequence[Trial], fit: LinearFit | None, budget_bytes: float,
+                    spread_bytes: int, max_batch: int,
+                    reach: float | None = None) -> tuple[int, int] | None:
+    """(batch, predicted worst peak) for the largest batch whose peak plus spread stays
+    within budget_bytes; None when no measured batch does.
+
+    The model is anchored at the largest fitting measured batch's worst peak and grows
+    with the steeper of the fitted slope and the secant to the smallest failing batch
+    (the line is optimistic where memory grows faster than linearly), never reaching
+    that failing batch, and not past the anchor when that batch ran out of memory
+    where the model said it fits. reach caps how many samples past the anchor it may go (the
+    search passes its own resolution); None: up to the failure.
+    """
+    worst = worst_peaks(trials)
+    lo, hi = _bracket(worst, budget_bytes, spread_bytes, max_batch)
+    if lo is None:
+        return None
+    anchor = worst[lo]
+    assert anchor is not None  # a fitting batch has a peak
+    slope = fit.bytes_per_sample if fit is not None else 0.0
+    top = worst.get(hi)
+    if top is not None and top > anchor:
+        slope = max(slope, (top - anchor) / (hi - lo))
+    extra = hi - 1 - lo
+    if hi in worst and top is None and (fit is None or fit.fixed_bytes + fit.bytes_per_sample
+                                        * hi + spread_bytes <= budget_bytes):
+        extra = 0  # the model said the failing batch fits and it ran out of memory
+    elif slope > 0:
+        extra = min(extra, math.floor((budget_bytes - spread_bytes - anchor) / slope))
+    elif fit is None:
+        extra = 0  # one batch measured: no model to go beyond it
+    if reach is not None:
+        extra = min(extra, math.floor(reach))
+    return lo + extra, round(anchor + max(slope, 0.0) * extra)
+
+
+def _outcome(oom: bool, peak: int | None, budget: float, spread: int) -> Outcome:
+    if oom or peak is None:
+        return "oom"
+    return "fit" if peak + spread <= budget else "over_budget"
+
+
+def _bracket(worst: dict[int, int | None], budget: float, spread: int,
+             max_batch: int) -> tuple[int | None, int]:
+    """(the largest fitting batch below every failing one, or None; the smallest failing
+    batch, or max_batch + 1)."""
+    def fits(peak: int | None) -> bool:
+        return peak is not None and peak + spread <= budget
+
+    hi = min((b for b, p in worst.items() if not fits(p)), default=max_batch + 1)
+    return max((b for b, p in worst.items() if b < hi and fits(p)), default=None), hi
+
+
+def _spread(peaks: Sequence[int | None], budget: float, fit: LinearFit | None) -> int:
+    """The range of one batch's peaks, and no less than twice the line's largest
+    residual: each measured peak is one draw around the line, so two draws at one
+    batch (a small sample) can agree by chance. A run that ran out of memory passed
+    the budget, so its batch varied by at least the budget less its lowest peak."""
+    measured = [p for p in peaks if p is not None]
+    scatter = round(2 * fit.max_residual_bytes) if fit is not None else 0
+    if len(measured) < len(peaks):
+        return max(scatter, math.ceil(budget - min(measured)))
+    return max(scatter, max(measured) - min(measured))
+
+
+def _min_gain(lo: int, fit: LinearFit | None, spread: int, tolerance: float) -> float:
+    """Samples a further candidate must add: tolerance x lo, and no fewer than the
+    spread's worth (a smaller step is within the measurement noise)."""
+    per_sample = fit.bytes_per_sample if fit is not None else 0.0
+    return max(tolerance * lo, spread / per_sample if per_sample > 0 else 0.0)
 
 
 def _fit(trials: Sequence[Trial]) -> LinearFit | None:
@@ -146,8 +263,8 @@ def _fit(trials: Sequence[Trial]) -> LinearFit | None:
 
 def _next_candidate(trials: Sequence[Trial], lo: int, hi: int, max_batch: int,
                     budget: float, growth: int, max_extrapolation: int,
-                    tolerance: float) -> int | None:
-    peaks = {t.batch_size: t.peak_bytes for t in trials if t.peak_bytes is not None}
+                    min_gain: float) -> int | None:
+    peaks = {b: p for b, p in worst_peaks(trials).items() if p is not None}
     fit = _fit(trials)
     hi_known = hi <= max_batch
     if fit is None:  # one point: a second, larger small batch to get a slope
@@ -169,6 +286,6 @@ def _next_candidate(trials: Sequence[Trial], lo: int, hi: int, max_batch: int,
         target = (lo + hi) // 2
     else:
         target = math.floor(predicted)
-    if target <= lo or (target - lo) < tolerance * lo:
+    if target <= lo or (target - lo) < min_gain:
         return None
     return min(target, hi - 1)

@@ -36,12 +36,13 @@ def anon_bytes(pid: int | str) -> int:
     return proc_status_bytes("RssAnon", pid) + proc_status_bytes("RssShmem", pid)
 
 
-def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
-                 anon_cap: int | None) -> tuple[Any, int]:
+def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *, anon_cap: int | None,
+                 on_progress: Callable[[str], None] | None = None) -> tuple[Any, int]:
     """Run fn(send) in a forked child; return its result and the steps it ran.
 
     The child reports through length-prefixed pickles: ("start", anon_bytes),
-    ("step",) per training step started, then its outcome. With anon_cap, the
+    ("step",) per training step started, ("progress", line) for on_progress as it
+    arrives, then its outcome. With anon_cap, the
     parent kills a child whose anonymous memory grows by more than anon_cap bytes
     past its start; that, the child's own OOM, or a SIGKILL from the kernel's OOM
     killer raises ChildOutOfMemory. Any other error is re-raised here with the child's
@@ -79,6 +80,9 @@ def run_in_child(fn: Callable[[Callable[[tuple], None]], Any], *,
                 if arrived is None:
                     break
                 messages += arrived
+                for line in (m[1] for m in arrived if m[0] == "progress"):
+                    if on_progress is not None:
+                        on_progress(line)
                 anon_start = next((m[1] for m in messages if m[0] == "start"), anon_start)
             elif anon_cap is not None and anon_start is not None and not killed \
                     and _anon_or_zero(pid) - anon_start > anon_cap:

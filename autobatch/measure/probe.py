@@ -1,12 +1,15 @@
 """The memory probe: the largest training batch that fits, found by real training steps.
 
 `footprint` measures a candidate batch's peak memory by training it (on CPU in a
-forked child per candidate); a batch fits when its peak stays under usable memory
-x (1 - headroom); `batch_search.search` chooses the candidates.
+forked child per candidate); `batch_search.search` chooses the candidates and runs
+the deciding one again, since identical runs do not peak alike: a batch fits when its
+peak plus that spread stays under usable memory x (1 - headroom). The result also
+gives the largest batch the memory model puts under usable memory itself (no
+headroom), to show what the headroom costs.
 
 CUDA: the whole search runs in one forked child by default, so a sticky CUDA error
-ends the child, not the caller; a memory limit is enforced by the caching allocator
-(set_per_process_memory_fraction).
+ends the child, not the caller (its progress lines come back through the pipe); a
+memory limit is enforced by the caching allocator (set_per_process_memory_fraction).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +36,7 @@ from autobatch.device import (
 )
 from autobatch.errors import BatchTooSmallError, ConfigError, DoesNotFitError
 from autobatch.hyperparams import check_batch
-from autobatch.measure.batch_search import Measurement, Trial, search
+from autobatch.measure.batch_search import Measurement, Trial, largest_fitting, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint, check_data_capped
 from autobatch.measure.forked import run_in_child
@@ -43,14 +47,14 @@ from autobatch.workloads import Workload
 log = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the repeated candidate and the spread
 
 
 def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch: int = 1,
           max_batch: int | None = None, headroom: float = 0.1,
           memory_limit: int | None = None, use_cache: bool = True,
           cache_dir: str | Path | None = None, isolate: bool = True,
-          max_attempts: int = 10, progress: StepCallback | None = None) -> ProbeResult:
+          max_attempts: int = 6, progress: StepCallback | None = None) -> ProbeResult:
     """The largest batch in [min_batch, max_batch] whose training peak fits the memory.
 
     max_batch defaults to the training set size (training drops a last partial batch).
@@ -63,8 +67,9 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     search in a forked child. The workload's model is built afresh for every
     candidate; nothing the caller holds is touched.
     Raises ConfigError/DeviceError on bad options before any work, DoesNotFitError
-    when min_batch does not fit. progress: told of each candidate ("batch 190: fit,
-    peak 1.32 GiB (4 of <=10)"; not from the forked child that isolates a CUDA probe).
+    when min_batch does not fit. max_attempts: candidates measured, the repeat that
+    measures the spread included. progress: told of each candidate ("batch 190: fit,
+    peak 1.32 GiB (4 of <=6)", "batch 190 again: ..." for the repeat).
     """
     _check_options(min_batch, max_batch, headroom, memory_limit, max_attempts)
     dev = _resolve(device)
@@ -142,18 +147,27 @@ class _Job:
         """The search, in a forked child on CUDA when isolating and CUDA allows it."""
         cuda = self.device.type == "cuda"
         if cuda and self.isolate and not torch.cuda.is_initialized():
-            child = replace(self, progress=None)  # its stderr is not the caller's view
-            return run_in_child(lambda _send: child.run("subprocess"), anon_cap=None)[0]
+            return self.in_child("subprocess")
         if cuda and self.isolate:
             log.warning("CUDA is already initialised in this process, so the probe cannot "
                         "fork; probing in-process (a sticky CUDA error ends this process)")
         return self.run("in-process" if cuda else "fork-per-candidate")
 
+    def in_child(self, isolation: str) -> ProbeResult:
+        """run() in a forked child whose progress lines come back through the pipe (its
+        stderr is not the caller's view)."""
+        def child(send: Callable[[tuple], None]) -> ProbeResult:
+            tell = None if self.progress is None else lambda line: send(("progress", line))
+            return replace(self, progress=tell).run(isolation)
+
+        return run_in_child(child, anon_cap=None, on_progress=self.progress)[0]
+
     def _tell(self, trial: Trial, done: int) -> None:
         if self.progress is not None:
             outcome = trial.outcome.replace("_", " ")
             peak = f", peak {_gib(trial.peak_bytes)}" if trial.peak_bytes else ""
-            self.progress(f"batch {trial.batch_size}: {outcome}{peak} "
+            again = " again" if trial.repeat else ""
+            self.progress(f"batch {trial.batch_size}{again}: {outcome}{peak} "
                           f"({done} of <={self.max_attempts})")
 
     def run(self, isolation: str) -> ProbeResult:
@@ -204,20 +218,22 @@ class _Job:
         finally:
             if restore_fraction is not None:
                 torch.cuda.set_per_process_memory_fraction(restore_fraction, dev)
-        attempts = [replace(a, outcome=t.outcome) for a, t in zip(attempts, found.trials,
-                                                                    strict=True)]
+        attempts = [replace(a, outcome=t.outcome, repeat=t.repeat)
+                    for a, t in zip(attempts, found.trials, strict=True)]
         if found.batch_size is None:
             first = found.trials[0]
             raise self._does_not_fit(first.batch_size, first.peak_bytes, usable, budget)
-        chosen = next(t for t in reversed(found.trials) if t.batch_size == found.batch_size
-                      and t.outcome == "fit")
-        fit = found.fit
+        fit, spread = found.fit, found.spread_bytes or 0
+        no_headroom = None if budget == usable else largest_fitting(
+            found.trials, fit, usable, spread, self.max_batch)
+        fits = max(found.batch_size, no_headroom[0] if no_headroom else 0)
         return ProbeResult(
             workload=self.workload.name, fingerprint=self.fingerprint, device=info,
-            dtype=self.dtype, max_batch_size=found.batch_size, limited_by=found.limited_by,
+            dtype=self.dtype, max_batch_size=found.batch_size, fits_batch_size=fits,
+            limited_by=found.limited_by,
             min_batch=self.min_batch, max_batch=self.max_batch, headroom=self.headroom,
             memory_limit_bytes=self.memory_limit, usable_bytes=usable, budget_bytes=budget,
-            peak_bytes=chosen.peak_bytes or 0,
+            peak_bytes=found.peak_bytes or 0, spread_bytes=found.spread_bytes,
             fixed_bytes=fit.fixed_bytes if fit else None,
             bytes_per_sample=fit.bytes_per_sample if fit else None,
             fit_r2=fit.r2 if fit else None, fit_max_rel_error=fit.max_rel_error if fit else None,

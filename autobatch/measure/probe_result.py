@@ -13,23 +13,29 @@ from autobatch.measure.batch_search import Outcome
 
 @dataclass(frozen=True, kw_only=True)
 class Attempt:
-    """One candidate batch: outcome, peak bytes (None after OOM), steps run, seconds."""
+    """One candidate batch: outcome, peak bytes (None after OOM), steps run, seconds;
+    repeat: a batch run again to measure the spread of its peak."""
 
     batch_size: int
     outcome: Outcome
     peak_bytes: int | None
     train_steps: int
     seconds: float
+    repeat: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeResult(JsonFile):
     """The largest batch that fits, and the evidence. Memory in bytes, times in seconds.
 
-    budget_bytes = usable_bytes x (1 - headroom) is what a batch's peak must stay
-    under. fixed_bytes + bytes_per_sample x batch is the least-squares memory model
-    over every measured peak (None with a single measurement); fit_r2 needs three.
-    limited_by: 'memory', or 'max_batch' when even the largest allowed batch fits.
+    budget_bytes = usable_bytes x (1 - headroom) is what a batch's peak plus
+    spread_bytes (the range of the repeated candidate's peaks; None in results saved
+    before it was measured) must stay under. peak_bytes: the worst peak at
+    max_batch_size, measured, or the memory model's between measurements.
+    fits_batch_size: the largest batch the model puts under usable_bytes itself (no
+    headroom). fixed_bytes + bytes_per_sample x batch is the least-squares memory
+    model over every measured peak (None with a single measurement); fit_r2 needs
+    three. limited_by: 'memory', or 'max_batch' when even the largest allowed batch fits.
     """
 
     workload: str
@@ -53,6 +59,8 @@ class ProbeResult(JsonFile):
     train_steps: int
     seconds: float
     allocator: dict[str, str] = field(default_factory=dict)
+    spread_bytes: int | None = None
+    fits_batch_size: int | None = None
     isolation: str
     torch_version: str
     created_at: str

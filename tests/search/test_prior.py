@@ -60,8 +60,8 @@ def test_measure_prior_bounds_the_space_by_what_fits_and_the_lr_range_test():
     # profile (batch N: measurement i of n), the noise scale, the sweep every 20 steps.
     steps = [(e.name, e.message) for e in events if e.kind == "progress"]
     probed = [m for name, m in steps if name == "probe"]
-    assert re.fullmatch(r"batch 1: fit, peak \d+\.\d\d GiB \(1 of <=10\)", probed[0]), probed
-    assert probed[-1].startswith("batch 128: fit") and len(probed) <= 10, probed
+    assert re.fullmatch(r"batch 1: fit, peak \d+\.\d\d GiB \(1 of <=6\)", probed[0]), probed
+    assert re.match(r"batch 128( again)?: fit", probed[-1]) and len(probed) <= 6, probed
     profiled = [m for name, m in steps if name == "profile"]
     assert re.fullmatch(r"batch \d+: measurement 1 of \d+", profiled[0]), profiled
     n = int(profiled[0].rsplit(" ", 1)[1])
