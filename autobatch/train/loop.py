@@ -133,23 +133,22 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     peak) times config.schedule's multiplier at that step; a decaying schedule's run
     ends at its horizon (stop_reason 'budget' unless the target came first).
     on_eval is called after every evaluation; returning True stops the run with
-    stop_reason 'stopped' (the study's pruner uses this).
+    stop_reason 'stopped' (the study's pruner uses this). A workload with a trainer of
+    its own (a framework's, see autobatch.integrations) is trained by it instead.
     """
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
     dev = resolve_device(device)
+    if workload.trainer is not None:
+        return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer = setup.model, setup.optimizer
     check_data(workload, config.batch_size, model, dev)
     train = train_batches(workload, config.batch_size, dev, seed=config.seed)
     val = val_batches(workload, dev)
-    budget = config.budget
-    max_steps = budget.steps if budget.steps is not None else math.inf
-    max_steps = min(max_steps, schedule.horizon_steps or math.inf)
+    max_steps, max_seconds, max_samples = run_limits(workload, config, schedule)
     peaks = [group["lr"] for group in optimizer.param_groups]
     scheduled = schedule != CONSTANT
     lr = peaks[0]
-    max_seconds = budget.seconds if budget.seconds is not None else math.inf
-    max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
 
     trace: list[EvalPoint] = []
     steps = samples = 0
@@ -206,6 +205,27 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         synchronize(dev)
         started = clock()
 
+    return run_result(workload, dev, config, trace, hit, steps=steps, samples=samples,
+                      trained=trained, eval_total=eval_total, stop=stop, schedule=schedule)
+
+
+def run_limits(workload: Workload, config: RunConfig,
+               schedule: Schedule) -> tuple[float, float, float]:
+    """(max steps, max training seconds, max samples) of a run: its budget and its
+    schedule's horizon; inf where unbounded."""
+    budget = config.budget
+    max_steps = budget.steps if budget.steps is not None else math.inf
+    max_steps = min(max_steps, schedule.horizon_steps or math.inf)
+    max_seconds = budget.seconds if budget.seconds is not None else math.inf
+    max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
+    return max_steps, max_seconds, max_samples
+
+
+def run_result(workload: Workload, dev: torch.device, config: RunConfig,
+               trace: list[EvalPoint], hit: EvalPoint | None, *, steps: int, samples: int,
+               trained: float, eval_total: float, stop: StopReason | None,
+               schedule: Schedule) -> RunResult:
+    """The RunResult of a finished run from its counters and evaluation trace."""
     metrics = [p.metric for p in trace]
     return RunResult(
         workload=workload.name, device=device_name(dev), config=config,
