@@ -34,6 +34,7 @@ def test_a_module_and_its_data_module_load_as_a_workload_with_their_defaults():
     assert optimizer.defaults["lr"] == 0.3 and optimizer.defaults["betas"] == (0.8, 0.99)
 
 
+@pytest.mark.slow
 def test_run_trains_with_lightnings_trainer_timing_training_alone():
     wl = workload()
     counted = sys.modules["user_lightning"].Counted  # the class the workload imported
@@ -47,6 +48,7 @@ def test_run_trains_with_lightnings_trainer_timing_training_alone():
     assert result.eval_seconds > 0 and result.trace[-1].metric >= 0.9
 
 
+@pytest.mark.slow
 def test_on_eval_true_stops_the_trainer():
     wl = workload()
     config = RunConfig.of(wl.recipe(lr=1e-5), target=1.0, budget=Budget(seconds=30), seed=0)
@@ -67,6 +69,7 @@ def test_a_module_without_momentum_names_the_convention():
         workload(datamodule="user_lightning:blobs")
 
 
+@pytest.mark.slow
 def test_a_metric_the_module_never_logs_names_the_keys_it_did():
     wl = workload(metric="val_f1")
     with pytest.raises(WorkloadError, match=r"never logged metric 'val_f1' during validation "
