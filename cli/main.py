@@ -56,7 +56,8 @@ def workloads() -> None:
     """List the built-in workloads and the other kinds of workload names."""
     for kind in KINDS:
         for name, description in kind.entries:
-            stdout.print(f"{name:<14} {description}")
+            # plain text: a name such as lightning:M:C is no emoji code nor markup
+            stdout.print(f"{name:<14} {description}", emoji=False, markup=False)
 
 
 @app.command()

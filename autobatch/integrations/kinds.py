@@ -17,8 +17,8 @@ def load_lightning(spec: str, datamodule: str | None = None, metric: str | None 
 
 LIGHTNING = WorkloadKind(
     name="lightning", usage="lightning:module:LightningModule",
-    entries=(("lightning:m:Cls", "a LightningModule with --datamodule m:Data and --metric "
-                                 "KEY, trained by Lightning's Trainer"),),
+    entries=(("lightning:M:C", "LightningModule C of module M, with --datamodule M:DATA and "
+                               "--metric KEY, trained by Lightning's Trainer"),),
     matches=lambda spec: spec.startswith("lightning:"), load=load_lightning,
     options=(KindOption("datamodule", str, "LightningDataModule of a lightning: workload, "
                                            "as package.module:Class."),
