@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 import torch
 
 from autobatch import Budget, RunConfig, WorkloadError, load_workload, run
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, invoke
 
 pytest.importorskip("lightning")
 
@@ -85,3 +86,15 @@ def test_apply_sets_the_result_on_the_module_and_the_data_module():
     assert (module.hparams.lr, module.hparams.momentum, data.batch_size) == (0.02, 0.95, 64)
     assert module.configure_optimizers()["optimizer"].defaults["lr"] == 0.02
     assert recipe.batch_size == 64
+
+
+@pytest.mark.slow
+def test_the_command_line_runs_a_lightning_module_and_names_a_missing_metric():
+    base = ["run", "--workload", SPEC, "--datamodule", OPTIONS["datamodule"],
+            "--app-dir", OPTIONS["app_dir"], "--device", "cpu", "--budget", "30s",
+            "--target", "0.9"]
+    ran = invoke(*base, "--metric", "val_acc", "--json")
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["target_reached"]
+    missing = invoke(*base, "--metric", "val_f1")
+    assert missing.exit_code == 2 and "never logged metric 'val_f1'" in missing.stderr
