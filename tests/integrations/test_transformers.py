@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from autobatch import Budget, RunConfig, WorkloadError, load_workload, probe, profile, run
 
@@ -16,6 +18,8 @@ pytest.importorskip("transformers")
 from transformers import TrainingArguments  # noqa: E402
 
 from autobatch.integrations.transformers import training_arguments  # noqa: E402
+from autobatch.measure.noise import measure_noise  # noqa: E402
+from autobatch.train import setup_run  # noqa: E402
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 SPEC = "hf_bert:workload"
@@ -61,11 +65,14 @@ def test_a_metric_the_trainer_never_reports_names_the_keys_it_did():
 @pytest.mark.slow
 def test_dict_batches_go_through_the_probe_the_profile_and_the_noise_scale():
     wl = workload()
-    assert probe(wl, device="cpu", max_batch=64, use_cache=False).max_batch == 64
-    result = profile(wl, device="cpu", batch_sizes=[8, 32], noise=True)
+    cpu = torch.device("cpu")
+    assert probe(wl, device=cpu, max_batch=64, use_cache=False).max_batch == 64
+    result = profile(wl, device=cpu, batch_sizes=[8, 32], noise=False)
     assert [row.batch_size for row in result.rows] == [8, 32]
     assert all(row.samples_per_s > 0 for row in result.rows)
-    assert result.noise is not None and result.noise.draws >= 2
+    setup = setup_run(wl, wl.reference, cpu, seed=0)
+    noise = measure_noise(setup.model, setup.optimizer, wl, cpu, b_small=8, b_big=32, draws=4)
+    assert (noise.draws, noise.b_small, noise.b_big) == (4, 8, 32) and math.isfinite(noise.g2)
 
 
 def test_training_arguments_carry_the_recipe(tmp_path):
