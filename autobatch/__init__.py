@@ -1,6 +1,7 @@
 """autobatch: the batch size, learning rate and momentum that reach a target accuracy
 in the least wall-clock time on this hardware, without running out of memory."""
 
+from autobatch import integrations as integrations  # registers the framework kinds
 from autobatch.config import Budget, RunConfig, TuneConfig
 from autobatch.errors import (
     AutobatchError,

@@ -66,7 +66,8 @@ def workloads(json_output: JsonOpt = False) -> None:
         return
     for kind in KINDS:
         for name, description in kind.entries:
-            stdout.print(f"{name:<14} {description}", markup=False)
+            # plain text: a name such as lightning:M:C is no emoji code nor markup
+            stdout.print(f"{name:<14} {description}", emoji=False, markup=False)
             if name in BUILTINS:
                 builtin = BUILTINS[name]
                 stdout.print(f"{'':<14} reference: {recipe_words(builtin.reference)}; "

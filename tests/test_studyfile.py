@@ -6,16 +6,19 @@ from autobatch import ConfigError
 from autobatch.studyfile import TuneOptions, parse_range, parse_seconds
 from autobatch.workloads import ScriptWorkload, load_workload
 
-STUDIES = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
+ROOT = Path(__file__).parent.parent
+STUDIES = sorted((ROOT / "studies").glob("*.toml"))
 
 
 def test_the_study_files_we_ship_exist():
     names = {p.stem for p in STUDIES}
-    assert {"mnist1d-cnn", "mnist1d-mlp", "digits-cnn", "imagefolder-resnet18"} <= names
+    assert {"mnist1d-cnn", "mnist1d-mlp", "digits-cnn", "imagefolder-resnet18",
+            "lightning-blobs", "hf-bert-tokens"} <= names
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_every_study_file_loads_and_validates(path):
+def test_every_study_file_loads_and_validates(path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # a study's app-dir is relative to the repository root
     options = TuneOptions.from_file(path)
     config = options.tune_config()
     assert config.target == options.target
@@ -24,7 +27,8 @@ def test_every_study_file_loads_and_validates(path):
     elif options.workload.startswith("script:"):
         assert isinstance(load_workload(options.workload), ScriptWorkload)
     else:
-        assert load_workload(options.workload).name == options.workload
+        workload = load_workload(options.workload, **options.workload_options)
+        assert workload.spec == {"spec": options.workload, **options.workload_options}
 
 
 def test_command_line_values_override_the_file():

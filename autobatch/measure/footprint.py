@@ -34,21 +34,31 @@ from autobatch.errors import ConfigError, DoesNotFitError
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.batch_search import Measurement
 from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
-from autobatch.train import check_data, evaluate, first_batch, fresh_model, setup_run, train_step
+from autobatch.train import (
+    Inputs,
+    check_data,
+    evaluate,
+    first_batch,
+    fresh_model,
+    input_size,
+    map_inputs,
+    setup_run,
+    train_step,
+)
 from autobatch.workloads import TensorData, Workload
 
 STEPS_PER_CANDIDATE = 2
 SCAN_SAMPLES = 256  # samples inspected per data set to find the largest input
 
 
-def largest_input(workload: Workload) -> tuple[torch.Tensor, torch.Tensor]:
+def largest_input(workload: Workload) -> tuple[Inputs, torch.Tensor]:
     """The training or validation sample with the most elements (the worst case).
 
     In-memory tensors share one shape; other data sets are scanned at up to
     SCAN_SAMPLES evenly spaced indices each, so variable-size inputs are covered
     without reading a whole large data set.
     """
-    best: tuple[torch.Tensor, torch.Tensor] | None = None
+    best: tuple[Inputs, torch.Tensor] | None = None
     for data in (workload.train_data, workload.val_data):
         if isinstance(data, TensorData):
             x, y = first_batch(data, 1)
@@ -56,10 +66,10 @@ def largest_input(workload: Workload) -> tuple[torch.Tensor, torch.Tensor]:
         else:
             n = len(data)
             step = max(1, n // SCAN_SAMPLES)
-            found = [(torch.as_tensor(data[i][0]), torch.as_tensor(data[i][1]))
+            found = [(map_inputs(data[i][0], torch.as_tensor), torch.as_tensor(data[i][1]))
                      for i in range(0, n, step)]
         for x, y in found:
-            if best is None or x.numel() > best[0].numel():
+            if best is None or input_size(x) > input_size(best[0]):
                 best = (x, y)
     if best is None:
         raise ConfigError(f"workload {workload.name!r} has no samples to probe with")
@@ -69,16 +79,17 @@ def largest_input(workload: Workload) -> tuple[torch.Tensor, torch.Tensor]:
 class _OneBatch:
     """The validation-batch iterable `evaluate` expects, holding a single batch."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, x: Inputs, y: torch.Tensor) -> None:
         self.size = len(y)
         self._batch = (x, y)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Inputs, torch.Tensor]]:
         yield self._batch
 
 
-def _repeat(t: torch.Tensor, n: int) -> torch.Tensor:
-    return t.unsqueeze(0).repeat(n, *([1] * t.dim()))
+def _repeat(x: Inputs, n: int, device: torch.device) -> Inputs:
+    """One sample (a tensor or a dict of them) as a batch of n on the device."""
+    return map_inputs(x, lambda t: t.unsqueeze(0).repeat(n, *([1] * t.dim())).to(device))
 
 
 @dataclass(kw_only=True)
@@ -88,7 +99,7 @@ class Footprint:
 
     workload: Workload
     device: torch.device
-    sample: torch.Tensor
+    sample: Inputs
     label: torch.Tensor
 
     @classmethod
@@ -136,16 +147,16 @@ class Footprint:
         resident = [t.to(dev) for d in (wl.train_data, wl.val_data)
                     if isinstance(d, TensorData) for t in (d.x, d.y)]
         setup = setup_run(wl, hparams, dev, model=fresh_model(wl, seed=0, private=private_copy))
-        x, y = _repeat(self.sample, batch).to(dev), _repeat(self.label, batch).to(dev)
+        x, y = _repeat(self.sample, batch, dev), _repeat(self.label, batch, dev)
         # A DataLoader keeps up to 2 batches per worker in flight beside this one.
-        in_flight = [x.clone() for _ in range(2 * wl.num_workers)] \
+        in_flight = [map_inputs(x, torch.clone) for _ in range(2 * wl.num_workers)] \
             if not isinstance(wl.train_data, TensorData) else []
         for _ in range(STEPS_PER_CANDIDATE):
             on_step()
             train_step(setup.model, setup.optimizer, wl, x, y)
         n_eval = n_eval or min(wl.eval_batch_size, len(wl.val_data))
-        evaluate(setup.model, wl, _OneBatch(_repeat(self.sample, n_eval).to(dev),
-                                            _repeat(self.label, n_eval).to(dev)))
+        evaluate(setup.model, wl, _OneBatch(_repeat(self.sample, n_eval, dev),
+                                            _repeat(self.label, n_eval, dev)))
         synchronize(dev)
         del resident, in_flight
 

@@ -2,7 +2,17 @@
 checkpoints."""
 
 from autobatch.train.checkpoint import Pause
-from autobatch.train.data import Batch, TrainBatches, ValBatches, check_data, first_batch, logits_of
+from autobatch.train.data import (
+    Batch,
+    Inputs,
+    TrainBatches,
+    ValBatches,
+    check_data,
+    first_batch,
+    input_size,
+    logits_of,
+    map_inputs,
+)
 from autobatch.train.loop import Clock, EvalCallback, EvalPoint, RunResult, StopReason, run
 from autobatch.train.setup import (
     RunSetup,
@@ -16,8 +26,8 @@ from autobatch.train.setup import (
 )
 
 __all__ = [
-    "Batch", "Clock", "EvalCallback", "EvalPoint", "Pause", "RunResult", "RunSetup",
-    "StopReason",
-    "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate", "first_batch",
-    "fresh_model", "logits_of", "run", "setup_run", "train_batches", "train_step", "val_batches",
+    "Batch", "Clock", "EvalCallback", "EvalPoint", "Inputs", "Pause", "RunResult", "RunSetup",
+    "StopReason", "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate",
+    "first_batch", "fresh_model", "input_size", "logits_of", "map_inputs", "run", "setup_run",
+    "train_batches", "train_step", "val_batches",
 ]

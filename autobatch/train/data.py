@@ -7,7 +7,7 @@ goes through a DataLoader with worker processes and pinned memory on CUDA.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -17,9 +17,22 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from autobatch.errors import DataError
 from autobatch.workloads import Data, TensorData, Workload
 
-Batch = tuple[Tensor, Tensor]
+# An input is a tensor, or a dict of tensors (input_ids, attention_mask, ...) that the
+# model takes as one argument.
+Inputs = Tensor | dict[str, Tensor]
+Batch = tuple[Inputs, Tensor]
 # Labels read from a Dataset without a label list, to check their range before training.
 LABEL_SAMPLE = 256
+
+
+def map_inputs(x: Inputs, fn: Callable[[Tensor], Tensor]) -> Inputs:
+    """fn applied to an input tensor, or to each tensor of a dict-shaped input."""
+    return {k: fn(v) for k, v in x.items()} if isinstance(x, dict) else fn(x)
+
+
+def input_size(x: Inputs) -> int:
+    """Elements in an input (all of a dict's tensors): what its memory grows with."""
+    return sum(v.numel() for v in x.values()) if isinstance(x, dict) else x.numel()
 
 
 def logits_of(output: object) -> Tensor:
@@ -50,8 +63,11 @@ def first_batch(data: Data, size: int) -> Batch:
     if isinstance(data, TensorData):
         return data.x[:size], data.y[:size]
     samples = [data[i] for i in range(min(size, len(data)))]
-    return (torch.stack([torch.as_tensor(s[0]) for s in samples]),
-            torch.as_tensor([int(s[1]) for s in samples]))
+    labels = torch.as_tensor([int(s[1]) for s in samples])
+    if isinstance(samples[0][0], dict):
+        return {k: torch.stack([torch.as_tensor(s[0][k]) for s in samples])
+                for k in samples[0][0]}, labels
+    return torch.stack([torch.as_tensor(s[0]) for s in samples]), labels
 
 
 def check_data(workload: Workload, batch_size: int, model: nn.Module,
@@ -70,7 +86,7 @@ def check_data(workload: Workload, batch_size: int, model: nn.Module,
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        n_outputs = logits_of(model(x.to(device))).shape[-1]
+        n_outputs = logits_of(model(map_inputs(x, lambda t: t.to(device)))).shape[-1]
     model.train(was_training)
     for split, data in (("training", workload.train_data), ("validation", workload.val_data)):
         labels = labels_of(data)
@@ -89,7 +105,8 @@ def check_data(workload: Workload, batch_size: int, model: nn.Module,
 def to_device(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
     """A loader's batches on the device (asynchronous copies from pinned memory)."""
     for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield (map_inputs(x, lambda t: t.to(device, non_blocking=True)),
+               y.to(device, non_blocking=True))
 
 
 class TrainBatches:

@@ -170,7 +170,8 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
     checkpoint and returns with stop_reason 'paused'. A checkpoint that is torn, corrupt
     or of another run raises CheckpointError before any setup. The peak memory is that
-    of this call's part of the run.
+    of this call's part of the run. A workload with a trainer of its own (a framework's,
+    see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
     who = checkpoint.identity(workload.name, config, config.seed)
@@ -178,18 +179,16 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     if saved is not None:
         checkpoint.check_identity(saved["identity"], who, resume)
     dev = resolve_device(device)
+    if workload.trainer is not None:
+        return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer = setup.model, setup.optimizer
     check_data(workload, config.batch_size, model, dev)
     train = train_batches(workload, config.batch_size, dev, seed=config.seed)
     val = val_batches(workload, dev)
-    budget = config.budget
-    max_steps = budget.steps if budget.steps is not None else math.inf
-    max_steps = min(max_steps, schedule.horizon_steps or math.inf)
+    max_steps, max_seconds, max_samples = run_limits(workload, config, schedule)
     peaks = [group["lr"] for group in optimizer.param_groups]  # before a checkpoint's LRs
     scheduled = schedule != CONSTANT
-    max_seconds = budget.seconds if budget.seconds is not None else math.inf
-    max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
 
     if saved is None:
         p = Progress(lr=peaks[0], next_eval=FIRST_EVAL_S if config.target is not None
@@ -257,18 +256,39 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
                 "rng": checkpoint.rng_state(dev)})
             break
 
-    metrics = [point.metric for point in p.trace]
+    return run_result(workload, dev, config, p.trace, hit, steps=p.steps, samples=p.samples,
+                      trained=p.trained, eval_total=p.eval_total, stop=stop, schedule=schedule,
+                      checkpoint=str(pause.path) if stop == "paused" else None)
+
+
+def run_limits(workload: Workload, config: RunConfig,
+               schedule: Schedule) -> tuple[float, float, float]:
+    """(max steps, max training seconds, max samples) of a run: its budget and its
+    schedule's horizon; inf where unbounded."""
+    budget = config.budget
+    max_steps = budget.steps if budget.steps is not None else math.inf
+    max_steps = min(max_steps, schedule.horizon_steps or math.inf)
+    max_seconds = budget.seconds if budget.seconds is not None else math.inf
+    max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
+    return max_steps, max_seconds, max_samples
+
+
+def run_result(workload: Workload, dev: torch.device, config: RunConfig,
+               trace: list[EvalPoint], hit: EvalPoint | None, *, steps: int, samples: int,
+               trained: float, eval_total: float, stop: StopReason | None,
+               schedule: Schedule, checkpoint: str | None = None) -> RunResult:
+    """The RunResult of a finished run from its counters and evaluation trace."""
+    metrics = [p.metric for p in trace]
     return RunResult(
         workload=workload.name, device=device_name(dev), config=config,
         target_reached=hit is not None,
         time_to_target_s=hit.train_seconds if hit else None,
         steps_to_target=hit.steps if hit else None,
         samples_to_target=hit.samples if hit else None,
-        steps=p.steps, samples=p.samples, epochs=p.samples / len(workload.train_data),
-        train_seconds=p.trained, eval_seconds=p.eval_total,
-        samples_per_s=p.samples / p.trained if p.trained > 0 else 0.0,
+        steps=steps, samples=samples, epochs=samples / len(workload.train_data),
+        train_seconds=trained, eval_seconds=eval_total,
+        samples_per_s=samples / trained if trained > 0 else 0.0,
         best_metric=max(metrics) if metrics else None,
         final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(p.trace),
-        peak_memory_bytes=peak_memory(dev), schedule=schedule,
-        checkpoint=str(pause.path) if stop == "paused" else None)
+        stop_reason=stop or "budget", trace=tuple(trace),
+        peak_memory_bytes=peak_memory(dev), schedule=schedule, checkpoint=checkpoint)

@@ -12,7 +12,8 @@ from autobatch.workloads.kinds import KindOption, WorkloadKind
 from autobatch.workloads.workload import Workload
 
 
-def load(spec: str, app_dir: str | None = None) -> Workload:
+def import_attr(spec: str, app_dir: str | None = None) -> object:
+    """The object `package.module:NAME` names, with `app_dir` first on sys.path."""
     module_name, colon, attr = spec.partition(":")
     if not colon:
         raise WorkloadError(
@@ -35,10 +36,14 @@ def load(spec: str, app_dir: str | None = None) -> Workload:
             raise WorkloadError(f"module {module_name!r} not found{where}") from None
         raise
     try:
-        target = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise WorkloadError(
             f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def load(spec: str, app_dir: str | None = None) -> Workload:
+    target = import_attr(spec, app_dir)
     if not (callable(target) or isinstance(target, Workload)):
         raise WorkloadError(
             f"entry point {spec!r} is not callable (its type is {type(target).__name__}): "
@@ -55,7 +60,7 @@ KIND = WorkloadKind(
     name="entry point", usage="module:function",
     entries=(("module:func", "your own: a function returning an autobatch.Workload"),),
     # a dotted name without ':' is a mistyped entry point, reported as one
-    matches=lambda spec: ":" in spec or "." in spec, load=load,
+    matches=lambda spec: ":" in spec or "." in spec, load=load, catch_all=True,
     options=(KindOption("app_dir", Path,
                         "Folder put first on sys.path before importing a module:function "
                         "workload."),))

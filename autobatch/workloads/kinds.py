@@ -38,18 +38,21 @@ class WorkloadKind:
     matches: Callable[[str], bool]
     load: Callable[..., Workload]  # load(name, **options)
     options: tuple[KindOption, ...] = ()
+    catch_all: bool = False  # matches what no other kind claims: asked last
 
 
 KINDS: list[WorkloadKind] = []
 
 
 def register(kind: WorkloadKind) -> None:
-    """Add a kind; kinds are asked in the order registered, so a catch-all comes last."""
+    """Add a kind; kinds are asked in the order registered, a catch-all after all others
+    (so a kind registered later, e.g. by autobatch.integrations, still comes before it)."""
     clash = {o.name: o.type for o in all_options()}
     for option in kind.options:
         if clash.get(option.name, option.type) is not option.type:
             raise WorkloadError(f"workload option {option.name!r} is declared with two types")
-    KINDS[:] = [k for k in KINDS if k.name != kind.name] + [kind]
+    kinds = [k for k in KINDS if k.name != kind.name] + [kind]
+    KINDS[:] = sorted(kinds, key=lambda k: k.catch_all)  # stable: registration order
 
 
 def all_options() -> list[KindOption]:

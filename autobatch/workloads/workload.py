@@ -70,7 +70,8 @@ class Workload:
 
     train_data / val_data: a TensorData (kept on the device, batched by index) or any
     map-style torch Dataset of (input, label) pairs (read through a DataLoader with
-    num_workers worker processes). metric_fn returns the *sum* of per-sample scores of
+    num_workers worker processes); an input is a tensor or a dict of tensors, which
+    the model takes as its one argument. metric_fn returns the *sum* of per-sample scores of
     a batch (default: number of correct top-1 predictions); the validation metric is
     that sum divided by the validation set size, so it lies in [0, 1].
     optimizer_factory is called as factory(params, lr, momentum).
@@ -93,11 +94,17 @@ class Workload:
     # How load_workload() built it (name and data options), so another process can
     # build the same workload; None for workloads constructed in code.
     spec: dict[str, Any] | None = None
+    # A framework's own trainer (autobatch.integrations), called as
+    # trainer(workload, config, device, on_eval) -> RunResult in place of autobatch's
+    # loop, so trials time the user's training step; None: autobatch's loop.
+    trainer: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ("model_factory", "loss_fn", "metric_fn", "optimizer_factory"):
             if not callable(getattr(self, name)):
                 raise WorkloadError(f"workload {self.name!r}: {name} must be callable")
+        if self.trainer is not None and not callable(self.trainer):
+            raise WorkloadError(f"workload {self.name!r}: trainer must be callable")
         for name in ("train_data", "val_data"):
             data = getattr(self, name)
             if not isinstance(data, (TensorData, Dataset)):

@@ -32,10 +32,12 @@ def toy_kind():
 
 
 def test_the_kinds_are_asked_in_order_and_the_catch_all_is_last():
-    assert [k.name for k in KINDS] == ["builtin", "torchvision", "script", "entry point"]
+    assert [k.name for k in KINDS] == ["builtin", "torchvision", "script", "lightning",
+                                       "entry point"]
     assert kind_of("mnist1d-cnn").name == "builtin"
     assert kind_of("script:python train.py --epochs 3").name == "script"
     assert kind_of("torchvision:resnet18").name == "torchvision"
+    assert kind_of("lightning:pkg.mod:Module").name == "lightning"
     assert kind_of("pkg.mod:fn").name == "entry point"
     with pytest.raises(WorkloadError, match="unknown workload 'nope'; built-ins: digits-cnn"):
         kind_of("nope")
@@ -60,6 +62,7 @@ def test_options_of_another_kind_are_ignored_with_a_warning(toy_kind, caplog):
 def test_registering_twice_replaces_and_a_clashing_option_type_is_refused(toy_kind):
     register(toy_kind)
     assert [k.name for k in KINDS].count("toy") == 1
+    assert KINDS[-1].name == "entry point"  # a kind registered later still comes first
     clash = WorkloadKind(name="other", usage="other:X", entries=(), matches=lambda s: False,
                          load=lambda spec: None, options=(KindOption("width", str, "?"),))
     with pytest.raises(WorkloadError, match="'width' is declared with two types"):
@@ -78,7 +81,8 @@ def test_the_command_line_and_study_files_offer_every_kinds_options(toy_kind, tm
     result = CliRunner().invoke(app, ["--width", "5", "--data", "fake"])
     assert result.exit_code == 0, result.output
     assert received == {"data": "fake", "image_size": None, "num_classes": None,
-                        "report_timeout": None, "app_dir": None, "width": 5}
+                        "report_timeout": None, "datamodule": None, "metric": None,
+                        "app_dir": None, "width": 5}
     study = tmp_path / "s.toml"
     study.write_text('workload = "toy:a"\ntarget = 0.9\nwidth = 7\n')
     assert TuneOptions.from_file(study).workload_options == {"width": 7}
