@@ -57,6 +57,7 @@ from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, drift_record
 from autobatch.search.script_prior import check_script_bounds, measure_script
 from autobatch.search.script_runner import ScriptRunner
+from autobatch.search.workers import KEPT_FOR_VERIFICATION
 from autobatch.storage import (
     default_storage_url,
     mask_url,
@@ -65,7 +66,7 @@ from autobatch.storage import (
     supports_workers,
 )
 from autobatch.train import check_data
-from autobatch.verify import VerifyPlan, verify
+from autobatch.verify import FINISH_RESERVE_S, VerifyPlan, verification_seconds, verify
 from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,10 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                           else math.inf)
         emit(TuneEvent("stage", "study", f"{config.total_trials or 'open-ended'} trials, "
                        f"{config.workers} worker(s)"))
+        plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
+                          max_runs=config.verify_max_runs,
+                          budget_s=config.trial_budget, compare=config.compare,
+                          fixed_batch=config.batch_size)
         if config.workers > 1:
             drift = DriftWatch(prior.profile, emit)  # the workers' trials, as they finish
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
@@ -220,11 +225,20 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
         else:
             objective = make_objective(workload, prior, settings(workload, config), dev,
                                        study_deadline)
-            run_trials(study, objective, n_trials=config.total_trials, deadline=study_deadline,
-                       exclusive=not supports_workers(prepared.storage_url),
-                       patience=config.patience,
-                       on_trial=watch(CourseWatch(prior.space, emit),
-                                      DriftWatch(prior.profile, emit)))
+
+            def verification_starts() -> float:
+                values = sorted(t.value for t in reached_trials(study.get_trials(deepcopy=False)))
+                return deadline - FINISH_RESERVE_S - verification_seconds(values, plan)
+
+            ended = run_trials(study, objective, n_trials=config.total_trials,
+                               deadline=study_deadline,
+                               exclusive=not supports_workers(prepared.storage_url),
+                               patience=config.patience,
+                               on_trial=watch(CourseWatch(prior.space, emit),
+                                              DriftWatch(prior.profile, emit)),
+                               ends_by=verification_starts if config.timeout_s else None)
+            if ended == KEPT_FOR_VERIFICATION:
+                emit(TuneEvent("stage", "study", ended))
         if config.patience and converged(study.get_trials(deepcopy=False), config.patience):
             emit(TuneEvent("stage", "study", f"converged: the last {config.patience} trials did "
                            f"not cut the best time by {MIN_IMPROVEMENT:.0%}"))
@@ -240,10 +254,6 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
             raise TargetNotReachedError(
                 f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
                 "raise --trial-budget, lower --target, or widen the bounds")
-        plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
-                          max_runs=config.verify_max_runs,
-                          budget_s=config.trial_budget, compare=config.compare,
-                          fixed_batch=config.batch_size)
         candidates = verify(workload, plan, prior, reached, dev, deadline, emit)
         best = recommendation(candidates)
         if warning := unreliable(best):

@@ -35,6 +35,9 @@ CENSOR_FACTOR = 4
 VERIFY_SEED = 10_000
 # The race runs close calls up to this multiple of its minimum runs.
 RACE_FACTOR = 3
+# A fresh-seed re-run's wall time over its study time (evaluations, set-up, another
+# seed): about 2 measured on mnist1d-cnn.
+RERUN_FACTOR = 2.0
 # Time kept at the end of a --timeout for publishing and writing the result.
 FINISH_RESERVE_S = 3.0
 # A re-measurement shorter than this is not worth starting.
@@ -72,6 +75,18 @@ def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Cand
         out.append(Candidate(name="largest batch + sqrt rule", tuned=False,
                              hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9)))
     return out
+
+
+def verification_seconds(study_values: list[float], plan: VerifyPlan) -> float:
+    """About how long the race's first `plan.runs` rounds take, from the study's best
+    times so far (ascending): each finalist RERUN_FACTOR x its study time, each
+    comparison its cut (CENSOR_FACTOR x the best + 1 s, at most)."""
+    if not study_values or plan.finalists == 0:
+        return 0.0
+    finalists = study_values[:plan.finalists]
+    comparisons = 2 if plan.compare else 0
+    return plan.runs * (RERUN_FACTOR * sum(finalists)
+                        + comparisons * (CENSOR_FACTOR * finalists[0] + 1.0))
 
 
 def run_cut(cand: Candidate, slowdowns: list[float], best_study: float,

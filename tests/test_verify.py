@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass
 
 import optuna
+import pytest
 import torch
 from optuna.trial import FrozenTrial
 
@@ -12,7 +13,13 @@ from autobatch.candidate import recommendation, unreliable
 from autobatch.config import RunConfig
 from autobatch.events import TuneEvent
 from autobatch.train import EvalPoint, RunResult
-from autobatch.verify import FINISH_RESERVE_S, VERIFY_SEED, VerifyPlan, verify
+from autobatch.verify import (
+    FINISH_RESERVE_S,
+    VERIFY_SEED,
+    VerifyPlan,
+    verification_seconds,
+    verify,
+)
 from tests.conftest import candidate, tiny_workload, unreachable_workload
 
 CPU = torch.device("cpu")
@@ -144,3 +151,12 @@ def test_a_race_that_never_separates_ends_at_its_most_rounds(monkeypatch):
     assert [len(c.runs) for c in done] == [6, 6]
     # without a race (max_runs = runs) each candidate runs exactly `runs` times
     assert [len(c.runs) for c in race(monkeypatch, even, max_runs=3)] == [3, 3]
+
+
+def test_the_time_kept_for_verification_follows_the_study_times():
+    plan = VerifyPlan(target=0.9, finalists=2, runs=3, compare=True)
+    # 3 rounds of: two finalists at 2x their study times, two comparisons at their cut
+    assert verification_seconds([1.0, 1.5, 9.0], plan) == pytest.approx(
+        3 * (2.0 * (1.0 + 1.5) + 2 * (4 * 1.0 + 1.0)))
+    assert verification_seconds([], plan) == 0.0
+    assert verification_seconds([1.0], VerifyPlan(target=0.9, finalists=0)) == 0.0

@@ -48,6 +48,7 @@ from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_share
 from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
+KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring the finalists"
 POLL_S = 2.0  # how often the tune looks at a study its workers run
 
 
@@ -98,9 +99,12 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
 
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
                deadline: float, exclusive: bool, patience: int | None = None,
-               on_trial: TrialCallback | None = None) -> str:
+               on_trial: TrialCallback | None = None,
+               ends_by: Callable[[], float] | None = None) -> str:
     """Run trials one at a time until n_trials have finished, the deadline (epoch s),
     or the study has converged (see study.converged); returns why it stopped, in words.
+    ends_by: no trial starts after the time it returns, asked before each one (the
+    tune keeps what re-measuring the finalists will take).
 
     When the remaining budget is held by running trials, wait for them: with
     heartbeats, a dead worker's trial turns stale, is failed and re-queued, and this
@@ -121,6 +125,8 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
 
     while time.time() < deadline:
         stop.check()  # a safe point: between trials
+        if ends_by is not None and time.time() >= ends_by():
+            return KEPT_FOR_VERIFICATION
         if heartbeat:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

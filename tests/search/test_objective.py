@@ -15,7 +15,7 @@ from autobatch.search.objective import Objective, censored_value, modeled_second
 from autobatch.search.pruning import bucket_step
 from autobatch.search.runners import InProcessRunner
 from autobatch.search.space import SearchSpace
-from autobatch.search.workers import run_trials
+from autobatch.search.workers import KEPT_FOR_VERIFICATION, run_trials
 from autobatch.storage import open_storage
 from tests.conftest import tiny_workload, unreachable_workload
 from tests.search.test_runners import ScriptedRunner
@@ -223,3 +223,17 @@ def test_a_trial_cut_short_of_the_target_records_its_extrapolated_time_to_target
     low, high = attrs["predicted_interval_s"]
     assert low <= truth * (1 + 1e-6) and high >= truth * (1 - 1e-6)  # noise-free: ~a point
     assert attrs["predicted_reachable"] == 1.0
+
+
+def test_no_trial_starts_in_the_time_kept_for_verification():
+    study = optuna.create_study()
+    asked = []
+
+    def ends_by() -> float:
+        asked.append(len(study.trials))
+        return math.inf if len(study.trials) < 2 else 0.0  # kept from the third trial on
+
+    why = run_trials(study, objective(), n_trials=10, deadline=math.inf, exclusive=True,
+                     ends_by=ends_by)
+    assert why == KEPT_FOR_VERIFICATION and len(study.trials) == 2
+    assert asked == [0, 1, 2]
