@@ -28,6 +28,8 @@ TimeMode = Literal["measured", "modeled"]
 
 # Share of a --timeout the study may use; the rest is kept for verification.
 STUDY_SHARE = 0.7
+# The most of a --timeout kept for re-measuring when the finalists are slow.
+VERIFY_MAX_SHARE = 0.5
 DEFAULT_TRIALS = 40
 # Finished trials in a row without a better time after which the study stops.
 DEFAULT_PATIENCE = 12

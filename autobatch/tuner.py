@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 import autobatch.keys as keys
 from autobatch.candidate import recommendation, unreliable
-from autobatch.config import STUDY_SHARE, TuneConfig
+from autobatch.config import STUDY_SHARE, VERIFY_MAX_SHARE, TuneConfig
 from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
@@ -227,8 +227,15 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                                        study_deadline)
 
             def verification_starts() -> float:
-                values = sorted(t.value for t in reached_trials(study.get_trials(deepcopy=False)))
-                return deadline - FINISH_RESERVE_S - verification_seconds(values, plan)
+                """Once the seeded trials have run (before, the best times say little),
+                the time left should hold the race's first rounds; at most
+                VERIFY_MAX_SHARE of the timeout is kept for them."""
+                trials = study.get_trials(deepcopy=False)
+                if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+                    return math.inf
+                values = sorted(t.value for t in reached_trials(trials))
+                kept = min(verification_seconds(values, plan), VERIFY_MAX_SHARE * config.timeout_s)
+                return deadline - FINISH_RESERVE_S - kept
 
             ended = run_trials(study, objective, n_trials=config.total_trials,
                                deadline=study_deadline,
