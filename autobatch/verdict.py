@@ -23,6 +23,7 @@ from typing import Any, Literal
 from autobatch.candidate import REFERENCE, Candidate, recommendation
 
 ALPHA = 0.125
+MIN_PAIRS = 3  # the fewest pairs in which all wins reach ALPHA
 # The median's interval: order statistics covering it with at least this probability.
 INTERVAL_COVERAGE = 0.9
 TEST = "exact one-sided sign test on paired fresh seeds"
@@ -140,6 +141,12 @@ def judge(candidates: list[Candidate], best: Candidate) -> Verdict:
             f"faster than the reference recipe on {vs_ref.wins} of "
             f"{vs_ref.wins + vs_ref.losses + vs_ref.ties} paired fresh seeds "
             f"(sign test p = {vs_ref.p_value:.3g})")
+    elif vs_ref.wins + vs_ref.losses + vs_ref.ties < MIN_PAIRS:
+        verdict, reason = "keep_reference", (
+            f"too few paired fresh seeds to tell: won {vs_ref.wins}, lost {vs_ref.losses}, "
+            f"tied {vs_ref.ties} against the reference recipe, and the sign test needs "
+            f"{MIN_PAIRS} wins at p <= {ALPHA:g} (re-measuring was cut short: raise "
+            "--timeout); keep your recipe until then")
     else:
         verdict, reason = "keep_reference", (
             f"not shown faster than the reference recipe: won {vs_ref.wins}, lost "

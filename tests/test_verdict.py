@@ -43,6 +43,11 @@ def test_the_verdict_keeps_the_reference_unless_the_recommendation_wins_every_pa
     close = judge([best, ref((2.0, 1.0, 1.9))], best)
     assert close.verdict == "keep_reference" and "keep your recipe" in close.reason
     assert judge([best], best).verdict == "recommendation"  # nothing to compare with
+    # two wins of two: too few pairs for any verdict but "not shown", and it says why
+    cut = judge([candidate(runs=(1.0, 1.1)), ref((2.0, 2.1))], candidate(runs=(1.0, 1.1)))
+    assert cut.verdict == "keep_reference"
+    assert cut.reason.startswith("too few paired fresh seeds to tell: won 2, lost 0, tied 0")
+    assert "raise --timeout" in cut.reason
 
 
 def test_a_tie_at_the_first_evaluation_is_said():
