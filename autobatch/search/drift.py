@@ -79,8 +79,9 @@ def refit_message(found: dict[str, Any]) -> str | None:
     shown = [f"{v:.0f}" if v else "unbounded" for v in (ours, theirs)]
     return (f"the trials' own step times give B_sat {shown[0]} where the profile gave "
             f"{shown[1]} (t(B) refitted on {found['trials']} trials): the profile does not "
-            "describe this machine now, and the prior's batch range rests on it; profile "
-            "again on a quiet machine (--no-cache)")
+            "describe the trials' steps (a busy machine, or steps that cost more inside a "
+            "trial), and the prior's batch range rests on it; if the machine was busy, "
+            "profile again when it is quiet (--no-cache)")
 
 
 def ratios(trials: Sequence[FrozenTrial], profile: ProfileResult) -> list[float]:

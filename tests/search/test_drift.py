@@ -90,8 +90,9 @@ def test_the_trials_own_step_times_refit_t_of_b_and_a_wrong_profile_is_said():
     assert found["trials"] == 5 and found["error"] == pytest.approx(0, abs=1e-9)
     assert refit_message(found) == (
         "the trials' own step times give B_sat 600 where the profile gave 200 (t(B) "
-        "refitted on 5 trials): the profile does not describe this machine now, and the "
-        "prior's batch range rests on it; profile again on a quiet machine (--no-cache)")
+        "refitted on 5 trials): the profile does not describe the trials' steps (a busy "
+        "machine, or steps that cost more inside a trial), and the prior's batch range "
+        "rests on it; if the machine was busy, profile again when it is quiet (--no-cache)")
     assert drift_record(trials, PROFILE)["refit"] == found
     # the profile's own machine: no warning; too few trials or too narrow a span: no refit
     assert refit_message(refit([trial(n, b, 1.0) for n, b in enumerate([16, 64, 256] * 2)],
