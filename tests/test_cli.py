@@ -407,6 +407,7 @@ def test_sys_exit_in_training_code_is_an_error_of_that_code_never_success(comman
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_what_user_code_prints_leaves_tune_env_output_safe_to_eval(tmp_path):
     common = ["--workload", "user_workloads:chatty", "--app-dir", str(FIXTURES)]
     tune = subprocess.run(

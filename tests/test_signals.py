@@ -56,6 +56,7 @@ def start_and_signal_mid_trial(args, tmp_path, sig):
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code):
     db = tmp_path / "study.db"
     args = slow_tune(db)
@@ -77,6 +78,7 @@ def test_signal_fails_the_running_trial_and_a_rerun_resumes(tmp_path, sig, code)
     assert len(finished) == 3
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
     db = tmp_path / "study.db"
     args = slow_tune(db)
@@ -95,6 +97,7 @@ def test_sigkill_leaves_a_zombie_that_the_rerun_fails_and_replaces(tmp_path):
     assert len(finished) == 3
 
 
+@pytest.mark.slow
 def test_every_stop_signal_is_obeyed_whenever_it_arrives(tmp_path):
     """Signals at random moments of a tune (start-up, probe, profile, trials), some
     twice: every run ends promptly with the first signal's code, one line and no

@@ -95,6 +95,7 @@ def test_parsers_directly():
     assert parse_range("r", "0.1:0.2") == (0.1, 0.2)
 
 
+@pytest.mark.slow
 def test_the_smallest_study_file_runs_end_to_end(tmp_path):
     """CI runs studies/digits-cnn.toml through the real command (a shorter budget)."""
     import json

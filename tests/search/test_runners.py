@@ -125,6 +125,7 @@ def test_the_subprocess_runner_streams_points_and_obeys_a_stop(fixture_workload)
     assert list(result.trace) == seen
 
 
+@pytest.mark.slow
 def test_the_childs_errors_arrive_as_the_same_kinds_of_error(fixture_workload):
     with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
         SubprocessRunner(fixture_workload("oom_from_32").spec, CPU).run(
@@ -169,6 +170,7 @@ def test_cuda_trials_of_a_loaded_workload_run_in_a_subprocess(fixture_workload, 
 
 
 @pytest.mark.parametrize("runner", ["in-process", "subprocess"])
+@pytest.mark.slow
 def test_sys_exit_in_the_users_code_fails_the_trial_and_never_ends_the_study(
         fixture_workload, runner):
     workload = fixture_workload("exits")

@@ -49,6 +49,7 @@ TUNE = ["tune", "--workload", "user_workloads:good", "--app-dir", str(FIXTURES),
         "--target", "0.95", "--verify", "1", "--no-compare"]
 
 
+@pytest.mark.slow
 def test_two_workers_finish_exactly_the_budget_and_hide_the_password(pg_url, study_name):
     url = with_password(pg_url)
     proc = autobatch(*TUNE, "--n-trials", "8", "--workers", "2", "--study-name", study_name,
@@ -67,6 +68,7 @@ def test_two_workers_finish_exactly_the_budget_and_hide_the_password(pg_url, stu
     assert QUOTED_SECRET not in str(study.user_attrs) and SECRET not in str(study.user_attrs)
 
 
+@pytest.mark.slow
 def test_workers_that_all_fail_fail_the_tune_with_their_errors_shown(pg_url, study_name):
     args = [a if a != "user_workloads:good" else "user_workloads:broken_in_workers"
             for a in TUNE]
@@ -101,6 +103,7 @@ def workers_of(study_name: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, study_name,
                                                                       sig, code):
     """Ctrl-C in a terminal reaches the parent and its workers at once: all of them stop
@@ -116,6 +119,7 @@ def test_a_signal_to_the_process_group_stops_the_tune_and_every_worker(pg_url, s
     assert "RUNNING" not in counts and sum(counts.values()) < 200, counts
 
 
+@pytest.mark.slow
 def test_workers_end_with_a_tune_killed_by_sigkill(pg_url, study_name):
     proc = start_and_wait_for_a_trial(pg_url, study_name)
     assert workers_of(study_name)
@@ -128,6 +132,7 @@ def test_workers_end_with_a_tune_killed_by_sigkill(pg_url, study_name):
     assert "RUNNING" not in states(pg_url, study_name)  # each closed its trial on the way
 
 
+@pytest.mark.slow
 def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
     first = autobatch(*TUNE, "--n-trials", "3", "--storage", pg_url, "--study-name",
                       study_name)
@@ -155,6 +160,7 @@ def test_rerun_resumes_the_same_postgres_study(pg_url, study_name, tmp_path):
     assert not [text for text in written if QUOTED_SECRET in text or SECRET in text]
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_trial_is_failed_and_retried_by_a_survivor(pg_url, study_name):
     heartbeat = {"AUTOBATCH_HEARTBEAT_S": "1", "AUTOBATCH_STORAGE": pg_url}
     setup = autobatch("tune", "--workload", "user_workloads:slow", "--app-dir", str(FIXTURES),
