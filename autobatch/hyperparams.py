@@ -18,6 +18,8 @@ from autobatch.schedule import CONSTANT, Schedule
 
 OptimizerName = Literal["sgd", "adam"]
 OPTIMIZER_NAMES = ("sgd", "adam")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def check_positive(name: str, value: float) -> None:
@@ -58,10 +60,15 @@ def check_optimizer(name: str, value: str | None) -> None:
 class Hyperparams:
     """One training recipe.
 
-    batch_size: samples per optimizer step (>= 1). lr: learning rate (> 0).
-    momentum: SGD momentum, or Adam's beta1, in [0, 1). optimizer: 'sgd', 'adam', or
-    None for the workload's own optimizer factory. schedule: the LR over optimizer
+    batch_size: samples per optimizer step (>= 1), the global batch: per-device
+    micro-batch x grad_accum x world_size. lr: learning rate (> 0), for that global
+    batch. momentum: SGD momentum, or Adam's beta1, in [0, 1). optimizer: 'sgd', 'adam',
+    or None for the workload's own optimizer factory. schedule: the LR over optimizer
     steps as a multiplier of `lr`, the peak (autobatch.schedule; default constant).
+    grad_accum: micro-batches accumulated per optimizer step (>= 1). world_size:
+    data-parallel processes (ranks) of the run (>= 1). precision: 'fp32', or autocast
+    to 'bf16' or 'fp16' (with a gradient scaler). channels_last: 4-D inputs and the
+    model in channels-last memory format.
     A field whose value is a nested value names its decoder in its metadata.
     """
 
@@ -70,6 +77,10 @@ class Hyperparams:
     momentum: float = 0.9
     optimizer: OptimizerName | None = None
     schedule: Schedule = field(default=CONSTANT, metadata={"decode": Schedule.from_dict})
+    grad_accum: int = 1
+    world_size: int = 1
+    precision: Precision = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_batch("batch_size", self.batch_size)
@@ -78,6 +89,23 @@ class Hyperparams:
         check_optimizer("optimizer", self.optimizer)
         if not isinstance(self.schedule, Schedule):
             raise ConfigError(f"schedule must be a Schedule, got {self.schedule!r}")
+        check_batch("grad_accum", self.grad_accum)
+        check_batch("world_size", self.world_size)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
+        split = self.grad_accum * self.world_size
+        if self.batch_size % split:
+            raise ConfigError(
+                f"batch size {self.batch_size} is not divisible by world size "
+                f"{self.world_size} x accumulation steps {self.grad_accum} = {split}")
+
+    @property
+    def micro_batch(self) -> int:
+        """Samples per forward-backward pass on one device."""
+        return self.batch_size // (self.grad_accum * self.world_size)
 
     @property
     def hparams(self) -> Hyperparams:
@@ -102,6 +130,11 @@ class Hyperparams:
         parts = [f"batch {self.batch_size}", f"LR {self.lr:.4g}", f"momentum {self.momentum:.3g}"]
         parts += [self.optimizer] if self.optimizer else []
         parts += [f"{self.schedule} schedule"] if self.schedule != CONSTANT else []
+        if self.grad_accum > 1 or self.world_size > 1:
+            parts.append(f"{self.world_size} rank(s) x {self.grad_accum} micro-batch(es) "
+                         f"of {self.micro_batch}")
+        parts += [self.precision] if self.precision != "fp32" else []
+        parts += ["channels-last"] if self.channels_last else []
         return ", ".join(parts)
 
     @classmethod

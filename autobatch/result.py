@@ -159,7 +159,7 @@ class TuneResult:
                   for k, v in data["schedule"].items() if k in ENV_SCHEDULE},
                "TIME_TO_TARGET_S": data["expected_time_to_target_s"],
                "VERDICT": data["verdict"]}
-        return "".join(f"AUTOBATCH_{k}={'' if v is None else v}\n" for k, v in env.items())
+        return "".join(f"AUTOBATCH_{k}={env_value(v)}\n" for k, v in env.items())
 
     def write(self, path: str | Path, fmt: Format = "json") -> None:
         """Write atomically (temp file + os.replace): a reader never sees a torn file."""
@@ -197,3 +197,10 @@ def _yaml_lines(value: Any, indent: int) -> list[str]:
         else:
             lines.append(f"{pad}- {_yaml_scalar(item)}")
     return lines
+
+
+def env_value(value: object) -> str:
+    """A value as a shell variable holds it: nothing for None, 1/0 for a flag."""
+    if value is None:
+        return ""
+    return str(int(value)) if isinstance(value, bool) else str(value)

@@ -57,7 +57,9 @@ def test_yaml_parses_to_the_same_data():
 def test_env_format_is_shell_assignments():
     lines = result().render("env").splitlines()
     assert lines == ["AUTOBATCH_BATCH_SIZE=256", "AUTOBATCH_LR=0.3", "AUTOBATCH_MOMENTUM=0.9",
-                     "AUTOBATCH_OPTIMIZER=", "AUTOBATCH_SCHEDULE=constant",
+                     "AUTOBATCH_OPTIMIZER=", "AUTOBATCH_GRAD_ACCUM=1", "AUTOBATCH_WORLD_SIZE=1",
+                     "AUTOBATCH_PRECISION=fp32", "AUTOBATCH_CHANNELS_LAST=0",
+                     "AUTOBATCH_SCHEDULE=constant",
                      "AUTOBATCH_SCHEDULE_COOLDOWN=0.2", "AUTOBATCH_SCHEDULE_WARMUP_STEPS=0",
                      "AUTOBATCH_SCHEDULE_HORIZON_STEPS=", "AUTOBATCH_SCHEDULE_COOLDOWN_STEPS=",
                      "AUTOBATCH_TIME_TO_TARGET_S=2.0", "AUTOBATCH_VERDICT=keep_reference"]

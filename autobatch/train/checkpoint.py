@@ -36,7 +36,8 @@ VERSION = 1
 # What a checkpoint must share with the run that resumes it: the state is meaningless
 # under another model, batch, optimizer or seed. The schedule may change (a constant
 # trunk resumed with a cooldown) and so may target and budget (a promoted trial).
-IDENTITY = ("batch_size", "lr", "momentum", "optimizer")
+IDENTITY = ("batch_size", "lr", "momentum", "optimizer", "grad_accum", "world_size",
+            "precision", "channels_last")
 
 
 @dataclass(frozen=True)
