@@ -1,7 +1,7 @@
 """The search: the space built from the measurements, the objective and its pruning on
 the training-time axis, the trial runners, and the workers that share one study."""
 
-from autobatch.search.objective import Objective, interrupt_reason
+from autobatch.search.objective import Objective, interrupt_reason, make_objective
 from autobatch.search.prior import SEED_LR_FRACTION, Prior, measure_prior, seed_trials
 from autobatch.search.pruning import BehindWinnersPruner, TimeBucketPruning, pruner
 from autobatch.search.runners import (
@@ -25,7 +25,7 @@ from autobatch.search.study import (
     sampler,
     summarize,
 )
-from autobatch.search.workers import make_objective, run_trials, spawn_workers, work
+from autobatch.search.workers import run_trials, spawn_workers, work
 
 __all__ = [
     "METRIC_NAME", "MIN_IMPROVEMENT", "SEED_LR_FRACTION", "BehindWinnersPruner",

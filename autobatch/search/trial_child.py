@@ -1,6 +1,7 @@
 """The child side of SubprocessRunner (see runners.py): one trial, then exit.
 
-main(READ_FD, WRITE_FD) reads (workload spec, RunConfig, device) from READ_FD, trains,
+main(READ_FD, WRITE_FD) reads (workload spec, RunConfig, device, Segment) from READ_FD,
+trains,
 writes ("eval", point) per evaluation and reads the answer (True: stop), then writes
 ("ok", RunResult), ("oom", message), ("exit", code) or ("error", exception,
 traceback).
@@ -16,7 +17,7 @@ from autobatch.workloads import load_workload
 
 def main(read_fd: int, write_fd: int) -> None:
     reader = frames.Reader(read_fd)
-    spec, config, device = reader.next()
+    spec, config, device, segment = reader.next()
 
     def on_eval(point: EvalPoint) -> bool:
         frames.send(write_fd, ("eval", point))
@@ -24,7 +25,9 @@ def main(read_fd: int, write_fd: int) -> None:
 
     try:
         workload = load_workload(**spec)
-        outcome: tuple = ("ok", run(workload, config, device=device, on_eval=on_eval))
+        outcome: tuple = ("ok", run(workload, config, device=device, on_eval=on_eval,
+                                    pause=segment.pause, resume=segment.resume,
+                                    keep_model=segment.keep_model))
     except SystemExit as exc:  # the user's code ended its process: say so, not success
         outcome = ("exit", exc.code)
     except Exception as exc:

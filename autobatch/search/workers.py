@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import optuna
-import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -38,14 +37,16 @@ import autobatch.stop as stop
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError, StorageFault
 from autobatch.faults import causes, lost_fault
-from autobatch.search.objective import Objective, TrialAbandoned, interrupt_reason
-from autobatch.search.prior import Prior
+from autobatch.search.objective import (
+    Objective,
+    TrialAbandoned,
+    interrupt_reason,
+    objective_from_study,
+)
 from autobatch.search.pruning import pruner
-from autobatch.search.runners import TrialCrashed, runner_for
-from autobatch.search.settings import WorkerSettings
+from autobatch.search.runners import TrialCrashed
 from autobatch.search.study import converged, fail_running, sampler
 from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
-from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
 KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring the finalists"
@@ -145,6 +146,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
                 time.sleep(WAIT_S)
                 continue
         try:
+            objective.before_trial(study)  # promotions are queued: they go first
             study.optimize(within_budget, n_trials=1, callbacks=callbacks, gc_after_trial=True,
                            catch=(SurplusTrial, TrialCrashed))
         except KeyboardInterrupt:
@@ -194,32 +196,9 @@ def closed_after(study: optuna.Study, current: list[optuna.Trial],
     return StorageFault(f"{fault}; trial {trial.number} {fate}", fault.reason)
 
 
-def objective_from_study(study: optuna.Study, device: torch.device,
-                         deadline: float) -> tuple[Objective, WorkerSettings]:
-    """The objective a study was set up for, rebuilt from its stored settings."""
-    stored = study.user_attrs.get(keys.SETTINGS)
-    if stored is None or keys.PRIOR not in study.user_attrs:
-        raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
-                          "run autobatch tune --workers 0 first")
-    settings = WorkerSettings.from_dict(stored)
-    workload = load_workload(**settings.workload)
-    prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
-    return make_objective(workload, prior, settings, device, deadline), settings
-
-
-def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
-                   device: torch.device, deadline: float) -> Objective:
-    profile = prior.profile
-    step_model = ((profile.alpha, profile.beta)
-                  if profile.alpha is not None and profile.beta is not None else None)
-    return Objective(runner=runner_for(workload, device), space=prior.space,
-                     target=settings.target, trial_budget_s=settings.trial_budget_s,
-                     bucket_base=prior.bucket_base, time_mode=settings.time_mode,
-                     step_model=step_model, deadline=deadline, seed=settings.seed)
-
-
 def work(storage_url: str, study_name: str, *, device: str = "auto",
-         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> str:
+         deadline: float = math.inf, on_trial: TrialCallback | None = None,
+         checkpoint_dir: str | None = None) -> str:
     """Join a study and run trials until its budget is used up; why it stopped, in words."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
@@ -230,7 +209,8 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
     except KeyError:
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
-    objective, settings = objective_from_study(study, resolve_device(device), deadline)
+    objective, settings = objective_from_study(study, resolve_device(device), deadline,
+                                               storage_url, checkpoint_dir)
     return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
                       exclusive=False, patience=settings.patience, on_trial=on_trial)
 

@@ -159,7 +159,8 @@ def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> floa
 
 def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "auto",
         on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter,
-        pause: Pause | None = None, resume: str | Path | None = None) -> RunResult:
+        pause: Pause | None = None, resume: str | Path | None = None,
+        keep_model: str | Path | None = None) -> RunResult:
     """Train `workload` with `config` from a fresh model, or from the checkpoint at
     `resume`; return the result and trace (a resumed run's: the whole run's so far).
 
@@ -168,8 +169,9 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     ends at its horizon (stop_reason 'budget' unless the target came first).
     on_eval is called after every evaluation; returning True stops the run with
     stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
-    checkpoint and returns with stop_reason 'paused'. A checkpoint that is torn, corrupt
-    or of another run raises CheckpointError before any setup. The peak memory is that
+    checkpoint and returns with stop_reason 'paused'; at the target it saves the model
+    to `keep_model` (checkpoint.save_model). A checkpoint that is torn, corrupt or of
+    another run raises CheckpointError before any setup. The peak memory is that
     of this call's part of the run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
@@ -238,6 +240,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             p.loss_sum, p.loss_count = 0.0, 0
             if config.target is not None and metric >= config.target:
                 hit, stop = point, "target"
+                if keep_model is not None:
+                    checkpoint.save_model(keep_model, model, {
+                        "workload": workload.name, "recipe": config.hparams.to_dict(),
+                        "seed": config.seed, "metric": metric, "time_to_target_s": p.trained})
                 break
             if out_of_budget:
                 stop = "budget"
