@@ -13,13 +13,17 @@ from typing import Any, Literal
 
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import (
+    AUTO,
+    PRECISION_CHOICES,
     Hyperparams,
     OptimizerName,
+    check_batch,
     check_lr_range,
     check_momentum,
     check_momentum_range,
     check_optimizer,
     check_positive,
+    check_precision_choice,
 )
 from autobatch.schedule import SCHEDULE_NAMES
 from autobatch.storage import default_storage_url, require_shared_storage
@@ -61,40 +65,6 @@ _BUDGET_RE = re.compile(
 )
 _SECONDS_PER_UNIT = {"s": 1, "sec": 1, "secs": 1, "seconds": 1, "m": 60, "min": 60,
                      "mins": 60, "minutes": 60, "h": 3600}
-
-
-_BYTES_RE = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*(?P<unit>[KMGT]i?B?|B)?\s*$",
-                       re.IGNORECASE)
-_BYTE_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
-
-
-def parse_bytes(text: str) -> int:
-    """Parse a memory size: '1.5GiB', '512MiB', '2GB' (decimal), '4G' or '4096' (bytes).
-
-    Binary units (KiB, MiB, GiB, TiB, or a bare K/M/G/T) are powers of 1024; the
-    SI spellings KB/MB/GB/TB are powers of 1000.
-    """
-    match = _BYTES_RE.match(text)
-    if not match:
-        raise ConfigError(f"memory size must look like 1.5GiB, 512MiB or 2GB, got {text!r}")
-    unit = (match["unit"] or "").upper()
-    prefix = unit.rstrip("B").rstrip("I")
-    base = 1000 if unit.endswith("B") and "I" not in unit and prefix else 1024
-    value = float(match["num"]) * base ** _BYTE_POWERS[prefix]
-    if value < 1:
-        raise ConfigError(f"memory size must be at least 1 byte, got {text!r}")
-    return int(value)
-
-
-def bytes_in_words(text: str) -> str:
-    """How parse_bytes reads `text`, to say so: '4GB = 4,000,000,000 bytes = 3.73 GiB
-    (GB: powers of 1000; GiB: of 1024)'."""
-    n = parse_bytes(text)
-    unit = (_BYTES_RE.match(text)["unit"] or "").upper()  # type: ignore[index]
-    decimal = unit.endswith("B") and "I" not in unit and len(unit) > 1
-    return (f"{text.strip()} = {n:,} bytes = {n / 2**30:.2f} GiB ("
-            + ("KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: of 1024)" if decimal
-               else "binary units: powers of 1024; KB, MB, GB, TB are powers of 1000)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,13 +138,19 @@ class RunConfig(Hyperparams):
 
 
 SCHEDULE_CHOICES = ("auto", *SCHEDULE_NAMES)
+NUMERICS = ("grad_accum", "precision", "channels_last")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchBounds:
     """What the user fixed or bounded; the study searches the rest. None: not fixed.
 
-    schedule: the LR schedule's shape, or 'auto' to search over them all."""
+    Batches are global batches (samples per optimizer step). schedule: the LR
+    schedule's shape, or 'auto' to search over them all. grad_accum: micro-batches per
+    step of every trial, or 'auto': per trial the fewest that make its micro-batch fit
+    (the study may then search batches above the probe's). precision: every trial's,
+    or 'auto': the one with the least profiled time per sample. channels_last: train
+    4-D inputs and the model in channels-last memory format."""
 
     batch_size: int | None = None
     min_batch: int = 1
@@ -185,8 +161,17 @@ class SearchBounds:
     momentum_range: tuple[float, float] = (0.0, 0.99)
     optimizer: OptimizerName | None = None
     schedule: str = "auto"
+    grad_accum: int | Literal["auto"] = 1
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
+        if self.grad_accum != AUTO:
+            check_batch("grad_accum", self.grad_accum)
+            if self.batch_size and self.batch_size % self.grad_accum:
+                raise ConfigError(f"batch size {self.batch_size} is not divisible by "
+                                  f"accumulation steps {self.grad_accum}")
+        check_precision_choice("precision", self.precision, PRECISION_CHOICES)
         if self.schedule not in SCHEDULE_CHOICES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULE_CHOICES)}, got "
                               f"{self.schedule!r}")
@@ -212,9 +197,11 @@ class SearchBounds:
         return SearchBounds(**{f.name: getattr(self, f.name) for f in fields(SearchBounds)})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-shaped (ranges as lists), as a study stores it."""
+        """JSON-shaped (ranges as lists), as a study stores it; the numerics at their
+        defaults are left out, so a study made before they existed still resumes."""
         return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in asdict(self.bounds).items()}
+                for k, v in asdict(self.bounds).items()
+                if not (k in NUMERICS and v == getattr(SearchBounds, k))}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ from autobatch.config import STUDY_SHARE, VERIFY_MAX_SHARE, TuneConfig
 from autobatch.device import check_cuda_devices, device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
+from autobatch.hyperparams import AUTO
 from autobatch.locks import StudyLock
 from autobatch.measure import ProfileResult
 from autobatch.measure.budget import stage_budget
@@ -66,11 +67,11 @@ from autobatch.storage import (
     supports_workers,
 )
 from autobatch.train import check_data
+from autobatch.train.precision import check_precision
 from autobatch.verify import FINISH_RESERVE_S, VerifyPlan, verification_seconds, verify
 from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
-
 
 
 def measure(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
@@ -126,6 +127,8 @@ def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: tor
     else:
         check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                    torch.device("cpu"))
+        check_precision(workload, "fp32" if config.precision == AUTO else config.precision,
+                        config.channels_last, device)
     saved = read_profile(config.profile, workload.name) if config.profile else None
     path = storage_file(storage_url)
     # before anything is swept as a zombie, no other tune may run on a SQLite file

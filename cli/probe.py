@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from autobatch.config import bytes_in_words, parse_bytes
 from autobatch.measure import ProbeResult
 from autobatch.measure import probe as run_probe
+from autobatch.memory_size import bytes_in_words, parse_bytes
 from autobatch_cli.options import (
     ChannelsLastOpt,
     DeviceOpt,
