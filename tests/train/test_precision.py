@@ -142,3 +142,19 @@ def test_a_gradient_scaler_skips_an_overflowing_step_and_the_policy_sees_it():
     assert not is_divergence(loss.item(), 1)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert policy.state()["scale"] == policy.scale()
+
+
+@pytest.mark.gpu
+def test_an_fp16_run_on_cuda_resumes_with_its_scaler_state(tmp_path):
+    from autobatch.train import Pause, checkpoint
+
+    config = RunConfig(batch_size=32, lr=0.1, momentum=0.9, precision="fp16", target=1.0,
+                       budget=Budget(steps=40), seed=3)
+    wl = tiny_workload(model_factory=mlp)
+    whole = run(wl, config, device="cuda")
+    assert whole.stop_reason == "budget" and whole.steps == 40
+    path = tmp_path / "fp16.ckpt"
+    run(wl, config, device="cuda", pause=Pause(path, steps=17))
+    assert checkpoint.load(path)["scaler"]["scale"] > 0
+    resumed = run(wl, config, device="cuda", resume=path)
+    assert [p.metric for p in resumed.trace][-1] == [p.metric for p in whole.trace][-1]
