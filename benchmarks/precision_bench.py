@@ -3,10 +3,10 @@
     python3 -m benchmarks.precision_bench [--repeats 7] [--steps 10] [--write]
 
 Workloads: mnist1d-cnn (batch 256; its inputs are 2-D, so no channels-last) and
-torchvision:resnet18 on fake 32x32 images (batch 64), in fp32, bf16, and for the
-4-D one fp32 and bf16 in channels-last. Each step is autobatch's own (`train_step`
-through `setup_run`, so autocast and the memory format are the training loop's), on
-one fixed batch already in memory: the figures are the model's compute, not data
+torchvision:resnet18 on fake 32x32 images (batch 64: --image-size, --image-batch), in
+fp32 and bf16, and for the 4-D one in channels-last too. Each step is autobatch's own
+(`train_step` through `setup_run`: autocast and memory format as the training loop
+has them), on one fixed batch already in memory: the model's compute, not data
 loading. Step times: `--steps` steps after a warm-up, per repeat; the repeats go
 round-robin over the configurations (A B C A B C ...) so a burst of load from another
 process spreads over all of them; the table shows medians and the ratio to fp32.
@@ -24,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -52,10 +52,13 @@ class Case:
         return self.precision + (" channels-last" if self.channels_last else "")
 
 
-def workloads(image_size: int) -> dict[str, tuple[Workload, int]]:
-    return {"mnist1d-cnn": (load_workload("mnist1d-cnn"), 256),
-            "torchvision:resnet18": (load_workload("torchvision:resnet18", data="fake",
-                                                   image_size=image_size), 64)}
+def workloads(names: list[str], image_size: int,
+              image_batch: int) -> dict[str, tuple[Workload, int]]:
+    """The named workloads (each loaded only when named) with their batch."""
+    loaders = {"mnist1d-cnn": lambda: (load_workload("mnist1d-cnn"), 256),
+               "torchvision:resnet18": lambda: (load_workload(
+                   "torchvision:resnet18", data="fake", image_size=image_size), image_batch)}
+    return {name: loaders[name]() for name in names}
 
 
 def cases(name: str, wl: Workload, batch: int) -> list[Case]:
@@ -80,18 +83,17 @@ def timed(setup: RunSetup, wl: Workload, batch: tuple, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
-def peak_mib(wl: Workload, case: Case) -> float | None:
-    footprint = Footprint.of(wl, CPU, case.precision, case.channels_last)
+def peak_mib(footprint: Footprint, case: Case) -> float | None:
+    footprint = replace(footprint, precision=case.precision, channels_last=case.channels_last)
     found, _ = footprint.in_fork(case.batch, rss_bytes() + memory_info(CPU)[0])
     return None if found.oom else found.peak_bytes / MIB
 
 
-def bench(names: list[str], repeats: int, steps: int, image_size: int) -> list[str]:
+def bench(names: list[str], repeats: int, steps: int, image_size: int,
+          image_batch: int) -> list[str]:
     loads = [os.getloadavg()[0]]
     rows = []
-    for name, (wl, batch) in workloads(image_size).items():
-        if name not in names:
-            continue
+    for name, (wl, batch) in workloads(names, image_size, image_batch).items():
         todo = cases(name, wl, batch)
         data = first_batch(wl.train_data, batch)
         setups = {case: setup_of(wl, case) for case in todo}
@@ -103,9 +105,10 @@ def bench(names: list[str], repeats: int, steps: int, image_size: int) -> list[s
                 times[case].append(timed(setups[case], wl, data, steps))
         del setups
         base = statistics.median(times[todo[0]])
+        footprint = Footprint.of(wl, CPU)  # finds the largest input once
         for case in todo:
             step = statistics.median(times[case])
-            peak = peak_mib(wl, case)
+            peak = peak_mib(footprint, case)
             rows.append(f"| {name} | {batch} | {case.name} | {step * 1e3:.2f} "
                         f"({min(times[case]) * 1e3:.2f}-{max(times[case]) * 1e3:.2f}) | "
                         f"{base / step:.2f}x | {'-' if peak is None else f'{peak:.0f}'} |")
@@ -126,9 +129,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-batch", type=int, default=64)
     parser.add_argument("--write", action="store_true", help="write into RESULTS.md")
     args = parser.parse_args()
-    lines = bench(args.workloads.split(","), args.repeats, args.steps, args.image_size)
+    lines = bench(args.workloads.split(","), args.repeats, args.steps, args.image_size,
+                  args.image_batch)
     print("\n".join(lines))
     if args.write:
         write_section(HEADING, "\n".join(lines))

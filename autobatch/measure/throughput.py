@@ -215,7 +215,8 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         # Never trained: the noise scale starts afresh from a copy of it.
         initial = fresh_model(workload, seed=seed, private=True)
-        config = replace(_profile_config(workload), precision=precision,
+        # each timed step is one micro-batch: t(B) is per forward-backward pass
+        config = replace(_profile_config(workload), grad_accum=1, precision=precision,
                          channels_last=channels_last)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)

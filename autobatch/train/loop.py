@@ -34,6 +34,7 @@ from autobatch.device import (
     resolve_device,
     synchronize,
 )
+from autobatch.errors import ConfigError
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
@@ -136,6 +137,9 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     dev = resolve_device(device)
     check_precision(workload, config.precision, config.channels_last, dev)
     if workload.trainer is not None:
+        if config.numerics():  # the framework's trainer has its own settings for these
+            raise ConfigError(f"workload {workload.name!r} trains with its framework's own "
+                              f"trainer: set {', '.join(config.numerics())} there")
         return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer, policy = setup.model, setup.optimizer, setup.policy

@@ -158,3 +158,12 @@ def test_an_fp16_run_on_cuda_resumes_with_its_scaler_state(tmp_path):
     assert checkpoint.load(path)["scaler"]["scale"] > 0
     resumed = run(wl, config, device="cuda", resume=path)
     assert [p.metric for p in resumed.trace][-1] == [p.metric for p in whole.trace][-1]
+
+
+def test_a_frameworks_own_trainer_is_not_given_accumulation_or_precision_it_ignores():
+    wl = tiny_workload(trainer=lambda *args: pytest.fail("trained"))
+    config = RunConfig(batch_size=32, lr=0.1, grad_accum=2, precision="bf16",
+                       budget=Budget(steps=1))
+    with pytest.raises(ConfigError, match="framework's own trainer: set 1 rank.s. x 2 "
+                                          "micro-batch.es. of 16, bf16 there"):
+        run(wl, config, device="cpu")
