@@ -72,8 +72,8 @@ def study_precisions(bounds: SearchBounds, device: torch.device) -> tuple[Precis
 
 
 def largest_global_batch(bounds: SearchBounds, micro_max: int, n_train: int) -> int:
-    """The largest global batch the study may try: what fits at once, times a fixed
-    accumulation; with --grad-accum auto, max_batch or the training set."""
-    if bounds.grad_accum == AUTO:
-        return min(bounds.max_batch or n_train, n_train)
-    return min(micro_max * bounds.grad_accum, n_train)
+    """The largest global batch the study may try: what fits at once times a fixed
+    accumulation, or with --grad-accum auto any batch; within max_batch and the
+    training set either way."""
+    limit = min(bounds.max_batch or n_train, n_train)
+    return limit if bounds.grad_accum == AUTO else min(micro_max * bounds.grad_accum, limit)

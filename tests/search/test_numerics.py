@@ -51,7 +51,7 @@ def test_each_trial_computes_its_global_batch_in_the_spaces_micro_batches(numeri
 
 
 @pytest.mark.parametrize(("grad_accum", "max_batch", "top"), [
-    (1, None, 100), (4, None, 400), (4, None, 400), ("auto", None, 1000), ("auto", 512, 512),
+    (1, None, 100), (4, None, 400), (4, 256, 256), ("auto", None, 1000), ("auto", 512, 512),
 ])
 def test_the_largest_global_batch_grows_with_accumulation(grad_accum, max_batch, top):
     bounds = SearchBounds(grad_accum=grad_accum, max_batch=max_batch)

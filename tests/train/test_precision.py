@@ -1,5 +1,6 @@
 """Gradient accumulation, mixed precision and channels-last in the one training loop."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -167,3 +168,25 @@ def test_a_frameworks_own_trainer_is_not_given_accumulation_or_precision_it_igno
     with pytest.raises(ConfigError, match="framework's own trainer: set 1 rank.s. x 2 "
                                           "micro-batch.es. of 16, bf16 there"):
         run(wl, config, device="cpu")
+
+
+def test_the_loop_counts_scaler_skipped_steps_and_trains_on_instead_of_diverging(monkeypatch):
+    """fp16's overflow on the CPU: a gradient scaler over fp32 compute, and a loss that
+    overflows on the first three steps (the scaler skips them, then training goes on)."""
+    import autobatch.train.setup as setup
+
+    monkeypatch.setattr(setup.PrecisionPolicy, "of", classmethod(
+        lambda cls, hparams, device: cls(scaler=torch.amp.GradScaler("cpu"))))
+    calls = []
+
+    def overflowing(out, y):
+        calls.append(1)
+        loss = nn.functional.cross_entropy(out, y)
+        return loss * float("inf") if len(calls) <= 3 else loss
+
+    config = RunConfig(batch_size=32, lr=0.1, momentum=0.9, target=0.9,
+                       budget=Budget(steps=300))
+    result = run(tiny_workload(model_factory=mlp, loss_fn=overflowing), config, device="cpu")
+    assert result.stop_reason == "target" and result.skipped_steps == 3
+    # the skipped steps' losses are left out of the training loss
+    assert all(math.isfinite(p.train_loss) for p in result.trace if p.steps > 3)
