@@ -49,7 +49,7 @@ class PrecisionChoice(Generic[T]):
     def words(self) -> str:
         figures = ", ".join(f"{p} {s * 1e6:.3g} µs" if s is not None else f"{p} -"
                             for p, s in self.seconds_per_sample.items())
-        return (f"precision {self.precision}: least profiled time per sample ({figures}); "
+        return (f"training in {self.precision}: least profiled time per sample ({figures}); "
                 "its effect on accuracy is not modelled")
 
 

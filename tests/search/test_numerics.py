@@ -72,7 +72,7 @@ def test_precision_auto_picks_the_least_time_per_sample_and_reports_every_figure
     choice = choose_precision(("fp32", "bf16"), lambda p: (f"kept {p}", profiles[p]))
     assert (choice.precision, choice.measured) == ("bf16", "kept bf16")
     assert choice.seconds_per_sample == pytest.approx({"fp32": 5e-5, "bf16": 2.5e-5})
-    assert choice.words() == ("precision bf16: least profiled time per sample (fp32 50 µs, "
+    assert choice.words() == ("training in bf16: least profiled time per sample (fp32 50 µs, "
                               "bf16 25 µs); its effect on accuracy is not modelled")
     assert seconds_per_sample(profile_of((8, None))) is None
     assert precision_candidates(torch.device("cpu")) == ("fp32", "bf16")
@@ -111,7 +111,7 @@ def test_precision_auto_profiles_fp32_and_bf16_and_keeps_the_figures(monkeypatch
     assert set(found.precision_figures) == {"fp32", "bf16"}
     assert found.space.precision == found.profile.precision == found.probe.precision
     assert [e.message for e in events if e.name == "precision"][0].startswith(
-        f"precision {found.space.precision}: least profiled time per sample (fp32 ")
+        f"training in {found.space.precision}: least profiled time per sample (fp32 ")
 
 
 TUNE_BAD_INPUT = [
