@@ -47,10 +47,15 @@ class PrecisionChoice(Generic[T]):
     seconds_per_sample: dict[str, float | None]
 
     def words(self) -> str:
-        figures = ", ".join(f"{p} {s * 1e6:.3g} µs" if s is not None else f"{p} -"
-                            for p, s in self.seconds_per_sample.items())
-        return (f"training in {self.precision}: least profiled time per sample ({figures}); "
-                "its effect on accuracy is not modelled")
+        return (f"training in {self.precision}: least profiled time per sample "
+                f"({figures_words(self.seconds_per_sample)}); its effect on accuracy is not "
+                "modelled")
+
+
+def figures_words(seconds_per_sample: dict[str, float | None]) -> str:
+    """'fp32 50 µs, bf16 25 µs' ('-' where nothing fit)."""
+    return ", ".join(f"{p} {s * 1e6:.3g} µs" if s is not None else f"{p} -"
+                     for p, s in seconds_per_sample.items())
 
 
 def choose_precision(candidates: tuple[Precision, ...],

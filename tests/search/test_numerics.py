@@ -137,3 +137,15 @@ def test_tune_bad_numerics_exit_2_before_a_study_is_created(tmp_path, args, mess
 def test_search_bounds_refuse_a_fixed_batch_the_accumulation_does_not_divide():
     with pytest.raises(ConfigError, match="batch size 10 is not divisible by accumulation"):
         SearchBounds(batch_size=10, grad_accum=4)
+
+
+def test_the_report_says_how_the_trials_compute_their_batch():
+    from autobatch.report.facts import numerics_words
+
+    assert numerics_words(space().to_dict(), None) == ""
+    assert numerics_words(space(micro_max=32, precision="bf16").to_dict(),
+                          {"fp32": 5e-5, "bf16": 2.5e-5, "fp16": None}) == (
+        "micro-batches of at most 32 (accumulation per batch); bf16 (least time per sample: "
+        "fp32 50 µs, bf16 25 µs, fp16 -; accuracy effects not modelled)")
+    assert numerics_words(space(grad_accum=4, channels_last=True).to_dict(), None) == \
+        "4 micro-batches per step; channels-last"
