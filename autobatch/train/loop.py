@@ -125,8 +125,8 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     or of another run raises CheckpointError before any setup, as do a precision the
     device cannot train in and channels-last on inputs that are not 4-D (ConfigError).
     An fp16 step the gradient scaler skips (overflow) is not divergence (see
-    train.precision.is_divergence). The peak memory is that
-    of this call's part of the run. A workload with a trainer of its own (a framework's,
+    train.precision.is_divergence). The peak memory is that of this call's part of the
+    run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
