@@ -21,11 +21,15 @@ from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
 from autobatch.workloads import BUILTINS, KINDS, ScriptWorkload, Workload
 from autobatch_cli.options import (
+    ChannelsLastOpt,
     CommandArg,
     DeviceOpt,
+    GradAccumOpt,
     JsonOpt,
+    PrecisionOpt,
     SeedOpt,
     WorkloadOptions,
+    numerics,
     script_workload,
     with_workload_options,
     workload_from,
@@ -75,8 +79,10 @@ def workloads(json_output: JsonOpt = False) -> None:
 
 
 def recipe_words(recipe: Hyperparams) -> str:
-    return (f"batch {recipe.batch_size}, lr {recipe.lr:g}, momentum {recipe.momentum:g}, "
-            f"optimizer {recipe.optimizer or 'default'}, schedule {recipe.schedule}")
+    return ", ".join([f"batch {recipe.batch_size}", f"lr {recipe.lr:g}",
+                      f"momentum {recipe.momentum:g}",
+                      f"optimizer {recipe.optimizer or 'default'}",
+                      f"schedule {recipe.schedule}", *recipe.numerics()])
 
 
 @app.command()
@@ -108,6 +114,9 @@ def run(
              "(in steps or epochs).")] = None,
     cooldown: Annotated[Optional[str], typer.Option(
         help="wsd: share of the horizon spent cooling down, in (0, 1): 20% or 0.2.")] = None,
+    grad_accum: GradAccumOpt = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = False,
     recipe: Annotated[Optional[Path], typer.Option(
         help="Train the recipe in this result file (autobatch tune --output best.json); "
              "the options above override its fields.")] = None,
@@ -127,6 +136,7 @@ def run(
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
     hparams = recipe_of(wl, recipe, given, shape)
+    hparams = replace(hparams, **numerics(grad_accum, precision, channels_last))
     if parsed_budget is None:
         parsed_budget = default_budget(hparams.schedule)
     config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)
@@ -134,7 +144,8 @@ def run(
         stderr.print(f"no --batch-size, --lr or --recipe: training {wl.name}'s reference "
                      "recipe", markup=False)
     stderr.print(f"training {wl.name}: {recipe_words(config)}, "
-                 f"target {target if target is not None else '-'}, budget {config.budget}")
+                 f"target {target if target is not None else '-'}, budget {config.budget}",
+                 markup=False)
     with stderr.status("training ...") as status:
         def show(point: EvalPoint) -> None:
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
@@ -188,6 +199,7 @@ def run_table(result: RunResult) -> Table:
         ("steps to target", str(result.steps_to_target) if reached else "-"),
         ("stop reason", result.stop_reason),
         ("schedule", str(result.schedule)),
+        ("recipe", result.config.summary()),
         ("steps / samples / epochs",
          f"{result.steps} / {result.samples} / {result.epochs:.2f}"),
         ("training time", f"{result.train_seconds:.3f} s"),

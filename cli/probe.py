@@ -9,12 +9,15 @@ from rich.table import Table
 
 from autobatch.measure import ProbeResult
 from autobatch.measure import probe as run_probe
-from autobatch.sizes import bytes_in_words, parse_bytes
+from autobatch.memory_size import bytes_in_words, parse_bytes
 from autobatch_cli.options import (
+    ChannelsLastOpt,
     DeviceOpt,
     JsonOpt,
+    PrecisionOpt,
     WorkloadOpt,
     WorkloadOptions,
+    numerics,
     with_workload_options,
     workload_from,
 )
@@ -38,11 +41,15 @@ def probe(
              "resident memory. Default: available RAM (CPU) or free device memory.")] = None,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Probe afresh instead of reusing a cached result.")] = False,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = False,
     json_output: JsonOpt = False,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the largest batch that trains (forward, backward, optimizer step, evaluation)
-    within the memory, by a few real steps at a few batch sizes."""
+    within the memory, by a few real steps at a few batch sizes: the largest per-device
+    micro-batch in --precision and memory format."""
+    how = numerics(None, precision, channels_last)
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
     if memory_limit is not None:
         stderr.print(f"memory limit {bytes_in_words(memory_limit)}", markup=False)
@@ -50,7 +57,7 @@ def probe(
     with stderr.status(f"probing {wl.name} ...") as status:
         result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
                            headroom=headroom, memory_limit=limit, use_cache=not no_cache,
-                           progress=stage_steps(status, f"probing {wl.name}"))
+                           **how, progress=stage_steps(status, f"probing {wl.name}"))
     if json_output:
         print_json(result.to_dict())
     else:
@@ -70,6 +77,7 @@ def probe_table(r: ProbeResult) -> Table:
     rows = [
         ("max batch size", f"{r.max_batch_size} (limited by {r.limited_by}; "
                            f"bounds {r.min_batch}..{r.max_batch})"),
+        ("precision", r.precision + (", channels-last" if r.channels_last else "")),
         ("peak at that batch", _gib(r.peak_bytes)),
         ("peak spread", _spread(r)),
         ("without headroom", _without_headroom(r)),

@@ -14,11 +14,14 @@ from autobatch.measure import probe as run_probe
 from autobatch.measure import profile as run_profile
 from autobatch.measure.trust import retaken
 from autobatch_cli.options import (
+    ChannelsLastOpt,
     DeviceOpt,
     JsonOpt,
+    PrecisionOpt,
     SeedOpt,
     WorkloadOpt,
     WorkloadOptions,
+    numerics,
     with_workload_options,
     workload_from,
 )
@@ -48,17 +51,21 @@ def profile(
         help="Write a PNG of the curves here.")] = None,
     save: Annotated[Optional[Path], typer.Option(
         help="Write the profile as JSON here (input for later stages).")] = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     json_output: JsonOpt = False,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
-    """Measure time per iteration, samples/s and time per epoch against batch size."""
+    """Measure time per iteration, samples/s and time per epoch against batch size, each
+    step trained in --precision and memory format."""
+    how = numerics(None, precision, channels_last)
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, workload_options)
     if use_probe:
         with stderr.status(f"probing {wl.name} ...") as status:
-            found = run_probe(wl, device=device,
+            found = run_probe(wl, device=device, **how,
                               progress=stage_steps(status, f"probing {wl.name}"))
         stderr.print(f"largest batch that fits: {found.max_batch_size}"
                      + (" (cached)" if found.from_cache else ""))
@@ -66,7 +73,8 @@ def profile(
     with stderr.status(f"profiling {wl.name} ...") as status:
         result, doubt = retaken(lambda: run_profile(
             wl, device=device, batch_sizes=sizes, max_batch=max_batch, knee_gain=knee_gain,
-            noise=noise, seed=seed, progress=stage_steps(status, f"profiling {wl.name}")))
+            noise=noise, seed=seed, progress=stage_steps(status, f"profiling {wl.name}"),
+            **how))
     if doubt:
         stderr.print(f"warning: {doubt}", markup=False, highlight=False)
     if save is not None:
@@ -158,5 +166,6 @@ def summary_lines(result: ProfileResult) -> list[str]:
         lines.append(noise_line(noise))
     if result.eval_pass_s is not None:
         lines.append(f"eval pass  {result.eval_pass_s * 1e3:.1f} ms")
-    lines.append(f"profiled in {result.seconds:.1f} s")
+    lines.append(f"profiled in {result.seconds:.1f} s ({result.precision}"
+                 + (", channels-last)" if result.channels_last else ")"))
     return lines

@@ -23,29 +23,28 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 import autobatch.train.checkpoint as checkpoint
 from autobatch.config import RunConfig
 from autobatch.device import (
-    device_name,
-    peak_memory,
     reset_peak_memory,
     resolve_device,
     synchronize,
 )
-from autobatch.files import json_safe
+from autobatch.errors import ConfigError
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
-from autobatch.train.setup import evaluate, setup_run, train_batches, train_step, val_batches
+from autobatch.train.precision import check_precision, is_divergence
+from autobatch.train.run_result import EvalPoint, RunResult, StopReason, run_result
+from autobatch.train.setup import evaluate, setup_run, train_batches, val_batches
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["target", "budget", "diverged", "stopped", "paused"]
 Clock = Callable[[], float]
 # The first evaluation waits for at least this much training (seconds), so the
 # slow first steps at a new shape do not trigger a burst of evaluations.
@@ -55,63 +54,16 @@ FIRST_EVAL_S = 0.02
 EVAL_SHARE = 0.25
 
 
-@dataclass(frozen=True)
-class EvalPoint:
-    """One evaluation: where training stood and what the validation metric was."""
-
-    train_seconds: float
-    steps: int
-    samples: int
-    epochs: float
-    train_loss: float
-    metric: float
-    eval_seconds: float
-    lr: float | None = None  # the LR of the last step before the evaluation (first group)
-
-
 # Called after every evaluation; True stops the run (stop_reason 'stopped').
 EvalCallback = Callable[[EvalPoint], bool | None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
-    """The outcome of one training run. Times in seconds; metric in [0, 1]."""
-
-    workload: str
-    device: str
-    config: RunConfig
-    target_reached: bool
-    time_to_target_s: float | None
-    steps_to_target: int | None
-    samples_to_target: int | None
-    steps: int
-    samples: int
-    epochs: float
-    train_seconds: float
-    eval_seconds: float
-    samples_per_s: float
-    best_metric: float | None
-    final_metric: float | None
-    stop_reason: StopReason
-    trace: tuple[EvalPoint, ...]
-    # the run's peak: max reserved bytes on CUDA; on CPU the process's peak resident
-    # memory (framework and data included, what a container limit counts)
-    peak_memory_bytes: int
-    # config.schedule resolved to optimizer steps for this workload and batch
-    schedule: Schedule = CONSTANT
-    checkpoint: str | None = None  # where a paused run's checkpoint is (stop_reason 'paused')
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON-safe dict (non-finite floats become None)."""
-        return json_safe({**asdict(self),
-                          "schedule": {**self.schedule.to_dict(), **self.schedule.steps()}})
 
 
 @dataclass
 class Progress:
     """The loop's own counters: what a paused run needs beyond the model, the optimizer,
     the batch stream and the random generators. trained: seconds of training so far;
-    loss_sum/loss_count: the training loss since the last evaluation."""
+    loss_sum/loss_count: the training loss since the last evaluation (scaler-skipped
+    steps left out); skips_in_row: fp16 steps the gradient scaler skipped in a row."""
 
     lr: float
     next_eval: float
@@ -121,6 +73,7 @@ class Progress:
     eval_total: float = 0.0
     loss_sum: float = 0.0
     loss_count: int = 0
+    skips_in_row: int = 0
     trace: list[EvalPoint] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,8 +124,11 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
     checkpoint and returns with stop_reason 'paused'; at the target it saves the model
     to `keep_model` (checkpoint.save_model). A checkpoint that is torn, corrupt or of
-    another run raises CheckpointError before any setup. The peak memory is that
-    of this call's part of the run. A workload with a trainer of its own (a framework's,
+    another run raises CheckpointError before any setup, as do a precision the device
+    cannot train in and channels-last on inputs that are not 4-D (ConfigError). An
+    fp16 step the gradient scaler skips (overflow) is not divergence (see
+    train.precision.is_divergence). The peak memory is that of this call's part of the
+    run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
@@ -181,10 +137,14 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     if saved is not None:
         checkpoint.check_identity(saved["identity"], who, resume)
     dev = resolve_device(device)
+    check_precision(workload, config.precision, config.channels_last, dev)
     if workload.trainer is not None:
+        if config.numerics():  # the framework's trainer has its own settings for these
+            raise ConfigError(f"workload {workload.name!r} trains with its framework's own "
+                              f"trainer: set {', '.join(config.numerics())} there")
         return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
-    model, optimizer = setup.model, setup.optimizer
+    model, optimizer, policy = setup.model, setup.optimizer, setup.policy
     check_data(workload, config.batch_size, model, dev)
     train = train_batches(workload, config.batch_size, dev, seed=config.seed)
     val = val_batches(workload, dev)
@@ -201,8 +161,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         optimizer.load_state_dict(saved["optimizer"])
         train.load_state(saved["batches"])
         checkpoint.restore_rng(saved["rng"], dev)
+        policy.load_state(saved.get("scaler"))
     stop: StopReason | None = None
     hit: EvalPoint | None = None
+    skips = 0
 
     synchronize(dev)
     reset_peak_memory(dev)
@@ -212,29 +174,36 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             multiplier = schedule.lr_at(p.steps)
             set_lr(optimizer, peaks, multiplier)
             p.lr = peaks[0] * multiplier
+        scale = policy.scale()
         # .item() also synchronises the device before the clock is read
-        loss_value = train_step(model, optimizer, workload, x, y).item()
+        loss_value = setup.step(workload, x, y).item()
+        skipped = policy.skipped(scale)
+        p.skips_in_row = p.skips_in_row + 1 if skipped else 0
+        skips += skipped
         p.steps += 1
         p.samples += len(y)
         elapsed = p.trained + clock() - started
-        if not math.isfinite(loss_value) or loss_value < 0:  # < 0: no classification loss
+        if is_divergence(loss_value, p.skips_in_row):
             p.trained, stop = elapsed, "diverged"
-            log.info("loss is %s at step %d: diverged", loss_value, p.steps)
+            log.info("loss is %s at step %d (%d steps skipped in a row): diverged",
+                     loss_value, p.steps, p.skips_in_row)
             break
-        p.loss_sum += loss_value
-        p.loss_count += 1
+        if not skipped:
+            p.loss_sum += loss_value
+            p.loss_count += 1
         out_of_budget = (p.steps >= max_steps or elapsed >= max_seconds
                          or p.samples >= max_samples)
         if elapsed >= p.next_eval or out_of_budget:
             p.trained = elapsed
             eval_started = clock()
-            metric = evaluate(model, workload, val)
+            metric = evaluate(model, workload, val, policy)
             synchronize(dev)
             eval_seconds = clock() - eval_started
             p.eval_total += eval_seconds
             point = EvalPoint(train_seconds=p.trained, steps=p.steps, samples=p.samples,
                               epochs=p.samples / len(workload.train_data),
-                              train_loss=p.loss_sum / p.loss_count, metric=metric,
+                              train_loss=p.loss_sum / p.loss_count if p.loss_count
+                              else math.nan, metric=metric,
                               eval_seconds=eval_seconds, lr=p.lr)
             p.trace.append(point)
             p.loss_sum, p.loss_count = 0.0, 0
@@ -259,12 +228,13 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             checkpoint.save(pause.path, {
                 "identity": who, "loop": p.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "batches": train.state(),
-                "rng": checkpoint.rng_state(dev)})
+                "rng": checkpoint.rng_state(dev), "scaler": policy.state()})
             break
 
     return run_result(workload, dev, config, p.trace, hit, steps=p.steps, samples=p.samples,
                       trained=p.trained, eval_total=p.eval_total, stop=stop, schedule=schedule,
-                      checkpoint=str(pause.path) if stop == "paused" else None)
+                      checkpoint=str(pause.path) if stop == "paused" else None,
+                      skipped_steps=skips)
 
 
 def run_limits(workload: Workload, config: RunConfig,
@@ -277,24 +247,3 @@ def run_limits(workload: Workload, config: RunConfig,
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
     max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
     return max_steps, max_seconds, max_samples
-
-
-def run_result(workload: Workload, dev: torch.device, config: RunConfig,
-               trace: list[EvalPoint], hit: EvalPoint | None, *, steps: int, samples: int,
-               trained: float, eval_total: float, stop: StopReason | None,
-               schedule: Schedule, checkpoint: str | None = None) -> RunResult:
-    """The RunResult of a finished run from its counters and evaluation trace."""
-    metrics = [p.metric for p in trace]
-    return RunResult(
-        workload=workload.name, device=device_name(dev), config=config,
-        target_reached=hit is not None,
-        time_to_target_s=hit.train_seconds if hit else None,
-        steps_to_target=hit.steps if hit else None,
-        samples_to_target=hit.samples if hit else None,
-        steps=steps, samples=samples, epochs=samples / len(workload.train_data),
-        train_seconds=trained, eval_seconds=eval_total,
-        samples_per_s=samples / trained if trained > 0 else 0.0,
-        best_metric=max(metrics) if metrics else None,
-        final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(trace),
-        peak_memory_bytes=peak_memory(dev), schedule=schedule, checkpoint=checkpoint)
