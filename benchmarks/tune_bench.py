@@ -1,7 +1,8 @@
 """autobatch tune vs the ways people pick batch size and LR today, on one workload.
 
     python3 -m benchmarks.tune_bench [--workload mnist1d-cnn] [--target 0.9] [--seeds 9]
-                                     [--grid-budget 10 | --grid-cell 256,0.3,0.9] [--core]
+                                     [--grid-budget 10 | --grid-cell 256,0.3,0.9 | --no-grid]
+                                     [--core]
                                      [--eval test|val] [--tune-timeout 120]
 
 Comparisons (benchmarks.md), all trained with the same loop to the same target:
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("--grid-cell", help=(
         "BATCH,LR,MOMENTUM: the best grid cell of an earlier run of this benchmark "
         "(cited, not recomputed)"))
+    parser.add_argument("--no-grid", action="store_true", help=(
+        "no grid (a long workload's grid costs hours): no comparison with its best cell"))
     parser.add_argument("--core", action="store_true", help=(
         "only the recommendation, its runner-up, the reference recipe and the grid's best"))
     parser.add_argument("--eval", choices=("test", "val"), default="test", help=(
@@ -229,7 +232,9 @@ def main() -> None:
         contenders.append(plain_optuna(workload, args.target, tune_seconds, 30.0,
                                        f"sqlite:///{folder / 'plain.db'}"))
         plain_seconds = time.perf_counter() - started
-    if args.grid_cell:
+    if args.no_grid:
+        best_cell, grid_seconds, grid_reached = None, None, None
+    elif args.grid_cell:
         batch, lr, momentum = args.grid_cell.split(",")
         best_cell = Contender("best of grid (earlier run)", int(batch), float(lr),
                               float(momentum))
@@ -237,7 +242,8 @@ def main() -> None:
     else:
         best_cell, grid_seconds, grid_reached = grid(workload, args.target, args.grid_budget)
         print(f"grid: {grid_seconds:.0f}s, {grid_reached} cells reached", file=sys.stderr)
-    contenders.append(best_cell)
+    if best_cell is not None:
+        contenders.append(best_cell)
 
     for seed in range(1, args.seeds + 1):
         for c in contenders:
@@ -254,9 +260,9 @@ def main() -> None:
 
 def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, events,
             grid_seconds, grid_reached, plain_seconds, loads, storage: str) -> list[str]:
-    grid_best = best_cell.median()
+    grid_best = best_cell.median() if best_cell is not None else None
     recommended = rec.median()
-    one_best_run = min(grid_best, recommended)
+    one_best_run = min(grid_best or math.inf, recommended)
     rows = ["| configuration | batch | LR | momentum | schedule | median s | min..max s "
             "| vs grid best |", "|---|---:|---:|---:|---|---:|---|---:|"]
     for c in contenders:
@@ -265,7 +271,7 @@ def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, ev
         missed = len(c.times) - len(finite)
         rows.append(f"| {c.name}{f' ({missed} missed)' if missed else ''} | {c.batch_size} "
                     f"| {c.lr:.3g} | {c.momentum:.3g} | {c.schedule} | {c.median():.3f} | {spread} "
-                    f"| {c.median() / grid_best:.2f}x |")
+                    + (f"| {c.median() / grid_best:.2f}x |" if grid_best else "| - |"))
     ref_median = next(c for c in contenders if c.name == "reference recipe").median()
     verify_s = verification_seconds(events)
     runs = sum(len(c.runs) for c in tuned.candidates)
@@ -277,8 +283,9 @@ def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, ev
         f"validation splits only; every configuration re-measured on the "
         f"**{args.eval}** split with {args.seeds} fresh seeds, interleaved; medians.",
         "", *rows, "",
-        f"- Quality: T(recommended) / T(grid best) = **{recommended / grid_best:.2f}** "
-        "(goal <= 1.0)",
+        (f"- Quality: T(recommended) / T(grid best) = **{recommended / grid_best:.2f}** "
+         "(goal <= 1.0)" if grid_best else "- Quality against a grid: not measured "
+         "(--no-grid)."),
         f"- Speed-up for the user: T(reference) / T(recommended) = "
         f"**{ref_median / recommended:.2f}x** (goal >= 3x)",
         f"- Tuning cost: {tune_seconds:.1f} s = **{tune_seconds / one_best_run:.0f}x** one "
@@ -309,7 +316,8 @@ def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, ev
                     f"{sum(0.75 <= r <= 1.25 for r in ratios)} of {len(ratios)}"
                     if ratios else "") + ".")
     lines.append(f"- Prediction before any trial: B* = {tuned.prior['b_star']:.0f} "
-                 f"(B_sat {tuned.prior['b_sat']:.0f}); grid best batch {best_cell.batch_size}.")
+                 f"(B_sat {tuned.prior['b_sat']:.0f})"
+                 + (f"; grid best batch {best_cell.batch_size}." if best_cell else "."))
     return [f"## Tune: {args.workload}", "", *lines]
 
 

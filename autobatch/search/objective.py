@@ -178,7 +178,6 @@ class Objective:
             prune(trial, "slower_than_best")
         return censored_value(self.trial_budget_s, self.target, result.best_metric)
 
-
     def segment(self, trial: optuna.Trial, pruning: TimeBucketPruning, cap: float) -> Segment:
         """The piece of the run this trial trains: from its paused trial's checkpoint
         (a promotion; from scratch when that checkpoint is gone or torn), to its rung."""

@@ -2,14 +2,19 @@
 
 The standard MNIST-1D is too easy to tune long runs on: with 32k samples a small model
 reaches its plateau within seconds at a constant LR and then hovers, so the time to a
-target near the plateau is noise. This one makes every run long in three ways: 50,000
+target near the plateau is noise. This one makes every run longer in three ways: 50,000
 generated samples (the generator's 80% training part, 40,000, split 32,000 / 8,000 as
-the other MNIST-1D built-ins are), a harder generator setting (twice the correlated
-noise, five times the per-point noise, more shear and scale: the signal takes many
-epochs to learn), and a 1-D ResNet of 64 channels (81k parameters), with ~50x the
-multiply-adds per sample of the paper's CNN. The reference recipe decays its LR
-(Adam, cosine over 30 epochs), so it keeps improving up to its horizon instead of
-hovering.
+the other MNIST-1D built-ins are), a harder generator setting (1.4x the correlated
+noise, 2.5x the per-point noise, more shear and scale: the signal takes epochs to
+learn), and a 1-D ResNet of 64 channels (81k parameters), with ~50x the multiply-adds
+per sample of the paper's CNN. The reference recipe decays its LR (Adam, cosine over
+30 epochs), so it keeps improving up to its horizon instead of hovering.
+
+Measured (reference recipe, one seed, 2-core CPU at load ~2): validation accuracy 0.84
+after 1 epoch, 0.88 after 7 (99 s of training), 0.90 after 19 (180 s), 0.899 at the
+horizon: the plateau is 0.90, and the target 0.88 sits two points below it. (Twice the
+correlated and five times the per-point noise, tried first, capped the same model at
+0.59 and overfitted after 9 epochs.)
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from autobatch.workloads.workload import TensorData, Workload
 
 NAME = "mnist1d-long"
 # Overrides of the MNIST-1D generator's arguments (get_dataset_args) for this data set.
-GENERATOR = {"num_samples": 50_000, "corr_noise_scale": 0.5, "iid_noise_scale": 0.1,
-             "shear_scale": 1.0, "scale_coeff": 0.5}
+GENERATOR = {"num_samples": 50_000, "corr_noise_scale": 0.35, "iid_noise_scale": 0.05,
+             "shear_scale": 0.9, "scale_coeff": 0.45}
 CHANNELS = 64
 REFERENCE = Recipe(batch_size=128, lr=1e-3, momentum=0.9, optimizer="adam",
                    schedule=Schedule(name="cosine", horizon="30epochs"))
-# Provisional: see the README's Workloads section on how it was chosen.
-TARGET = 0.8
+# Two points below the reference's plateau (see above).
+TARGET = 0.88
 
 
 @lru_cache(maxsize=1)
