@@ -29,6 +29,7 @@ import autobatch.stop as stop
 from autobatch.config import RunConfig
 from autobatch.errors import TrialCrashed
 from autobatch.search.script_runner import ScriptRunner
+from autobatch.search.trial_child import UserExit, result_of
 from autobatch.train import EvalCallback, RunResult, run
 from autobatch.workloads import ScriptWorkload, Workload
 
@@ -50,16 +51,6 @@ class TrialRunner(Protocol):
         A run that runs out of memory raises an error that device.is_oom() recognises.
         """
         ...
-
-
-class UserExit(TrialCrashed):
-    """The workload's own code called sys.exit() while training: a failed trial, never a
-    successful end of the tune."""
-
-    reason = "sys_exit"
-
-    def __init__(self, code: object) -> None:
-        super().__init__(f"the workload's code called sys.exit({code!r}) during training")
 
 
 @dataclass(frozen=True)
@@ -108,15 +99,7 @@ class SubprocessRunner:
         if message is None:
             raise TrialCrashed(f"the trial's process died without reporting (exit status "
                                f"{status}): a crash in native code or a sticky CUDA error")
-        kind, *payload = message
-        if kind == "oom":
-            raise torch.OutOfMemoryError(payload[0])
-        if kind == "exit":
-            raise UserExit(payload[0])
-        if kind == "error":
-            error, text = payload
-            raise error from frames.RemoteTraceback(text)
-        return payload[0]
+        return result_of(message)
 
 
 def runner_for(workload: Workload | ScriptWorkload, device: torch.device) -> TrialRunner:

@@ -6,12 +6,14 @@ scale all start a run here, so they train the same thing the same way.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 import autobatch.stop as stop
+from autobatch.device import synchronize
 from autobatch.errors import BatchTooSmallError
 from autobatch.hyperparams import Hyperparams
 from autobatch.train.data import TrainBatches, ValBatches, logits_of
@@ -31,6 +33,11 @@ def build_optimizer(workload: Workload, model: nn.Module,
     """The recipe's optimizer by name, else the workload's own factory."""
     factory = OPTIMIZERS[hparams.optimizer] if hparams.optimizer else workload.optimizer_factory
     return factory(model.parameters(), hparams.lr, hparams.momentum)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], multiplier: float) -> None:
+    for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+        group["lr"] = peak * multiplier
 
 
 def fresh_model(workload: Workload, *, seed: int | None = None,
@@ -98,3 +105,12 @@ def evaluate(model: nn.Module, workload: Workload, batches: ValBatches) -> float
         total += workload.metric_fn(logits_of(model(x)), y).double().cpu()
     model.train(was_training)
     return float(total) / batches.size
+
+
+def timed_evaluate(model: nn.Module, workload: Workload, val: ValBatches,
+                   dev: torch.device, clock: Callable[[], float]) -> tuple[float, float]:
+    """(metric, seconds the evaluation took)."""
+    started = clock()
+    metric = evaluate(model, workload, val)
+    synchronize(dev)
+    return metric, clock() - started
