@@ -250,6 +250,7 @@ class TuneConfig(SearchBounds):
     seed: int = 0
     workers: int = 1
     devices: tuple[str, ...] | None = None
+    nproc_per_trial: int = 1  # ranks per trial: checked with the device (parallel_runner)
     use_cache: bool = True
     artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
     profile: str | None = None  # a saved `autobatch profile` file instead of profiling

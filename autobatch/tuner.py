@@ -55,6 +55,7 @@ from autobatch.search import (
 )
 from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, drift_record
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.search.script_prior import check_script_bounds, measure_script
 from autobatch.search.script_runner import ScriptRunner
 from autobatch.search.workers import KEPT_FOR_VERIFICATION
@@ -97,7 +98,7 @@ def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerS
     return WorkerSettings(workload=workload.spec, target=config.target,
                           trial_budget_s=config.trial_budget, time_mode=config.time_mode,
                           n_trials=config.total_trials, patience=config.patience,
-                          seed=config.seed)
+                          seed=config.seed, nproc_per_trial=config.nproc_per_trial)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: tor
         raise ConfigError("workers rebuild the workload by name: load it with "
                           "autobatch.load_workload() to use workers != 1")
     # unusable devices and data fail here, before a study is created for them
+    check_nproc(config.nproc_per_trial, device, config.devices)
     if config.devices:
         check_cuda_devices(config.devices)
     if isinstance(workload, ScriptWorkload):
@@ -206,12 +208,13 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
         plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
                           max_runs=config.verify_max_runs,
                           budget_s=config.trial_budget, compare=config.compare,
-                          fixed_batch=config.batch_size)
+                          fixed_batch=config.batch_size, nproc_per_trial=config.nproc_per_trial)
         if config.workers > 1:
             drift = DriftWatch(prior.profile, emit)  # the workers' trials, as they finish
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
                                   deadline=study_deadline, devices=config.devices,
-                                  started=started, on_poll=lambda: drift.check(study))
+                                  started=started, on_poll=lambda: drift.check(study),
+                                  nproc_per_trial=config.nproc_per_trial)
             failed = sorted(c for c in codes if c != 0)
             if failed and len(failed) == len(codes):
                 error = AutobatchError(f"every worker failed (exit codes {failed}); their "

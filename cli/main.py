@@ -16,7 +16,7 @@ from autobatch.errors import ConfigError
 from autobatch.hyperparams import Hyperparams
 from autobatch.recipe import load_recipe
 from autobatch.schedule import Schedule, parse_share, parse_span
-from autobatch.search.script_runner import ScriptRunner
+from autobatch.search import runner_for
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
 from autobatch.workloads import BUILTINS, KINDS, ScriptWorkload, Workload
@@ -24,8 +24,10 @@ from autobatch_cli.options import (
     CommandArg,
     DeviceOpt,
     JsonOpt,
+    NprocOpt,
     SeedOpt,
     WorkloadOptions,
+    ranks_for,
     script_workload,
     with_workload_options,
     workload_from,
@@ -113,16 +115,19 @@ def run(
              "the options above override its fields.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    nproc_per_trial: NprocOpt = None,
     json_output: JsonOpt = False,
     command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Train one configuration until the target, the budget, or divergence."""
+    dev = resolve_device(device)
     parsed_budget = Budget.parse(budget) if budget is not None else None
     name = script_workload(workload, command)
     if name is None:
         raise ConfigError("--workload is required (or a script command after `--`)")
     wl = workload_from(name, workload_options)
+    nproc = ranks_for(device, nproc_per_trial)
     given = {"batch_size": batch_size, "lr": lr, "momentum": momentum, "optimizer": optimizer}
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
@@ -140,9 +145,9 @@ def run(
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
                           f"metric {point.metric:.4f}")
 
-        result = (ScriptRunner(wl, resolve_device(device)).run(config, show)
-                  if isinstance(wl, ScriptWorkload)
-                  else run_training(wl, config, device=device, on_eval=show))
+        result = (runner_for(wl, dev, nproc).run(config, show)
+                  if isinstance(wl, ScriptWorkload) or nproc > 1
+                  else run_training(wl, config, device=dev, on_eval=show))
     if json_output:
         print_json(result.to_dict())
     else:
@@ -188,6 +193,7 @@ def run_table(result: RunResult) -> Table:
         ("steps to target", str(result.steps_to_target) if reached else "-"),
         ("stop reason", result.stop_reason),
         ("schedule", str(result.schedule)),
+        ("ranks x micro-batch", f"{result.config.world_size} x {result.config.micro_batch}"),
         ("steps / samples / epochs",
          f"{result.steps} / {result.samples} / {result.epochs:.2f}"),
         ("training time", f"{result.train_seconds:.3f} s"),

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.workloads import Workload, all_options, load_workload, script_spec
 
 WorkloadOpt = Annotated[str, typer.Option(
@@ -18,6 +20,10 @@ WorkloadOpt = Annotated[str, typer.Option(
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for model initialisation and shuffling.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print strict JSON on stdout.")]
+NprocOpt = Annotated[Optional[int], typer.Option("--nproc-per-trial", help=(
+    "Processes (ranks) per run, default 1: a torch.distributed job on this machine, gloo "
+    "on CPU, NCCL on CUDA with one visible device per rank. Batch sizes are global."),
+    show_default=False)]
 WorkloadOptions = dict[str, Any]
 CommandArg = Annotated[Optional[list[str]], typer.Argument(help=(
     "Your training script, after `--`, instead of --workload: it runs once per trial and "
@@ -47,6 +53,13 @@ def with_workload_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def workload_from(workload: str, options: WorkloadOptions) -> Workload:
     return load_workload(workload, **options)
+
+
+def ranks_for(device: str, nproc: int | None) -> int:
+    """--nproc-per-trial (default 1), checked against the device."""
+    n = 1 if nproc is None else nproc
+    check_nproc(n, resolve_device(device), None)
+    return n
 
 
 def script_workload(workload: str | None, command: list[str] | None) -> str | None:

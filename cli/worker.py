@@ -15,6 +15,7 @@ from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
 from autobatch_cli import STARTED
+from autobatch_cli.options import NprocOpt
 from autobatch_cli.output import exits_cleanly, stderr
 
 
@@ -25,6 +26,7 @@ def worker(
         help=f"Storage URL (default ${ENV_STORAGE}; prefer the variable: it keeps a "
              "password out of the process list).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    nproc_per_trial: NprocOpt = None,
     deadline: Annotated[float, typer.Option(hidden=True, help=(
         "Stop starting trials at this time (epoch seconds): how `tune --workers N` "
         "shares its --timeout."))] = math.inf,
@@ -47,5 +49,5 @@ def worker(
         say(f"{trial_line(trial)}  (worker {os.getpid()})")
 
     why = work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
-               on_trial=show)
+               on_trial=show, nproc_per_trial=nproc_per_trial)
     say(f"worker {os.getpid()} stopped: {why}")

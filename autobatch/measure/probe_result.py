@@ -65,6 +65,9 @@ class ProbeResult(JsonFile):
     torch_version: str
     created_at: str
     from_cache: bool = False
+    # ranks that each probed their device: max_batch_size is the least of their answers,
+    # a per-device micro-batch (the rest of the evidence is rank 0's)
+    ranks: int = 1
 
     what = "probe result"
 

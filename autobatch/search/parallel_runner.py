@@ -23,18 +23,28 @@ from autobatch.errors import ConfigError
 from autobatch.search.trial_child import result_of
 from autobatch.train import EvalCallback, RunResult
 from autobatch.train.launcher import Launch, RankJob
+from autobatch.workloads import ScriptWorkload, Workload
 
 
 def check_nproc(nproc: int, device: torch.device, cuda_devices: tuple[str, ...] | None) -> None:
     """Refuse a rank count below 1, or above the CUDA devices a CUDA job would use."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc-per-trial must be an integer >= 1, got {nproc!r}")
-    if device.type != "cuda" or nproc == 1:
-        return
-    count = len(cuda_devices) if cuda_devices else torch.cuda.device_count()
+    if cuda_devices is None and device.type != "cuda":
+        return  # CPU ranks share the machine's cores
+    count = len(cuda_devices) if cuda_devices is not None else torch.cuda.device_count()
     if nproc > count:
         raise ConfigError(f"--nproc-per-trial {nproc} needs {nproc} CUDA devices (one per "
                           f"rank), but {count} are given")
+
+
+def rank_spec(workload: Workload | ScriptWorkload, nproc: int) -> dict[str, Any]:
+    """The spec the ranks rebuild the workload from; ConfigError where there is none."""
+    if isinstance(workload, ScriptWorkload) or workload.spec is None:
+        raise ConfigError(f"--nproc-per-trial {nproc} needs a workload loaded by name "
+                          f"(the ranks rebuild it; a script trains in its own process), "
+                          f"not {workload.name!r}")
+    return workload.spec
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ own trainer, a user's script) is the runner's business.
   workload from its spec and streams evaluation points back over a pipe. A sticky
   CUDA error or a crash in native code ends that process, not the study (the trial
   fails with reason 'crashed'); used for CUDA trials.
+- ParallelRunner (parallel_runner.py): a torch.distributed job of N ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import autobatch.frames as frames
 import autobatch.stop as stop
 from autobatch.config import RunConfig
 from autobatch.errors import TrialCrashed
+from autobatch.search.parallel_runner import ParallelRunner, rank_spec
 from autobatch.search.script_runner import ScriptRunner
 from autobatch.search.trial_child import UserExit, result_of
 from autobatch.train import EvalCallback, RunResult, run
@@ -102,9 +104,12 @@ class SubprocessRunner:
         return result_of(message)
 
 
-def runner_for(workload: Workload | ScriptWorkload, device: torch.device) -> TrialRunner:
-    """A script's own runner; the subprocess runner for CUDA trials (isolation),
-    in-process otherwise."""
+def runner_for(workload: Workload | ScriptWorkload, device: torch.device,
+               nproc: int = 1) -> TrialRunner:
+    """A script's own runner; the data-parallel runner for nproc > 1 ranks; the
+    subprocess runner for CUDA trials (isolation), in-process otherwise."""
+    if nproc > 1:
+        return ParallelRunner(rank_spec(workload, nproc), device, nproc)
     if isinstance(workload, ScriptWorkload):
         return ScriptRunner(workload, device)
     if device.type == "cuda":

@@ -30,6 +30,7 @@ class WorkerSettings:
     n_trials: int | None = None
     patience: int | None = None
     seed: int = 0
+    nproc_per_trial: int = 1  # ranks per trial (a worker may choose its own)
     version: int = SETTINGS_VERSION
 
     def to_dict(self) -> dict[str, Any]:

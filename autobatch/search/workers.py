@@ -7,24 +7,19 @@ budget counts finished (COMPLETE or PRUNED) trials, and no trial starts while
 running ones already hold the rest of it; a trial of a worker that died is failed
 by the heartbeat and re-run by a survivor, and does not count.
 
-Local workers are `autobatch worker` processes; they read the storage URL from
-$AUTOBATCH_STORAGE, never from the command line, so a password does not show in
-the process list.
+Local workers are `autobatch worker` processes (worker_processes.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 
 import optuna
 import torch
@@ -39,17 +34,18 @@ from autobatch.device import resolve_device
 from autobatch.errors import ConfigError, StorageFault
 from autobatch.faults import causes, lost_fault
 from autobatch.search.objective import Objective, TrialAbandoned, interrupt_reason
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.search.prior import Prior
 from autobatch.search.pruning import pruner
 from autobatch.search.runners import TrialCrashed, runner_for
 from autobatch.search.settings import WorkerSettings
+from autobatch.search.space import SearchSpace
 from autobatch.search.study import converged, fail_running, sampler
-from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
+from autobatch.storage import mask_url, open_storage, require_shared_storage
 from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
 KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring the finalists"
-POLL_S = 2.0  # how often the tune looks at a study its workers run
 
 
 class _InterruptsInOneLine(logging.Filter):
@@ -194,14 +190,19 @@ def closed_after(study: optuna.Study, current: list[optuna.Trial],
     return StorageFault(f"{fault}; trial {trial.number} {fate}", fault.reason)
 
 
-def objective_from_study(study: optuna.Study, device: torch.device,
-                         deadline: float) -> tuple[Objective, WorkerSettings]:
-    """The objective a study was set up for, rebuilt from its stored settings."""
+def objective_from_study(study: optuna.Study, device: torch.device, deadline: float,
+                         nproc_per_trial: int | None = None
+                         ) -> tuple[Objective, WorkerSettings]:
+    """The objective a study was set up for, rebuilt from its stored settings (with
+    nproc_per_trial ranks per trial where given)."""
     stored = study.user_attrs.get(keys.SETTINGS)
     if stored is None or keys.PRIOR not in study.user_attrs:
         raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
                           "run autobatch tune --workers 0 first")
     settings = WorkerSettings.from_dict(stored)
+    if nproc_per_trial is not None:
+        check_nproc(nproc_per_trial, device, None)
+        settings = replace(settings, nproc_per_trial=nproc_per_trial)
     workload = load_workload(**settings.workload)
     prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
     return make_objective(workload, prior, settings, device, deadline), settings
@@ -212,15 +213,27 @@ def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
     profile = prior.profile
     step_model = ((profile.alpha, profile.beta)
                   if profile.alpha is not None and profile.beta is not None else None)
-    return Objective(runner=runner_for(workload, device), space=prior.space,
+    return Objective(runner=runner_for(workload, device, settings.nproc_per_trial),
+                     space=split_evenly(prior.space, settings.nproc_per_trial),
                      target=settings.target, trial_budget_s=settings.trial_budget_s,
                      bucket_base=prior.bucket_base, time_mode=settings.time_mode,
                      step_model=step_model, deadline=deadline, seed=settings.seed)
 
 
+def split_evenly(space: SearchSpace, nproc: int) -> SearchSpace:
+    """The space's global batches that split evenly over nproc ranks."""
+    batches = tuple(b for b in space.batch_sizes if b % nproc == 0)
+    if not batches:
+        raise ConfigError(f"no batch size of the study ({', '.join(map(str, space.batch_sizes))})"
+                          f" splits evenly over --nproc-per-trial {nproc} ranks")
+    return replace(space, batch_sizes=batches)
+
+
 def work(storage_url: str, study_name: str, *, device: str = "auto",
-         deadline: float = math.inf, on_trial: TrialCallback | None = None) -> str:
-    """Join a study and run trials until its budget is used up; why it stopped, in words."""
+         deadline: float = math.inf, on_trial: TrialCallback | None = None,
+         nproc_per_trial: int | None = None) -> str:
+    """Join a study and run trials until its budget is used up; why it stopped, in words.
+    nproc_per_trial: this worker's ranks per trial (None: as the study was set up)."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
     try:
@@ -230,65 +243,7 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
     except KeyError:
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
-    objective, settings = objective_from_study(study, resolve_device(device), deadline)
+    objective, settings = objective_from_study(study, resolve_device(device), deadline,
+                                               nproc_per_trial)
     return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
                       exclusive=False, patience=settings.patience, on_trial=on_trial)
-
-
-def worker_command(i: int, study_name: str, *, deadline: float,
-                   devices: Sequence[str] | None = None,
-                   started: float | None = None,
-                   parent: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """Worker i's command line and the environment it adds. The storage URL is never on
-    the command line (`ps` shows it to every user); with devices, worker i sees only
-    devices[i % len(devices)]; started (epoch s): the clock its lines count from;
-    parent: the pid whose end ends the worker too."""
-    env: dict[str, str] = {}
-    device = "auto"
-    if devices:
-        env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-        device = "cuda"
-    cmd = [sys.executable, "-m", "autobatch_cli", "worker", "--study-name", study_name,
-           "--device", device]
-    if math.isfinite(deadline):
-        cmd += ["--deadline", str(deadline)]
-    if started is not None:
-        cmd += ["--started", str(started)]
-    if parent is not None:
-        cmd += ["--parent", str(parent)]
-    return cmd, env
-
-
-def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
-                  devices: Sequence[str] | None = None, started: float | None = None,
-                  on_poll: Callable[[], None] | None = None) -> list[int]:
-    """Start n worker processes on the study and wait for them; their exit codes.
-    on_poll: called every POLL_S while they run (the tune's watch over the study).
-
-    Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
-    SIGTERM here is passed on (as SIGTERM) to the workers, which close their trials.
-    The workers run in a session of their own, so that this is the only way a stop
-    reaches them: a Ctrl-C to the terminal's process group arrives once, not twice
-    (the second would mean "stop at once"); and they end with this process.
-    """
-    procs = []
-    for i in range(n):
-        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices,
-                                  started=started, parent=os.getpid())
-        procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env},
-                                      start_new_session=True))
-    try:
-        next_poll = time.monotonic()
-        while any(p.poll() is None for p in procs):
-            stop.check()
-            if on_poll is not None and time.monotonic() >= next_poll:
-                on_poll()
-                next_poll = time.monotonic() + POLL_S
-            time.sleep(WAIT_S / 10)
-        return [p.returncode for p in procs]
-    except BaseException:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)  # handled even by a worker that ignores SIGINT
-        for p in procs:
-            p.wait()
-        raise
