@@ -15,7 +15,7 @@ from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
 from autobatch_cli import STARTED
-from autobatch_cli.options import NprocOpt
+from autobatch_cli.options import NprocOpt, ranks_for
 from autobatch_cli.output import exits_cleanly, stderr
 
 
@@ -37,6 +37,8 @@ def worker(
         "End when this process ends: `tune --workers N` passes its own pid."))] = None,
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
+    if nproc_per_trial is not None:  # else the study's
+        ranks_for(device, nproc_per_trial)
     if parent is not None:
         stop.end_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
