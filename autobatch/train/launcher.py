@@ -123,6 +123,7 @@ class Launch:
 
 def agent_main(read_fd: int, write_fd: int, parent: int) -> None:
     """The agent process: read (job, address), launch the ranks, report their values."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -141,6 +142,8 @@ def agent_main(read_fd: int, write_fd: int, parent: int) -> None:
     except ChildFailedError as exc:
         outcome = ("died", "; ".join(f"rank {rank} {ended(f.exitcode)}"
                                      for rank, f in sorted(exc.failures.items())))
+    except SignalException:  # the launcher has stopped the ranks; the parent is stopping
+        return
     frames.send(write_fd, outcome)
 
 
