@@ -71,3 +71,16 @@ def test_a_two_rank_run_of_mnist1d_cnn_reaches_its_target_and_says_world_size_2(
 def test_a_two_rank_probe_of_mnist1d_cnn_answers_a_per_device_batch():
     result = autobatch_json("probe", "--workload", "mnist1d-cnn", "--nproc-per-trial", "2")
     assert result["ranks"] == 2 and result["max_batch_size"] >= 1
+
+
+@pytest.mark.slow
+def test_a_tune_of_two_rank_trials_recommends_a_global_batch(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "autobatch_cli", "tune", *USER_GOOD, "--target", "0.9",
+         "--n-trials", "2", "--nproc-per-trial", "2", "--verify", "0", "--no-compare",
+         "--storage", f"sqlite:///{tmp_path}/s.db", "--output", str(tmp_path / "best.json"),
+         "--timeout", "300"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["batch_size"] % 2 == 0, best

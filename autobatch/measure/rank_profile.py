@@ -77,7 +77,7 @@ def rank_noise(ranks: Ranks, workload: Workload, model: torch.nn.Module, batch: 
     """B_simple from the ranks' gradients (B_small = batch/ranks) and their all-reduced
     mean (B_big = batch), over `draws` global batches without updates between them
     (warmup_steps 0: the caller trained the model and says how long)."""
-    ddp = model.ddp  # inside train.distributed.Agreed
+    ddp = model  # train.distributed.Agreed: DistributedDataParallel
     local = ddp.module
     batches = iter(ranks.shard(train_batches(workload, batch, ranks.device, seed=seed + 1)))
     started = time.perf_counter()

@@ -44,6 +44,9 @@ def rank_spec(workload: Workload | ScriptWorkload, nproc: int) -> dict[str, Any]
         raise ConfigError(f"--nproc-per-trial {nproc} needs a workload loaded by name "
                           f"(the ranks rebuild it; a script trains in its own process), "
                           f"not {workload.name!r}")
+    if workload.trainer is not None:
+        raise ConfigError(f"--nproc-per-trial {nproc}: {workload.name!r} trains with a "
+                          f"framework's own trainer, which starts its own processes")
     return workload.spec
 
 

@@ -7,7 +7,7 @@ autobatch.train.launcher). With Ranks:
 - every rank draws the same seeded global batch (TrainBatches at the global batch
   size, reshuffled per epoch exactly as one process does) and trains on its slice, so
   a step sees the same samples as one process at that global batch;
-- the model is wrapped in DistributedDataParallel behind `Agreed`, which agrees on an
+- the model is wrapped in `Agreed`, a DistributedDataParallel whose ranks agree on an
   out-of-memory error right after the forward pass, before DDP's gradient all-reduce
   (a rank that skipped the backward pass would leave the others waiting in it);
 - every step ends with one all-reduce of [OOM flag, loss, rank 0's clock], so an OOM
@@ -100,8 +100,7 @@ class Ranks(Solo):
             raise ConfigError(f"a run of {self.world_size} ranks cannot pause or resume")
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return Agreed(DistributedDataParallel(model, device_ids=ids), self)
+        return Agreed(model, self)
 
     def shard(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         for x, y in batches:
@@ -159,27 +158,23 @@ class Ranks(Solo):
         return [v / self.world_size for v in agreed.tolist()]
 
 
-class Agreed(nn.Module):
-    """DDP whose forward pass ends with the ranks' agreement on an OOM (see module doc).
-    no_sync is DDP's, for steps that accumulate gradients without communicating."""
+class Agreed(DistributedDataParallel):
+    """DDP whose forward pass ends with the ranks' agreement on an OOM (see module doc)."""
 
-    def __init__(self, ddp: DistributedDataParallel, ranks: Ranks) -> None:
-        super().__init__()
-        self.ddp = ddp
+    def __init__(self, module: nn.Module, ranks: Ranks) -> None:
+        ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+        super().__init__(module, device_ids=ids)
         self.ranks = ranks
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         try:
-            out, failed = self.ddp(x), False
+            out, failed = super().forward(*inputs, **kwargs), False
         except Exception as exc:
             if not is_oom(exc):
                 raise
             out, failed = None, True
         self.ranks.agree_oom(failed, "in the forward pass")
         return out
-
-    def no_sync(self) -> Any:
-        return self.ddp.no_sync()
 
 
 def join(device: torch.device) -> Ranks:

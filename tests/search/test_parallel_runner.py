@@ -89,3 +89,11 @@ def test_rank_counts_below_one_or_above_the_cuda_devices_given_are_refused():
         check_nproc(3, torch.device("cuda", 0), ("0", "1"))
     check_nproc(2, torch.device("cuda", 0), ("0", "1"))
     check_nproc(4, CPU, None)  # CPU ranks share the machine's cores
+
+
+@pytest.mark.gpu
+def test_a_one_rank_nccl_job_trains_on_cuda():
+    config = RunConfig(batch_size=16, lr=0.05, budget=Budget(steps=5), seed=3)
+    result = ParallelRunner(spec("good"), torch.device("cuda", 0), 1).run(
+        config, lambda point: False)
+    assert result.steps == 5 and result.device == torch.cuda.get_device_name(0)
