@@ -25,6 +25,8 @@ from autobatch.schedule import SCHEDULE_NAMES
 from autobatch.storage import default_storage_url, require_shared_storage
 
 TimeMode = Literal["measured", "modeled"]
+RungsChoice = Literal["auto", "on", "off"]
+RUNGS_CHOICES = ("auto", "on", "off")
 
 # Share of a --timeout the study may use; the rest is kept for verification.
 STUDY_SHARE = 0.7
@@ -61,40 +63,6 @@ _BUDGET_RE = re.compile(
 )
 _SECONDS_PER_UNIT = {"s": 1, "sec": 1, "secs": 1, "seconds": 1, "m": 60, "min": 60,
                      "mins": 60, "minutes": 60, "h": 3600}
-
-
-_BYTES_RE = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*(?P<unit>[KMGT]i?B?|B)?\s*$",
-                       re.IGNORECASE)
-_BYTE_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
-
-
-def parse_bytes(text: str) -> int:
-    """Parse a memory size: '1.5GiB', '512MiB', '2GB' (decimal), '4G' or '4096' (bytes).
-
-    Binary units (KiB, MiB, GiB, TiB, or a bare K/M/G/T) are powers of 1024; the
-    SI spellings KB/MB/GB/TB are powers of 1000.
-    """
-    match = _BYTES_RE.match(text)
-    if not match:
-        raise ConfigError(f"memory size must look like 1.5GiB, 512MiB or 2GB, got {text!r}")
-    unit = (match["unit"] or "").upper()
-    prefix = unit.rstrip("B").rstrip("I")
-    base = 1000 if unit.endswith("B") and "I" not in unit and prefix else 1024
-    value = float(match["num"]) * base ** _BYTE_POWERS[prefix]
-    if value < 1:
-        raise ConfigError(f"memory size must be at least 1 byte, got {text!r}")
-    return int(value)
-
-
-def bytes_in_words(text: str) -> str:
-    """How parse_bytes reads `text`, to say so: '4GB = 4,000,000,000 bytes = 3.73 GiB
-    (GB: powers of 1000; GiB: of 1024)'."""
-    n = parse_bytes(text)
-    unit = (_BYTES_RE.match(text)["unit"] or "").upper()  # type: ignore[index]
-    decimal = unit.endswith("B") and "I" not in unit and len(unit) > 1
-    return (f"{text.strip()} = {n:,} bytes = {n / 2**30:.2f} GiB ("
-            + ("KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: of 1024)" if decimal
-               else "binary units: powers of 1024; KB, MB, GB, TB are powers of 1000)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,7 +197,9 @@ class TuneConfig(SearchBounds):
     lr_range: LR bounds at the anchor batch with momentum 0.9 (replaces the LR
     range test). verify: how many of the best configurations are re-measured, each
     `verify_runs` times with fresh seeds, then raced up to `verify_max_runs` rounds
-    until paired tests separate them (verify.py).
+    until paired tests separate them (verify.py). rungs: 'on' pauses trials at rungs of
+    training time and resumes the promising ones (search/rungs.py), 'off' trains each
+    straight through, 'auto' uses rungs when the trial budget is long enough for them.
     """
 
     target: float
@@ -254,6 +224,9 @@ class TuneConfig(SearchBounds):
     use_cache: bool = True
     artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
     profile: str | None = None  # a saved `autobatch profile` file instead of profiling
+    rungs: RungsChoice = "auto"
+    checkpoint_dir: str | None = None  # paused trials' checkpoints; default: beside SQLite
+    keep_model: str | None = None  # where the winner's model at target is handed over
 
     def __post_init__(self) -> None:
         check_target("target", self.target)
@@ -273,6 +246,9 @@ class TuneConfig(SearchBounds):
         if self.verify_max_runs is not None and self.verify_max_runs < self.verify_runs:
             raise ConfigError(f"verify_max_runs ({self.verify_max_runs}) must be >= "
                               f"verify_runs ({self.verify_runs})")
+        if self.rungs not in RUNGS_CHOICES:
+            raise ConfigError(f"rungs must be one of {', '.join(RUNGS_CHOICES)}, got "
+                              f"{self.rungs!r}")
         if self.time_mode not in ("measured", "modeled"):
             raise ConfigError(f"time_mode must be measured or modeled, got {self.time_mode!r}")
         check_headroom("headroom", self.headroom)
@@ -294,7 +270,11 @@ class TuneConfig(SearchBounds):
 
     @property
     def trial_budget(self) -> float:
+        """trial_budget_s, else TRIAL_SHARE of the timeout (at most 60 s without rungs:
+        rungs spend a long budget only on the configurations that earn it), else 60 s."""
         if self.trial_budget_s is not None:
             return self.trial_budget_s
-        default = DEFAULT_TRIAL_BUDGET_S
-        return min(default, TRIAL_SHARE * self.timeout_s) if self.timeout_s else default
+        if not self.timeout_s:
+            return DEFAULT_TRIAL_BUDGET_S
+        share = TRIAL_SHARE * self.timeout_s
+        return share if self.rungs != "off" else min(DEFAULT_TRIAL_BUDGET_S, share)

@@ -32,6 +32,12 @@ CURVE = "curve"  # [[training seconds, metric], ...] per evaluation
 PREDICTED_TIME_S = "predicted_time_to_target_s"  # null: its plateau lies below the target
 PREDICTED_INTERVAL = "predicted_interval_s"  # [low, high] (80%; null: unbounded)
 PREDICTED_REACHABLE = "predicted_reachable"  # share of bootstrap fits reaching the target
+# rungs (search/rungs.py): the rung a trial trained to (0: the first); where it paused;
+# the paused trial it resumed from (set when the promotion queues it); why it restarted
+RUNG = "rung"
+PAUSED_AT_RUNG = "paused_at_rung"
+CONTINUES = "continues_trial"
+RESTARTED = "restarted_because"
 
 # ---- study user attributes
 CONTRACT = "autobatch_contract"  # what a resumed study must share with its first run

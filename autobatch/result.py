@@ -16,7 +16,10 @@ Schema (version 1), all times in seconds:
   test's), search_lr_range (what the study searched, at the anchor batch), lr_doubt},
   study {name, storage (password masked), trials}, tuning_seconds, break_even
   (tuning_seconds / the reference recipe's median time to target; null: not
-  measured; <= 1: tuning cost no more than one run of the reference), speed_drift
+  measured; <= 1: tuning cost no more than one run of the reference), first_model_s
+  (from the tune's start until a trial first trained a model to the target; null: none
+  in this run), first_model_break_even (first_model_s / the reference's median),
+  kept_model (where --keep-model put the best trial's model at the target), speed_drift
   {median_ratio (the last window's median of measured / profiled samples/s), trials,
   window, worst_ratio, limit} or null (too few trials; see search/drift.py).
   The top-level recipe is the tuned recommendation whatever the verdict.
@@ -75,13 +78,16 @@ class TuneResult:
     train_size: int | None = None  # training samples: resolves the schedule to steps
     verdict: Verdict | None = None  # None: judged from the candidates when written
     speed_drift: dict[str, Any] | None = None  # see search/drift.speed_drift
+    first_model_s: float | None = None
+    kept_model: str | None = None
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
     def build(cls, *, workload: str, target: float, device: str, prior: Prior,
               candidates: list[Candidate], best: Candidate, study: StudyInfo,
               seconds: float, train_size: int | None = None,
-              speed_drift: dict[str, Any] | None = None) -> TuneResult:
+              speed_drift: dict[str, Any] | None = None, first_model_s: float | None = None,
+              kept_model: str | None = None) -> TuneResult:
         profile, space = prior.profile, prior.space
         noise = profile.noise
         facts = {
@@ -102,13 +108,16 @@ class TuneResult:
         return cls(workload=workload, target=target, device=device, best=best,
                    candidates=tuple(candidates), prior=facts, study=study,
                    tuning_seconds=seconds, train_size=train_size,
-                   verdict=judge(candidates, best), speed_drift=speed_drift)
+                   verdict=judge(candidates, best), speed_drift=speed_drift,
+                   first_model_s=first_model_s, kept_model=kept_model)
 
-    def break_even(self) -> float | None:
-        """The tune's wall time in runs of the reference recipe to the target."""
+    def break_even(self, seconds: float | None = None) -> float | None:
+        """`seconds` (default: the tune's wall time) in runs of the reference recipe to
+        the target."""
         reference = next((c for c in self.candidates if c.name == REFERENCE), None)
         median = reference.median() if reference else None
-        return self.tuning_seconds / median if median else None
+        seconds = self.tuning_seconds if seconds is None else seconds
+        return seconds / median if median else None
 
     def judged(self) -> Verdict:
         return self.verdict or judge(list(self.candidates), self.best)
@@ -134,6 +143,10 @@ class TuneResult:
             "study": asdict(self.study),
             "tuning_seconds": self.tuning_seconds,
             "break_even": self.break_even(),
+            "first_model_s": self.first_model_s,
+            "first_model_break_even": (self.break_even(self.first_model_s)
+                                       if self.first_model_s is not None else None),
+            "kept_model": self.kept_model,
             "speed_drift": self.speed_drift,
         })
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from autobatch.config import Budget, TuneConfig, parse_bytes
+from autobatch.config import Budget, TuneConfig
 from autobatch.errors import ConfigError
+from autobatch.sizes import parse_bytes
 from autobatch.workloads import all_options
 
 
@@ -120,6 +121,9 @@ class TuneOptions:
     use_cache: bool | None = None
     profile: str | None = None
     seed: int | None = None
+    rungs: str | None = None
+    checkpoint_dir: str | None = None
+    keep_model: str | None = None
     workload_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

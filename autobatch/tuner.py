@@ -11,12 +11,9 @@ Publishing the study's note and artifacts for the dashboard is the caller's choi
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import optuna
 import torch
@@ -25,63 +22,27 @@ from optuna.trial import FrozenTrial
 import autobatch.keys as keys
 from autobatch.candidate import recommendation, unreliable
 from autobatch.config import STUDY_SHARE, VERIFY_MAX_SHARE, TuneConfig
-from autobatch.device import check_cuda_devices, device_name, resolve_device
+from autobatch.device import device_name, resolve_device
 from autobatch.errors import AutobatchError, ConfigError, TargetNotReachedError
 from autobatch.events import EventCallback, TuneEvent
-from autobatch.locks import StudyLock
-from autobatch.measure import ProfileResult
-from autobatch.measure.budget import stage_budget
-from autobatch.measure.trust import read_profile
+from autobatch.prepare import prepare, settings
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search import (
-    METRIC_NAME,
     MIN_IMPROVEMENT,
-    Prior,
-    WorkerSettings,
-    check_contract,
-    contract,
     converged,
-    default_study_name,
-    fail_running,
     make_objective,
-    measure_prior,
-    pruner,
     reached_trials,
     run_trials,
-    sampler,
-    seed_trials,
     spawn_workers,
     summarize,
 )
+from autobatch.search.checkpoints import CheckpointStore
 from autobatch.search.course import CourseWatch
 from autobatch.search.drift import DriftWatch, drift_record
-from autobatch.search.parallel_runner import check_nproc
-from autobatch.search.script_prior import check_script_bounds, measure_script
-from autobatch.search.script_runner import ScriptRunner
 from autobatch.search.workers import KEPT_FOR_VERIFICATION
-from autobatch.storage import (
-    default_storage_url,
-    mask_url,
-    open_storage,
-    storage_file,
-    supports_workers,
-)
-from autobatch.train import check_data
+from autobatch.storage import mask_url, supports_workers
 from autobatch.verify import FINISH_RESERVE_S, VerifyPlan, verification_seconds, verify
 from autobatch.workloads import ScriptWorkload, Workload
-
-log = logging.getLogger(__name__)
-
-
-
-def measure(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
-            emit: EventCallback, saved_profile: ProfileResult | None = None) -> Prior:
-    if isinstance(workload, ScriptWorkload):  # its model is out of sight: time its steps
-        return measure_script(ScriptRunner(workload, device), config.bounds, emit)
-    return measure_prior(workload, config.bounds, device, emit, headroom=config.headroom,
-                         memory_limit=config.memory_limit, use_cache=config.use_cache,
-                         seed=config.seed, trial_budget_s=config.trial_budget,
-                         saved_profile=saved_profile, budget_s=stage_budget(config.timeout_s))
 
 
 def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
@@ -91,93 +52,6 @@ def watch(*callbacks: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[
         for callback in callbacks:
             callback(study, trial)
     return each
-
-
-def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerSettings:
-    """What a worker process needs to rebuild the objective (see search/workers.py)."""
-    return WorkerSettings(workload=workload.spec, target=config.target,
-                          trial_budget_s=config.trial_budget, time_mode=config.time_mode,
-                          n_trials=config.total_trials, patience=config.patience,
-                          seed=config.seed, nproc_per_trial=config.nproc_per_trial)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    study: optuna.Study
-    prior: Prior
-    storage_url: str
-    # a SQLite study's single-writer lock, held until tune() ends (or this is dropped)
-    lock: StudyLock | None = None
-
-
-def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
-            emit: EventCallback) -> Prepared:
-    """Create or resume the study: contract check, zombies, prior, seeded trials."""
-    storage_url = config.storage or default_storage_url()
-    if config.workers != 1 and workload.spec is None:
-        raise ConfigError("workers rebuild the workload by name: load it with "
-                          "autobatch.load_workload() to use workers != 1")
-    # unusable devices and data fail here, before a study is created for them
-    check_nproc(config.nproc_per_trial, device, config.devices)
-    if config.devices:
-        check_cuda_devices(config.devices)
-    if isinstance(workload, ScriptWorkload):
-        check_script_bounds(config.bounds)
-        if config.profile:
-            raise ConfigError("--profile: a script's profile is its own steps, timed by tune")
-    else:
-        check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
-                   torch.device("cpu"))
-    saved = read_profile(config.profile, workload.name) if config.profile else None
-    path = storage_file(storage_url)
-    # before anything is swept as a zombie, no other tune may run on a SQLite file
-    lock = StudyLock(path) if path and not supports_workers(storage_url) else None
-    try:
-        return _open_study(workload, config, device, emit, storage_url, lock, saved)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-
-
-def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
-                emit: EventCallback, storage_url: str, lock: StudyLock | None,
-                saved_profile: ProfileResult | None) -> Prepared:
-    storage = open_storage(storage_url)
-    path = storage_file(storage_url)
-    emit(TuneEvent("stage", "storage", f"study storage {path or mask_url(storage_url)}"))
-    name = config.study_name or default_study_name(workload, config.target)
-    exists = name in optuna.get_all_study_names(storage)
-    if config.new_study and exists:
-        name, exists = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", False
-    # a new study is measured before it is created: nothing fits -> no half-made study
-    prior = None if exists else measure(workload, config, device, emit, saved_profile)
-    study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
-                                load_if_exists=True, sampler=sampler(config.seed),
-                                pruner=pruner())
-    if not exists:  # the readable attributes first: the dashboard lists them in order
-        for key in (keys.RECOMMENDATION_TEXT, keys.VERDICT_TEXT):
-            study.set_user_attr(key, keys.PENDING)
-    check_contract(study, contract(workload, target=config.target, bounds=config.bounds,
-                                   time_mode=config.time_mode))
-    if not supports_workers(storage_url):  # a single worker: anything RUNNING is dead
-        zombies = fail_running(study, "zombie")
-        if zombies:
-            emit(TuneEvent("stage", "resume",
-                           f"marked {zombies} abandoned running trial(s) FAIL"))
-    with warnings.catch_warnings():  # experimental in Optuna, and exactly what we need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([METRIC_NAME])
-    if keys.PRIOR in study.user_attrs:
-        prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
-        emit(TuneEvent("stage", "resume", f"resuming study {name!r} ({tally(study)})"))
-    else:
-        prior = prior or measure(workload, config, device, emit, saved_profile)
-        study.set_user_attr(keys.SETTINGS, settings(workload, config).to_dict())
-        study.set_user_attr(keys.PRIOR, prior.to_dict())
-        for params in seed_trials(prior, workload.reference):
-            study.enqueue_trial(params, skip_if_exists=True)
-    return Prepared(study=study, prior=prior, storage_url=storage_url, lock=lock)
 
 
 def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
@@ -227,7 +101,7 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                                f"failed (exit codes {failed}); the others finished the study"))
         else:
             objective = make_objective(workload, prior, settings(workload, config), dev,
-                                       study_deadline)
+                                       study_deadline, prepared.store)
 
             def verification_starts() -> float:
                 """Once the seeded trials have run (before, the best times say little),
@@ -261,9 +135,13 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                     f"the study ran no trial: the measurements before it took "
                     f"{time.time() - started:.0f}s of the {config.timeout_s or 0:g}s "
                     f"--timeout ({counts}); raise --timeout")
+            trials = study.get_trials(deepcopy=False)
+            paused = (" (paused trials resume from their checkpoints when it is run again)"
+                      if any(keys.PAUSED_AT_RUNG in t.user_attrs for t in trials) else "")
             raise TargetNotReachedError(
                 f"no trial reached {config.target:g} in study {study.study_name!r} ({counts}); "
-                "raise --trial-budget, lower --target, or widen the bounds")
+                f"raise --trial-budget or --timeout{paused}, lower --target, or widen the "
+                "bounds")
         candidates = verify(workload, plan, prior, reached, dev, deadline, emit)
         best = recommendation(candidates)
         if warning := unreliable(best):
@@ -275,24 +153,35 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                             trials=summary),
             seconds=time.time() - started,
             train_size=len(workload.train_data) if isinstance(workload, Workload) else None,
-            speed_drift=drift_record(study.get_trials(deepcopy=False), prior.profile))
+            speed_drift=drift_record(study.get_trials(deepcopy=False), prior.profile),
+            first_model_s=first_model_s(reached, started),
+            kept_model=hand_over(prepared.store, reached, config.keep_model, emit))
+        if prepared.store is not None:
+            prepared.store.clear()  # the paused trials are no use to a finished study
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
         return result
 
 
-def tally(study: optuna.Study) -> str:
-    """The study's trials by state, as a resume reports them: "5 finished (3 complete,
-    2 pruned), 1 failed, 2 queued" (queued: seeds not yet run; running: other workers')."""
-    states = optuna.trial.TrialState
-    count = {state: 0 for state in states}
-    for trial in study.get_trials(deepcopy=False):
-        count[trial.state] += 1
-    done = count[states.COMPLETE] + count[states.PRUNED]
-    parts = [f"{done} finished ({count[states.COMPLETE]} complete, "
-             f"{count[states.PRUNED]} pruned)"]
-    for state, word in ((states.FAIL, "failed"), (states.RUNNING, "running"),
-                        (states.WAITING, "queued")):
-        if count[state]:
-            parts.append(f"{count[state]} {word}")
-    return ", ".join(parts)
+def first_model_s(reached: list[FrozenTrial], started: float) -> float | None:
+    """Seconds from `started` until a trial of this run first reached the target."""
+    times = [t.datetime_complete.timestamp() - started for t in reached
+             if t.datetime_complete is not None]
+    times = [t for t in times if t >= 0]  # earlier runs' trials of a resumed study
+    return min(times) if times else None
+
+
+def hand_over(store: CheckpointStore | None, reached: list[FrozenTrial], path: str | None,
+              emit: EventCallback) -> str | None:
+    """Move the model of the fastest trial to reach the target to `path`."""
+    if store is None or path is None:
+        return None
+    for trial in sorted(reached, key=lambda t: t.value):
+        if store.hand_over(trial.number, path):
+            emit(TuneEvent("stage", "model", f"kept the model of trial {trial.number} "
+                           f"({trial.user_attrs.get(keys.RECIPE)}, at the target after "
+                           f"{trial.value:.3g}s of training) in {path}"))
+            return path
+    emit(TuneEvent("stage", "warning", "no model was kept: the trials that reached the "
+                   "target ran without --keep-model (an earlier run of the study)"))
+    return None

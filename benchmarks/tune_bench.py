@@ -38,10 +38,12 @@ from pathlib import Path
 
 import optuna
 
+import autobatch.keys as keys
 from autobatch import Budget, RunConfig, load_workload, run
 from autobatch.config import TuneConfig
 from autobatch.measure import lr_range_test, probe
 from autobatch.measure.lr_range import smooth
+from autobatch.schedule import CONSTANT, Schedule
 from autobatch.tuner import tune
 from benchmarks.report import machine_lines, write_section
 
@@ -57,6 +59,7 @@ class Contender:
     lr: float
     momentum: float
     optimizer: str | None = None
+    schedule: Schedule = CONSTANT
     times: list[float] = field(default_factory=list)  # inf: target missed
 
     def median(self) -> float:
@@ -64,9 +67,11 @@ class Contender:
 
 
 def time_to_target(workload, target: float, batch: int, lr: float, momentum: float,
-                   optimizer: str | None, budget_s: float, seed: int) -> float:
+                   optimizer: str | None, budget_s: float, seed: int,
+                   schedule: Schedule = CONSTANT) -> float:
     config = RunConfig(batch_size=batch, lr=lr, momentum=momentum, target=target,
-                       budget=Budget(seconds=budget_s), seed=seed, optimizer=optimizer)
+                       budget=Budget(seconds=budget_s), seed=seed, optimizer=optimizer,
+                       schedule=schedule)
     result = run(workload, config, device="cpu")
     return result.time_to_target_s if result.target_reached else math.inf
 
@@ -139,7 +144,7 @@ def recommendation_and_runner_up(tuned) -> tuple[Contender, Contender | None]:
     """The recommendation and the tuned candidate the verification ranked next."""
     def contender(name, c) -> Contender:
         hp = c.hparams
-        return Contender(name, hp.batch_size, hp.lr, hp.momentum, hp.optimizer)
+        return Contender(name, hp.batch_size, hp.lr, hp.momentum, hp.optimizer, hp.schedule)
 
     others = [c for c in tuned.candidates if c.tuned and c is not tuned.best and c.runs]
     runner_up = min(others, key=lambda c: (-c.reached_share(), c.median() or math.inf),
@@ -155,6 +160,24 @@ def verification_seconds(events: list[tuple[float, str]]) -> float | None:
         return None
     first = kinds.index("verify")
     return events[kinds.index("verdict")][0] - events[max(0, first - 1)][0]
+
+
+def extrapolation(study: optuna.Study) -> tuple[list[float], int, int]:
+    """Predicted / measured time to target of every configuration that paused at a rung
+    and was continued to the target (the prediction at its last pause), and how many
+    trials paused and were continued."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    ratios = []
+    for trial in trials.values():
+        source = trial.user_attrs.get(keys.CONTINUES)
+        if not trial.user_attrs.get(keys.TARGET_REACHED) or source is None:
+            continue
+        predicted = trials[source].user_attrs.get(keys.PREDICTED_TIME_S)
+        if predicted:
+            ratios.append(predicted / trial.value)
+    paused = sum(keys.PAUSED_AT_RUNG in t.user_attrs for t in trials.values())
+    continued = sum(keys.CONTINUES in t.user_attrs for t in trials.values())
+    return ratios, paused, continued
 
 
 def main() -> None:
@@ -193,7 +216,7 @@ def main() -> None:
 
     ref = workload.reference
     contenders.append(Contender("reference recipe", ref.batch_size, ref.lr, ref.momentum,
-                                ref.optimizer))
+                                ref.optimizer, ref.schedule))
     plain_seconds = None
     if not args.core:
         fits = probe(workload, device="cpu").max_batch_size
@@ -220,27 +243,28 @@ def main() -> None:
         for c in contenders:
             c.times.append(time_to_target(judged, args.target, c.batch_size, c.lr,
                                           c.momentum, c.optimizer, args.run_budget,
-                                          1000 + seed))
+                                          1000 + seed, c.schedule))
             print(f"seed {seed} {c.name}: {c.times[-1]:.3f}s", file=sys.stderr)
     load_after = os.getloadavg()[0]
     write_section(f"## Tune: {args.workload}", "\n".join(summary(
         args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, events,
-        grid_seconds, grid_reached, plain_seconds, (load_before, load_after))))
+        grid_seconds, grid_reached, plain_seconds, (load_before, load_after),
+        f"sqlite:///{folder / 'tune.db'}")))
 
 
 def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, events,
-            grid_seconds, grid_reached, plain_seconds, loads) -> list[str]:
+            grid_seconds, grid_reached, plain_seconds, loads, storage: str) -> list[str]:
     grid_best = best_cell.median()
     recommended = rec.median()
     one_best_run = min(grid_best, recommended)
-    rows = ["| configuration | batch | LR | momentum | median s | min..max s | vs grid best |",
-            "|---|---:|---:|---:|---:|---|---:|"]
+    rows = ["| configuration | batch | LR | momentum | schedule | median s | min..max s "
+            "| vs grid best |", "|---|---:|---:|---:|---|---:|---|---:|"]
     for c in contenders:
         finite = [t for t in c.times if math.isfinite(t)]
         spread = f"{min(finite):.2f}..{max(finite):.2f}" if finite else "-"
         missed = len(c.times) - len(finite)
         rows.append(f"| {c.name}{f' ({missed} missed)' if missed else ''} | {c.batch_size} "
-                    f"| {c.lr:.3g} | {c.momentum:.3g} | {c.median():.3f} | {spread} "
+                    f"| {c.lr:.3g} | {c.momentum:.3g} | {c.schedule} | {c.median():.3f} | {spread} "
                     f"| {c.median() / grid_best:.2f}x |")
     ref_median = next(c for c in contenders if c.name == "reference recipe").median()
     verify_s = verification_seconds(events)
@@ -273,6 +297,17 @@ def summary(args, tuned, contenders, rec, runner_up, best_cell, tune_seconds, ev
                      f"the target within {args.grid_budget:g} s.")
     if plain_seconds is not None:
         lines.append(f"- Plain Optuna was given the same {plain_seconds:.0f} s.")
+    if tuned.first_model_s is not None:
+        lines.append(f"- First model at the target after {tuned.first_model_s:.0f} s of the "
+                     f"tune: first-model break-even **{tuned.first_model_s / ref_median:.2f}** "
+                     "(goal <= 1.0).")
+    study = optuna.load_study(study_name=tuned.study.name, storage=storage)
+    ratios, paused, continued = extrapolation(study)
+    lines.append(f"- Rungs: {paused} trials paused, {continued} continued from a checkpoint"
+                 + (f"; predicted / measured time to target at the last pause: median "
+                    f"{statistics.median(ratios):.2f}, within +-25% for "
+                    f"{sum(0.75 <= r <= 1.25 for r in ratios)} of {len(ratios)}"
+                    if ratios else "") + ".")
     lines.append(f"- Prediction before any trial: B* = {tuned.prior['b_star']:.0f} "
                  f"(B_sat {tuned.prior['b_sat']:.0f}); grid best batch {best_cell.batch_size}.")
     return [f"## Tune: {args.workload}", "", *lines]

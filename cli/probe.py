@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from autobatch.config import bytes_in_words, parse_bytes
 from autobatch.device import resolve_device
 from autobatch.measure import ProbeResult
 from autobatch.measure import probe as run_probe
 from autobatch.measure.rank_probe import probe_ranks
 from autobatch.search.parallel_runner import rank_spec
+from autobatch.sizes import bytes_in_words, parse_bytes
 from autobatch_cli.options import (
     DeviceOpt,
     JsonOpt,

@@ -12,15 +12,16 @@ from rich.live import Live
 from rich.table import Table
 
 import autobatch.keys as keys
-from autobatch.config import TuneConfig, bytes_in_words
+from autobatch.config import TuneConfig
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
+from autobatch.prepare import prepare
 from autobatch.report import publish
 from autobatch.result import TuneResult, check_format
+from autobatch.sizes import bytes_in_words
 from autobatch.storage import default_storage_url, mask_url, open_storage
 from autobatch.studyfile import TuneOptions
-from autobatch.tuner import prepare
 from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
 from autobatch_cli.options import (
@@ -110,6 +111,16 @@ def tune(
         "profiling."))] = None,
     device: Annotated[Optional[str], Opt(help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[Optional[int], Opt(help="Sampler and training seed.")] = None,
+    rungs: Annotated[Optional[str], Opt(help=(
+        "on: pause trials at rungs of training time and resume only the promising ones "
+        "from their checkpoints; off: train each straight through; auto (default): on "
+        "when the trial budget is long enough."))] = None,
+    checkpoint_dir: Annotated[Optional[str], Opt(help=(
+        "Folder for paused trials' checkpoints, shared by every worker (default: beside a "
+        "SQLite database; required for a server)."))] = None,
+    keep_model: Annotated[Optional[Path], Opt(help=(
+        "Save the model of the fastest trial to reach the target (at that moment, with "
+        "its recipe) to this file."))] = None,
     command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
@@ -127,7 +138,8 @@ def tune(
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
         nproc_per_trial=nproc_per_trial,
         compare=compare, use_cache=use_cache, profile=str(profile) if profile else None,
-        seed=seed,
+        seed=seed, rungs=rungs, checkpoint_dir=checkpoint_dir,
+        keep_model=str(keep_model) if keep_model else None,
         workload_options=workload_options or {})
     options = given.over(TuneOptions.from_file(config)) if config else given
     fmt = options.format
@@ -140,8 +152,9 @@ def tune(
         stderr.print(f"memory limit {bytes_in_words(options.memory_limit)}", markup=False)
     wl = workload_from(options.workload, options.workload_options)
     out_path = Path(options.output) if options.output else None
-    if out_path is not None and not out_path.parent.is_dir():
-        raise ConfigError(f"--output folder {str(out_path.parent)!r} does not exist")
+    for flag, path in (("--output", out_path), ("--keep-model", options.keep_model)):
+        if path is not None and not Path(path).parent.is_dir():
+            raise ConfigError(f"{flag} folder {str(Path(path).parent)!r} does not exist")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress replaces it
     device = resolve_device(options.device or "auto")
     if tune_cfg.workers == 0:
@@ -205,6 +218,10 @@ def closing_table(result: TuneResult) -> Table:
                      f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s"
                      + (f" = {data['break_even']:.1f} reference runs (break-even)"
                         if data["break_even"] else "")
+                     + (f"; the first model at the target after {data['first_model_s']:.0f}s"
+                        + (f" = {data['first_model_break_even']:.2f} reference runs"
+                           if data["first_model_break_even"] else "")
+                        if data["first_model_s"] is not None else "")
                      + f"\nverdict: {data['verdict']}: {data['verdict_reason']}")
     return table
 

@@ -27,6 +27,9 @@ def worker(
              "password out of the process list).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     nproc_per_trial: NprocOpt = None,
+    checkpoint_dir: Annotated[Optional[str], typer.Option(help=(
+        "Where this machine sees the study's checkpoint folder (default: the path the "
+        "study was set up with)."))] = None,
     deadline: Annotated[float, typer.Option(hidden=True, help=(
         "Stop starting trials at this time (epoch seconds): how `tune --workers N` "
         "shares its --timeout."))] = math.inf,
@@ -51,5 +54,5 @@ def worker(
         say(f"{trial_line(trial)}  (worker {os.getpid()})")
 
     why = work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
-               on_trial=show, nproc_per_trial=nproc_per_trial)
+               on_trial=show, checkpoint_dir=checkpoint_dir, nproc_per_trial=nproc_per_trial)
     say(f"worker {os.getpid()} stopped: {why}")

@@ -7,10 +7,18 @@ rather than in a test file.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import torch
 from torch import nn
 
+import autobatch.train.checkpoint as checkpoint
 from autobatch import TensorData, Workload
+from autobatch.config import RunConfig
+from autobatch.train import EvalPoint, RunResult, Segment
 
 ALPHA, BETA = 2e-3, 1e-5  # the fake device: t(B) = 2 ms + 10 us * B
 
@@ -91,3 +99,60 @@ def wide_workload() -> Workload:
     data = TensorData(torch.randn(512, 32768, generator=g), torch.randint(0, 3, (512,)))
     return Workload(name="wide", model_factory=Wide, train_data=data,
                     val_data=TensorData(data.x[:16], data.y[:16]), eval_batch_size=16)
+
+
+@dataclass
+class ScriptedRunner:
+    """A trial runner without training: the metric climbs by `rate(batch)` per second of
+    training (or follows `curve(batch, seconds)`), one evaluation every 0.1 s, until the
+    target, the budget, a stop or its segment's pause. A paused run's checkpoint (in
+    autobatch's checkpoint format) holds its trace, which a resumed run continues."""
+
+    rate: dict[int, float] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+    seen: list[RunConfig] = field(default_factory=list)
+    curve: Callable[[int, float], float] | None = None
+    can_pause: bool = True
+    segments: list[Segment] = field(default_factory=list)
+
+    def metric(self, batch: int, seconds: float) -> float:
+        if self.curve is not None:
+            return self.curve(batch, seconds)
+        return min(1.0, self.rate[batch] * seconds)
+
+    def run(self, config: RunConfig, on_eval, segment: Segment = Segment()) -> RunResult:
+        self.seen.append(config)
+        self.segments.append(segment)
+        trace = ([EvalPoint(**p) for p in checkpoint.load(segment.resume)["trace"]]
+                 if segment.resume else [])
+        seconds = trace[-1].train_seconds if trace else 0.0
+        stop = "budget"
+        while seconds < config.budget.seconds - 1e-9:
+            seconds = round(seconds + 0.1, 10)
+            metric = self.metric(config.batch_size, seconds)
+            trace.append(EvalPoint(train_seconds=seconds, steps=len(trace) + 1,
+                                   samples=(len(trace) + 1) * config.batch_size,
+                                   epochs=0.0, train_loss=1.0 - metric, metric=metric,
+                                   eval_seconds=0.0))
+            if metric >= config.target:
+                stop = "target"
+                if segment.keep_model:
+                    Path(segment.keep_model).write_text(json.dumps(config.to_dict()))
+                break
+            if on_eval(trace[-1]):
+                stop = "stopped"
+                break
+            if segment.pause and segment.pause.due(len(trace), seconds):
+                stop = "paused"
+                checkpoint.save(segment.pause.path, {"trace": [vars(p) for p in trace]})
+                break
+        hit = trace[-1] if stop == "target" else None
+        return RunResult(
+            workload="scripted", device="none", config=config, target_reached=hit is not None,
+            time_to_target_s=hit.train_seconds if hit else None,
+            steps_to_target=hit.steps if hit else None,
+            samples_to_target=hit.samples if hit else None, steps=len(trace),
+            samples=len(trace) * config.batch_size, epochs=0.0, train_seconds=seconds,
+            eval_seconds=0.0, samples_per_s=0.0, best_metric=max(p.metric for p in trace),
+            final_metric=trace[-1].metric, stop_reason=stop, trace=tuple(trace),
+            peak_memory_bytes=0)

@@ -461,3 +461,22 @@ def test_long_stage_progress_updates_the_status_line_or_prints_now_and_then(caps
     assert re.findall(r"profile: batch 8: measurement (\d+) of 25", err) == ["1", "11", "21"]
     assert "lr_range: step 0 of 100, LR 1e-05" in err
     assert progress.stage == "lr_range: step 0 of 100, LR 1e-05"
+
+
+def test_tune_with_rungs_on_a_server_without_a_checkpoint_dir_exits_2_before_opening_it():
+    # the server is never contacted: the refusal comes first
+    result = invoke("tune", "--workload", "digits-cnn", "--target", "0.9", "--rungs", "on",
+                    "--storage", "postgresql://nobody:secret@127.0.0.1:1/none")
+    assert result.exit_code == 2, result.output
+    assert "give --checkpoint-dir for the storage" in result.stderr
+    assert "secret" not in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--rungs", "sometimes", "rungs must be one of auto, on, off, got 'sometimes'"),
+    ("--keep-model", "/no/such/folder/model.pt", "--keep-model folder '/no/such/folder'"),
+])
+def test_tune_refuses_bad_rung_options(option, value, message):
+    result = invoke("tune", "--workload", "digits-cnn", "--target", "0.9", option, value)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr

@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import autobatch.train.checkpoint as checkpoint
 from tests.conftest import FIXTURES, autobatch
 
 
@@ -120,3 +121,47 @@ def test_every_stop_signal_is_obeyed_whenever_it_arrives(tmp_path):
         assert "Traceback" not in err and "failed with" not in err, err
         assert time.monotonic() - started < 15, err  # promptly: no stage runs to its end
         assert running_trials(db) == 0
+
+
+def paused_trials(db) -> list[int]:
+    """Numbers of the trials that paused at a rung so far."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return [n for (n,) in conn.execute(
+                "select t.number from trials t join trial_user_attributes a "
+                "on a.trial_id = t.trial_id where a.key = 'paused_at_rung'")]
+    except sqlite3.OperationalError:
+        return []
+
+
+@pytest.mark.slow
+def test_sigkill_keeps_paused_trials_resumable_from_their_checkpoints(tmp_path):
+    # rungs at 0.1, 0.3, 0.9 and 2.7 s: the slow model (5 ms a step) never reaches 0.99,
+    # so every trial pauses at 0.1 s, and after three the best is resumed
+    db = tmp_path / "study.db"
+    args = slow_tune(db) + ["--rungs", "on"]
+    args[args.index("--n-trials") + 1] = "8"
+    args[args.index("--trial-budget") + 1] = "2.7s"
+    proc = autobatch(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(paused_trials(db)) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    first = paused_trials(db)
+    assert len(first) >= 2, "no trial paused before the kill"
+    folder = tmp_path / "study-checkpoints" / "s"
+    for number in first:  # written whole: each one loads
+        assert checkpoint.load(folder / f"trial-{number}.ckpt")["identity"]["workload"]
+
+    rerun = autobatch(*args)
+    _, err = rerun.communicate(timeout=240)
+    assert rerun.returncode == 3, err  # the target is out of reach; its checkpoints stay
+    assert "paused trials resume from their checkpoints" in err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    # the first run's paused trials count at the first rung: promotions resume from them
+    resumed = [t for t in study.trials if "continues_trial" in t.user_attrs
+               and t.state != TrialState.FAIL]
+    assert resumed and not any("restarted_because" in t.user_attrs for t in resumed)

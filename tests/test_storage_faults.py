@@ -48,6 +48,9 @@ class Evaluations:
         self.during(trial)
         return float(trial.number)
 
+    def before_trial(self, study):
+        pass  # no rungs: nothing to promote
+
 
 def run(study, objective, n_trials=4):
     run_trials(study, objective, n_trials=n_trials, deadline=time.time() + 60,

@@ -4,6 +4,7 @@ import json
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import autobatch.keys as keys
@@ -11,6 +12,7 @@ from autobatch import ConfigError, TargetNotReachedError
 from autobatch.config import TuneConfig
 from autobatch.search.prior import Prior, seed_trials
 from autobatch.search.study import METRIC_NAME, converged
+from autobatch.train import evaluate, val_batches
 from autobatch.tuner import tune
 from tests.conftest import tiny_workload
 
@@ -153,7 +155,7 @@ def test_a_timeout_spent_before_any_trial_says_so_rather_than_no_trial_reached(t
 def test_resume_tally_counts_trials_by_state_not_all_at_once():
     import optuna
 
-    from autobatch.tuner import tally
+    from autobatch.prepare import tally
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study()
@@ -163,3 +165,30 @@ def test_resume_tally_counts_trials_by_state_not_all_at_once():
     study.enqueue_trial({})
     study.enqueue_trial({})
     assert tally(study) == "2 finished (1 complete, 1 pruned), 1 failed, 2 queued"
+
+
+@pytest.mark.slow
+def test_tune_with_rungs_resumes_paused_trials_and_hands_over_the_winners_model(tmp_path):
+    # rungs at 0.01, 0.03, 0.09 and 0.27 s of training: the tiny model reaches 0.95 in
+    # 0.02-0.06 s, so most trials pause at the first rung and the best third resume
+    model_path = tmp_path / "model.pt"
+    config = TuneConfig(target=0.95, n_trials=12, verify=1, verify_runs=1,
+                        trial_budget_s=0.27, rungs="on", keep_model=str(model_path),
+                        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="rungs")
+    result = tune(tiny_workload(), config, device="cpu")
+    trials = load(config).trials
+    assert any(keys.PAUSED_AT_RUNG in t.user_attrs for t in trials)
+    assert any(keys.CONTINUES in t.user_attrs for t in trials)
+    # the kept model is the fastest trial's, at the target, with its recipe
+    fastest = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    kept = torch.load(model_path, weights_only=True)
+    assert kept["recipe"]["batch_size"] == fastest.user_attrs["batch_size"]
+    assert kept["time_to_target_s"] == pytest.approx(fastest.value)
+    workload = tiny_workload()
+    model = workload.model_factory()
+    model.load_state_dict(kept["model"])
+    assert evaluate(model, workload, val_batches(workload, torch.device("cpu"))) >= 0.95
+    data = result.to_dict()
+    assert data["kept_model"] == str(model_path)
+    assert 0 < data["first_model_s"] <= data["tuning_seconds"]
+    assert not (tmp_path / "s-checkpoints").exists()  # a finished tune removes them

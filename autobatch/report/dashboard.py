@@ -29,7 +29,7 @@ from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upl
 
 import autobatch.keys as keys
 from autobatch.hyperparams import Hyperparams
-from autobatch.report.facts import Facts, probe_facts, profile_facts, recipe_cells
+from autobatch.report.facts import Facts, cost_line, probe_facts, profile_facts, recipe_cells
 from autobatch.report.figures import profile_png
 from autobatch.report.recommendation import (
     COMPARISON_HEADER,
@@ -122,6 +122,11 @@ def _reading_guide(prior: dict | None) -> str:
         "value, so in the History plot (\"Include PRUNED trials\") a pruned trial sits "
         "with the trials that ran out of budget, above every trial that reached the "
         "target: it did not reach it.",
+        "- **Rungs** (long runs): a trial PRUNED with `prune_reason` \"paused at Ns\" "
+        "paused at rung `paused_at_rung` with a checkpoint; when it ranked in the best "
+        "third there, a later trial with the same Params and `continues_trial` = its "
+        "number resumed it (`rung` + 1): that trial's curve and time to target are the "
+        "whole run's, from the start.",
     ])
 
 
@@ -153,7 +158,7 @@ def study_note(study: optuna.Study, result: TuneResult) -> str:
         f"- **objective**: `time_to_target_s` (minimised; a trial that misses the target "
         f"scores budget x (1 + shortfall))\n- **trials**: {counts}\n"
         f"- **storage**: `{result.study.storage}`\n"
-        f"- **tuning time**: {result.tuning_seconds:.0f} s",
+        f"- **cost**: {cost_line(data)}",
         "### Reading the dashboard",
         _reading_guide(prior),
         "Artifacts: `profile.png`, `probe.json`, `best.json`; the full page: "

@@ -68,6 +68,23 @@ def fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g} s"
 
 
+def cost_line(rec: dict[str, Any]) -> str:
+    """What the tune cost, in runs of the reference recipe where it was re-measured;
+    empty for a recommendation read from the study alone (no tune result)."""
+    if rec.get("tuning_seconds") is None:
+        return ""
+    line = f"tuning took {rec['tuning_seconds']:.0f} s"
+    if rec.get("break_even"):
+        line += f" = {rec['break_even']:.2g} reference runs to the target (break-even)"
+    if rec.get("first_model_s") is not None:
+        line += f"; a model reached the target after {rec['first_model_s']:.0f} s"
+        if rec.get("first_model_break_even"):
+            line += f" ({rec['first_model_break_even']:.2g} reference runs)"
+    if rec.get("kept_model"):
+        line += f", kept in {rec['kept_model']}"
+    return line
+
+
 def fmt_gib(value: float | None) -> str:
     return "-" if value is None else f"{value / GIB:.3g} GiB"
 

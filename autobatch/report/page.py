@@ -23,6 +23,7 @@ from autobatch.files import write_atomic
 from autobatch.report.facts import (
     TRIAL_HEADER,
     best_per_batch,
+    cost_line,
     load_study,
     probe_facts,
     profile_facts,
@@ -105,7 +106,9 @@ def render_html(study: optuna.Study, storage_label: str) -> str:
         parts.append(f'<div class="card rec"><b>{html.escape(headline.split(":")[0])}</b>:'
                      f"{html.escape(headline.split(':', 1)[1])}"
                      + (f'<p class="verdict">Verdict: {html.escape(verdict)}</p>' if verdict
-                        else "") + "</div>")
+                        else "")
+                     + (f'<p class="muted">{html.escape(cost.capitalize())}.</p>'
+                        if (cost := cost_line(rec)) else "") + "</div>")
         if rows:
             parts.append(_table(COMPARISON_HEADER, rows))
     if trials:

@@ -1,7 +1,7 @@
 """The search: the space built from the measurements, the objective and its pruning on
 the training-time axis, the trial runners, and the workers that share one study."""
 
-from autobatch.search.objective import Objective, interrupt_reason
+from autobatch.search.objective import Objective, interrupt_reason, make_objective
 from autobatch.search.prior import SEED_LR_FRACTION, Prior, measure_prior, seed_trials
 from autobatch.search.pruning import BehindWinnersPruner, TimeBucketPruning, pruner
 from autobatch.search.runners import (
@@ -26,7 +26,7 @@ from autobatch.search.study import (
     summarize,
 )
 from autobatch.search.worker_processes import spawn_workers
-from autobatch.search.workers import make_objective, run_trials, work
+from autobatch.search.workers import run_trials, work
 
 __all__ = [
     "METRIC_NAME", "MIN_IMPROVEMENT", "SEED_LR_FRACTION", "BehindWinnersPruner",

@@ -21,7 +21,7 @@ import autobatch.stop as stop
 from autobatch.config import RunConfig
 from autobatch.errors import ConfigError
 from autobatch.search.trial_child import result_of
-from autobatch.train import EvalCallback, RunResult
+from autobatch.train import EvalCallback, RunResult, Segment
 from autobatch.train.launcher import Launch, RankJob
 from autobatch.workloads import ScriptWorkload, Workload
 
@@ -59,14 +59,18 @@ class ParallelRunner:
     device: torch.device
     nproc: int
     cuda_devices: tuple[str, ...] | None = None
+    can_pause = False  # each rank's batch position and RNG would need a checkpoint
 
     def __post_init__(self) -> None:
         check_nproc(self.nproc, self.device, self.cuda_devices)
 
-    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+    def run(self, config: RunConfig, on_eval: EvalCallback,
+            segment: Segment = Segment()) -> RunResult:
+        """Train on the ranks; a segment's pause or resume is refused (ConfigError), its
+        keep_model honoured (rank 0 saves the model)."""
         config = replace(config, world_size=self.nproc)
         job = RankJob(target="autobatch.search.trial_ranks:train_rank",
-                      args=(self.workload_spec, config), nproc=self.nproc,
+                      args=(self.workload_spec, config, segment), nproc=self.nproc,
                       device=self.device.type, cuda_devices=self.cuda_devices)
         with Launch(job) as launch:
             fd = launch.connection()

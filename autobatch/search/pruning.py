@@ -24,6 +24,7 @@ nothing about the configuration).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -117,13 +118,24 @@ class TimeBucketPruning:
         self.history: list[tuple[float, float]] = []
         self.reason: str | None = None
 
-    def __call__(self, point: EvalPoint) -> bool:
+    def replay(self, curve: Sequence[Sequence[float]]) -> None:
+        """The (seconds, metric) curve of the paused run this trial continues: reported
+        again, so this trial's intermediate values and rules see the whole run."""
+        for seconds, metric in curve:
+            self.observe(seconds, metric)
+
+    def observe(self, seconds: float, metric: float) -> bool:
+        """Report the buckets an evaluation at `seconds` closes; whether any closed."""
         best = max((m for _, m in self.history), default=None)
-        due, self.closed = bucket_reports(self.closed, best, point.train_seconds, self.base)
-        for k, metric in due:
-            self.trial.report(censored_value(self.budget_s, self.target, metric),
+        due, self.closed = bucket_reports(self.closed, best, seconds, self.base)
+        for k, value in due:
+            self.trial.report(censored_value(self.budget_s, self.target, value),
                               step=bucket_step(k, self.base))
-        self.history.append((point.train_seconds, point.metric))
+        self.history.append((seconds, metric))
+        return bool(due)
+
+    def __call__(self, point: EvalPoint) -> bool:
+        due = self.observe(point.train_seconds, point.metric)
         if due and point.train_seconds >= self.warmup_s and self.trial.should_prune():
             self.reason = f"behind_winners at {point.train_seconds:.3g}s"
         elif plateaued(self.history, PLATEAU_MIN_BUCKETS * self.base, self.initial_s):

@@ -1,10 +1,12 @@
 """The trial-runner seam: how the objective gets one configuration trained.
 
-A runner takes a RunConfig and an `on_eval` callback, trains, and returns the
-RunResult. `on_eval` receives every evaluation point and answers True to stop (the
-pruner speaks through it). The objective knows only this protocol, so where and how a
-trial trains (this process, a child process, a torch.distributed job, a framework's
-own trainer, a user's script) is the runner's business.
+A runner takes a RunConfig, an `on_eval` callback and the Segment of the run to train
+(resume from a checkpoint, pause at a rung, keep the model at target: runners whose
+`can_pause` is True honour it), trains, and returns the RunResult. `on_eval` receives
+every evaluation point and answers True to stop (the pruner speaks through it). The
+objective knows only this protocol, so where and how a trial trains (this process, a
+child process, a torch.distributed job, a framework's own trainer, a user's script) is
+the runner's business.
 
 - InProcessRunner: autobatch's training loop in this process (the default on CPU).
 - SubprocessRunner: the same loop in a fresh Python process that rebuilds the
@@ -32,7 +34,7 @@ from autobatch.errors import TrialCrashed
 from autobatch.search.parallel_runner import ParallelRunner, rank_spec
 from autobatch.search.script_runner import ScriptRunner
 from autobatch.search.trial_child import UserExit, result_of
-from autobatch.train import EvalCallback, RunResult, run
+from autobatch.train import EvalCallback, RunResult, Segment, run
 from autobatch.workloads import ScriptWorkload, Workload
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,13 @@ CHILD = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
 class TrialRunner(Protocol):
     device: torch.device  # where memory is released after an out-of-memory error
 
-    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+    @property
+    def can_pause(self) -> bool:
+        """Whether run() honours a Segment (else it trains from scratch to the end)."""
+        ...
+
+    def run(self, config: RunConfig, on_eval: EvalCallback,
+            segment: Segment = Segment()) -> RunResult:
         """Train `config`; on_eval(point) -> True stops the run (stop_reason 'stopped').
 
         A run that runs out of memory raises an error that device.is_oom() recognises.
@@ -60,9 +68,16 @@ class InProcessRunner:
     workload: Workload
     device: torch.device
 
-    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+    @property
+    def can_pause(self) -> bool:
+        return self.workload.trainer is None  # a framework's trainer has no pause
+
+    def run(self, config: RunConfig, on_eval: EvalCallback,
+            segment: Segment = Segment()) -> RunResult:
         try:
-            return run(self.workload, config, device=self.device, on_eval=on_eval)
+            return run(self.workload, config, device=self.device, on_eval=on_eval,
+                       pause=segment.pause, resume=segment.resume,
+                       keep_model=segment.keep_model)
         except SystemExit as exc:
             raise UserExit(exc.code) from None
 
@@ -74,8 +89,10 @@ class SubprocessRunner:
 
     workload_spec: dict[str, Any]
     device: torch.device
+    can_pause: bool = True
 
-    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
+    def run(self, config: RunConfig, on_eval: EvalCallback,
+            segment: Segment = Segment()) -> RunResult:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         child = subprocess.Popen(
@@ -85,7 +102,7 @@ class SubprocessRunner:
         os.close(from_child_w)
         reader = frames.Reader(from_child_r)
         try:
-            frames.send(to_child_w, (self.workload_spec, config, str(self.device)))
+            frames.send(to_child_w, (self.workload_spec, config, str(self.device), segment))
             # a stop signal is obeyed while the child trains (it ignores Ctrl-C itself)
             while (message := reader.next(idle=stop.check)) is not None \
                     and message[0] == "eval":

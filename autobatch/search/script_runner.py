@@ -32,7 +32,7 @@ from autobatch.device import device_name
 from autobatch.errors import TrialCrashed
 from autobatch.hyperparams import Hyperparams
 from autobatch.script import ENV
-from autobatch.train import EvalCallback, EvalPoint, RunResult
+from autobatch.train import EvalCallback, EvalPoint, RunResult, Segment
 from autobatch.workloads.script import DEFAULT_REPORT_TIMEOUT_S, ScriptWorkload
 
 TAIL_CHARS = 2000  # of the script's output, in a failed trial's reason
@@ -63,9 +63,12 @@ def crash(status: int, text: str) -> Exception:
 class ScriptRunner:
     workload: ScriptWorkload
     device: torch.device
+    can_pause: bool = False  # the script's state is its own
 
-    def run(self, config: RunConfig, on_eval: EvalCallback) -> RunResult:
-        """Run the script on `config`'s recipe until target, budget, pruner or its end."""
+    def run(self, config: RunConfig, on_eval: EvalCallback,
+            segment: Segment = Segment()) -> RunResult:
+        """Run the script on `config`'s recipe until target, budget, pruner or its end
+        (from scratch: `segment` is not honoured)."""
         budget = config.budget
         trace: list[EvalPoint] = []
         reason: list[str] = []

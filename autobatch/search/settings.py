@@ -21,7 +21,8 @@ SETTINGS_VERSION = 1
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
     """workload: the spec load_workload() rebuilds it from. n_trials: the study's trial
-    budget (None: until the deadline). patience: see TuneConfig."""
+    budget (None: until the deadline). patience: see TuneConfig. rungs, checkpoint_dir
+    and keep_models: see search/rungs.py and search/checkpoints.py."""
 
     workload: dict[str, Any]
     target: float
@@ -30,6 +31,9 @@ class WorkerSettings:
     n_trials: int | None = None
     patience: int | None = None
     seed: int = 0
+    rungs: tuple[float, ...] | None = None  # Rungs.seconds; None: no rungs
+    checkpoint_dir: str | None = None  # None: beside the SQLite file
+    keep_models: bool = False
     nproc_per_trial: int = 1  # ranks per trial (a worker may choose its own)
     version: int = SETTINGS_VERSION
 
@@ -43,7 +47,10 @@ class WorkerSettings:
             raise ConfigError(f"the study was set up by a newer autobatch (settings version "
                               f"{version}, this one reads {SETTINGS_VERSION}): upgrade")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("rungs") is not None:  # JSON has no tuples
+            values["rungs"] = tuple(values["rungs"])
+        return cls(**values)
 
 
 def contract(workload: Workload, *, target: float, bounds: SearchBounds,

@@ -37,8 +37,10 @@ def reached_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 def converged(trials: Sequence[FrozenTrial], patience: int) -> bool:
     """True when a trial has reached the target and the last `patience` finished
-    trials have not cut the best time to target by MIN_IMPROVEMENT."""
-    finished = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
+    trials have not cut the best time to target by MIN_IMPROVEMENT (a trial paused at a
+    rung has not finished its say: it does not count)."""
+    finished = sorted((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                       and keys.PAUSED_AT_RUNG not in t.user_attrs),
                       key=lambda t: t.datetime_complete)
     reached = {t.number for t in reached_trials(finished)}
     best, since = math.inf, 0

@@ -1,9 +1,9 @@
 """The child side of SubprocessRunner (see runners.py): one trial, then exit; and the
 outcome messages a trial's process (or a data-parallel trial's rank 0) reports.
 
-main(READ_FD, WRITE_FD) reads (workload spec, RunConfig, device) from READ_FD, trains,
-writes ("eval", point) per evaluation and reads the answer (True: stop), then writes
-the outcome: ("ok", RunResult), ("oom", message), ("exit", code) or ("error",
+main(READ_FD, WRITE_FD) reads (workload spec, RunConfig, device, Segment) from READ_FD,
+trains, writes ("eval", point) per evaluation and reads the answer (True: stop), then
+writes the outcome: ("ok", RunResult), ("oom", message), ("exit", code) or ("error",
 exception, traceback). result_of() turns an outcome back into the result or error.
 """
 
@@ -56,11 +56,12 @@ def result_of(message: tuple[Any, ...]) -> RunResult:
 
 def main(read_fd: int, write_fd: int) -> None:
     reader = frames.Reader(read_fd)
-    spec, config, device = reader.next()
+    spec, config, device, segment = reader.next()
 
     def on_eval(point: EvalPoint) -> bool:
         frames.send(write_fd, ("eval", point))
         return bool(reader.next())
 
     frames.send(write_fd, outcome(
-        lambda: run(load_workload(**spec), config, device=device, on_eval=on_eval)))
+        lambda: run(load_workload(**spec), config, device=device, on_eval=on_eval,
+                    pause=segment.pause, resume=segment.resume, keep_model=segment.keep_model)))

@@ -14,16 +14,17 @@ from typing import Any
 import autobatch.frames as frames
 from autobatch.config import RunConfig
 from autobatch.search.trial_child import outcome
-from autobatch.train import EvalPoint, run
+from autobatch.train import EvalPoint, Segment, run
 from autobatch.train.distributed import Ranks
 from autobatch.workloads import load_workload
 
 
-def train_rank(ranks: Ranks, address: str, spec: dict[str, Any],
-               config: RunConfig) -> tuple[Any, ...]:
+def train_rank(ranks: Ranks, address: str, spec: dict[str, Any], config: RunConfig,
+               segment: Segment) -> tuple[Any, ...]:
+    pausing = {"pause": segment.pause, "resume": segment.resume}  # refused by the loop
     if ranks.rank != 0:
         return outcome(lambda: run(load_workload(**spec), config, device=ranks.device,
-                                   ranks=ranks))
+                                   ranks=ranks, **pausing))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(address)
         fd = conn.fileno()
@@ -34,4 +35,5 @@ def train_rank(ranks: Ranks, address: str, spec: dict[str, Any],
             return bool(reader.next())
 
         return outcome(lambda: run(load_workload(**spec), config, device=ranks.device,
-                                   on_eval=on_eval, ranks=ranks))
+                                   on_eval=on_eval, ranks=ranks, **pausing,
+                                   keep_model=segment.keep_model))

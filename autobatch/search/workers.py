@@ -19,10 +19,8 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import replace
 
 import optuna
-import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import is_heartbeat_enabled
@@ -33,16 +31,16 @@ import autobatch.stop as stop
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError, StorageFault
 from autobatch.faults import causes, lost_fault
-from autobatch.search.objective import Objective, TrialAbandoned, interrupt_reason
-from autobatch.search.parallel_runner import check_nproc
-from autobatch.search.prior import Prior
+from autobatch.search.objective import (
+    Objective,
+    TrialAbandoned,
+    interrupt_reason,
+    objective_from_study,
+)
 from autobatch.search.pruning import pruner
-from autobatch.search.runners import TrialCrashed, runner_for
-from autobatch.search.settings import WorkerSettings
-from autobatch.search.space import SearchSpace
+from autobatch.search.runners import TrialCrashed
 from autobatch.search.study import converged, fail_running, sampler
 from autobatch.storage import mask_url, open_storage, require_shared_storage
-from autobatch.workloads import Workload, load_workload
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
 KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring the finalists"
@@ -141,6 +139,7 @@ def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | Non
                 time.sleep(WAIT_S)
                 continue
         try:
+            objective.before_trial(study)  # promotions are queued: they go first
             study.optimize(within_budget, n_trials=1, callbacks=callbacks, gc_after_trial=True,
                            catch=(SurplusTrial, TrialCrashed))
         except KeyboardInterrupt:
@@ -190,48 +189,9 @@ def closed_after(study: optuna.Study, current: list[optuna.Trial],
     return StorageFault(f"{fault}; trial {trial.number} {fate}", fault.reason)
 
 
-def objective_from_study(study: optuna.Study, device: torch.device, deadline: float,
-                         nproc_per_trial: int | None = None
-                         ) -> tuple[Objective, WorkerSettings]:
-    """The objective a study was set up for, rebuilt from its stored settings (with
-    nproc_per_trial ranks per trial where given)."""
-    stored = study.user_attrs.get(keys.SETTINGS)
-    if stored is None or keys.PRIOR not in study.user_attrs:
-        raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
-                          "run autobatch tune --workers 0 first")
-    settings = WorkerSettings.from_dict(stored)
-    if nproc_per_trial is not None:
-        check_nproc(nproc_per_trial, device, None)
-        settings = replace(settings, nproc_per_trial=nproc_per_trial)
-    workload = load_workload(**settings.workload)
-    prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
-    return make_objective(workload, prior, settings, device, deadline), settings
-
-
-def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
-                   device: torch.device, deadline: float) -> Objective:
-    profile = prior.profile
-    step_model = ((profile.alpha, profile.beta)
-                  if profile.alpha is not None and profile.beta is not None else None)
-    return Objective(runner=runner_for(workload, device, settings.nproc_per_trial),
-                     space=split_evenly(prior.space, settings.nproc_per_trial),
-                     target=settings.target, trial_budget_s=settings.trial_budget_s,
-                     bucket_base=prior.bucket_base, time_mode=settings.time_mode,
-                     step_model=step_model, deadline=deadline, seed=settings.seed)
-
-
-def split_evenly(space: SearchSpace, nproc: int) -> SearchSpace:
-    """The space's global batches that split evenly over nproc ranks."""
-    batches = tuple(b for b in space.batch_sizes if b % nproc == 0)
-    if not batches:
-        raise ConfigError(f"no batch size of the study ({', '.join(map(str, space.batch_sizes))})"
-                          f" splits evenly over --nproc-per-trial {nproc} ranks")
-    return replace(space, batch_sizes=batches)
-
-
 def work(storage_url: str, study_name: str, *, device: str = "auto",
          deadline: float = math.inf, on_trial: TrialCallback | None = None,
-         nproc_per_trial: int | None = None) -> str:
+         checkpoint_dir: str | None = None, nproc_per_trial: int | None = None) -> str:
     """Join a study and run trials until its budget is used up; why it stopped, in words.
     nproc_per_trial: this worker's ranks per trial (None: as the study was set up)."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
@@ -244,6 +204,6 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline,
-                                               nproc_per_trial)
+                                               storage_url, checkpoint_dir, nproc_per_trial)
     return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
                       exclusive=False, patience=settings.patience, on_trial=on_trial)

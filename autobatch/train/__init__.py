@@ -1,7 +1,7 @@
 """Training: the one loop every stage shares, its run setup, its batches and its
 checkpoints."""
 
-from autobatch.train.checkpoint import Pause
+from autobatch.train.checkpoint import Pause, Segment
 from autobatch.train.data import (
     Batch,
     Inputs,
@@ -27,7 +27,7 @@ from autobatch.train.setup import (
 
 __all__ = [
     "Batch", "Clock", "EvalCallback", "EvalPoint", "Inputs", "Pause", "RunResult", "RunSetup",
-    "StopReason", "TrainBatches", "ValBatches", "build_optimizer", "check_data", "evaluate",
-    "first_batch", "fresh_model", "input_size", "logits_of", "map_inputs", "run", "setup_run",
-    "train_batches", "train_step", "val_batches",
+    "Segment", "StopReason", "TrainBatches", "ValBatches", "build_optimizer", "check_data",
+    "evaluate", "first_batch", "fresh_model", "input_size", "logits_of", "map_inputs", "run",
+    "setup_run", "train_batches", "train_step", "val_batches",
 ]

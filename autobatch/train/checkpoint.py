@@ -62,6 +62,17 @@ class Pause:
                 or (self.seconds is not None and seconds >= self.seconds))
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a run: from the checkpoint at `resume` (None: from scratch), until
+    `pause` (None: until it ends), with the model saved to `keep_model` when it reaches
+    the target (see save_model)."""
+
+    pause: Pause | None = None
+    resume: Path | None = None
+    keep_model: Path | None = None
+
+
 def identity(workload_name: str, hparams: Hyperparams, seed: int) -> dict[str, Any]:
     return {"workload": workload_name, "seed": seed,
             **{name: getattr(hparams, name) for name in IDENTITY}}
@@ -86,27 +97,40 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     write_atomic(path, header + payload, what="the checkpoint")
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """The state saved at `path`, on the CPU; CheckpointError when it is unreadable,
-    torn, corrupt or not a checkpoint."""
+def payload(path: str | Path) -> bytes:
+    """The verified payload of the checkpoint at `path`; CheckpointError when it is
+    unreadable, torn, corrupt or not a checkpoint (nothing of it is loaded then)."""
     where = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {where!r}: {exc.strerror}") from None
-    header, newline, payload = raw.partition(b"\n")
+    header, newline, body = raw.partition(b"\n")
     fields = header.split(b" ")
     if not newline or len(fields) != 4 or fields[0] != MAGIC or not fields[2].isdigit():
         raise CheckpointError(f"{where!r} is not an autobatch checkpoint")
     if fields[1] != b"%d" % VERSION:
         raise CheckpointError(f"checkpoint {where!r} has format {fields[1].decode()!r}; "
                               f"this version reads {VERSION}")
-    if len(payload) != int(fields[2]):
-        raise CheckpointError(f"checkpoint {where!r} is torn: {len(payload)} of "
+    if len(body) != int(fields[2]):
+        raise CheckpointError(f"checkpoint {where!r} is torn: {len(body)} of "
                               f"{int(fields[2])} bytes")
-    if hashlib.sha256(payload).hexdigest().encode() != fields[3]:
+    if hashlib.sha256(body).hexdigest().encode() != fields[3]:
         raise CheckpointError(f"checkpoint {where!r} is corrupt: its checksum does not match")
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    return body
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """The state saved at `path`, on the CPU (see payload() for what is refused)."""
+    return torch.load(io.BytesIO(payload(path)), map_location="cpu", weights_only=True)
+
+
+def save_model(path: str | Path, model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """The model's state_dict with `state` (its recipe, when it reached the target), as a
+    plain torch file a pipeline loads with torch.load(path)["model"]; written atomically."""
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), **state}, buffer)
+    write_atomic(path, buffer.getvalue(), what="the model")
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -24,24 +24,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 import autobatch.train.checkpoint as checkpoint
 from autobatch.config import RunConfig
-from autobatch.device import (
-    device_name,
-    peak_memory,
-    reset_peak_memory,
-    resolve_device,
-    synchronize,
-)
-from autobatch.files import json_safe
+from autobatch.device import reset_peak_memory, resolve_device, synchronize
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
 from autobatch.train.distributed import SOLO, Solo
+from autobatch.train.run_result import EvalPoint, RunResult, StopReason, run_result
 from autobatch.train.setup import (
     set_lr,
     setup_run,
@@ -54,7 +48,6 @@ from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["target", "budget", "diverged", "stopped", "paused"]
 Clock = Callable[[], float]
 # The first evaluation waits for at least this much training (seconds), so the
 # slow first steps at a new shape do not trigger a burst of evaluations.
@@ -64,56 +57,8 @@ FIRST_EVAL_S = 0.02
 EVAL_SHARE = 0.25
 
 
-@dataclass(frozen=True)
-class EvalPoint:
-    """One evaluation: where training stood and what the validation metric was."""
-
-    train_seconds: float
-    steps: int
-    samples: int
-    epochs: float
-    train_loss: float
-    metric: float
-    eval_seconds: float
-    lr: float | None = None  # the LR of the last step before the evaluation (first group)
-
-
 # Called after every evaluation; True stops the run (stop_reason 'stopped').
 EvalCallback = Callable[[EvalPoint], bool | None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
-    """The outcome of one training run. Times in seconds; metric in [0, 1]."""
-
-    workload: str
-    device: str
-    config: RunConfig
-    target_reached: bool
-    time_to_target_s: float | None
-    steps_to_target: int | None
-    samples_to_target: int | None
-    steps: int
-    samples: int
-    epochs: float
-    train_seconds: float
-    eval_seconds: float
-    samples_per_s: float
-    best_metric: float | None
-    final_metric: float | None
-    stop_reason: StopReason
-    trace: tuple[EvalPoint, ...]
-    # the run's peak: max reserved bytes on CUDA; on CPU the process's peak resident
-    # memory (framework and data included, what a container limit counts)
-    peak_memory_bytes: int
-    # config.schedule resolved to optimizer steps for this workload and batch
-    schedule: Schedule = CONSTANT
-    checkpoint: str | None = None  # where a paused run's checkpoint is (stop_reason 'paused')
-
-    def to_dict(self) -> dict[str, Any]:
-        """A strict-JSON-safe dict (non-finite floats become None)."""
-        return json_safe({**asdict(self),
-                          "schedule": {**self.schedule.to_dict(), **self.schedule.steps()}})
 
 
 @dataclass
@@ -164,7 +109,7 @@ def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> floa
 def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "auto",
         on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter,
         pause: Pause | None = None, resume: str | Path | None = None,
-        ranks: Solo = SOLO) -> RunResult:
+        keep_model: str | Path | None = None, ranks: Solo = SOLO) -> RunResult:
     """Train `workload` with `config` from a fresh model, or from the checkpoint at
     `resume`; return the result and trace (a resumed run's: the whole run's so far).
 
@@ -173,8 +118,9 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     ends at its horizon (stop_reason 'budget' unless the target came first).
     on_eval is called after every evaluation; returning True stops the run with
     stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
-    checkpoint and returns with stop_reason 'paused'. A checkpoint that is torn, corrupt
-    or of another run raises CheckpointError before any setup. The peak memory is that
+    checkpoint and returns with stop_reason 'paused'; at the target it saves the model
+    to `keep_model` (checkpoint.save_model). A checkpoint that is torn, corrupt or of
+    another run raises CheckpointError before any setup. The peak memory is that
     of this call's part of the run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
@@ -244,6 +190,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             p.loss_sum, p.loss_count = 0.0, 0
             if config.target is not None and metric >= config.target:
                 hit, stop = point, "target"
+                if keep_model is not None:
+                    checkpoint.save_model(keep_model, model, {
+                        "workload": workload.name, "recipe": config.hparams.to_dict(),
+                        "seed": config.seed, "metric": metric, "time_to_target_s": p.trained})
                 break
             if out_of_budget:
                 stop = "budget"
@@ -277,24 +227,3 @@ def run_limits(workload: Workload, config: RunConfig,
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
     max_samples = budget.epochs * len(workload.train_data) if budget.epochs else math.inf
     return max_steps, max_seconds, max_samples
-
-
-def run_result(workload: Workload, dev: torch.device, config: RunConfig,
-               trace: list[EvalPoint], hit: EvalPoint | None, *, steps: int, samples: int,
-               trained: float, eval_total: float, stop: StopReason | None,
-               schedule: Schedule, checkpoint: str | None = None) -> RunResult:
-    """The RunResult of a finished run from its counters and evaluation trace."""
-    metrics = [p.metric for p in trace]
-    return RunResult(
-        workload=workload.name, device=device_name(dev), config=config,
-        target_reached=hit is not None,
-        time_to_target_s=hit.train_seconds if hit else None,
-        steps_to_target=hit.steps if hit else None,
-        samples_to_target=hit.samples if hit else None,
-        steps=steps, samples=samples, epochs=samples / len(workload.train_data),
-        train_seconds=trained, eval_seconds=eval_total,
-        samples_per_s=samples / trained if trained > 0 else 0.0,
-        best_metric=max(metrics) if metrics else None,
-        final_metric=metrics[-1] if metrics else None,
-        stop_reason=stop or "budget", trace=tuple(trace),
-        peak_memory_bytes=peak_memory(dev), schedule=schedule, checkpoint=checkpoint)

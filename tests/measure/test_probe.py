@@ -18,12 +18,12 @@ from torch.utils.data import Dataset
 from typer.testing import CliRunner
 
 from autobatch import ConfigError, DeviceError, DoesNotFitError, Workload, probe
-from autobatch.config import parse_bytes
 from autobatch.device import rss_bytes
 from autobatch.measure.footprint import largest_input
 from autobatch.measure.forked import run_in_child
 from autobatch.measure.probe import _Job
 from autobatch.measure.probe_result import ProbeResult
+from autobatch.sizes import parse_bytes
 from autobatch_cli.main import app
 from tests.conftest import blobs
 

@@ -17,8 +17,9 @@ from autobatch.search.runners import InProcessRunner
 from autobatch.search.space import SearchSpace
 from autobatch.search.workers import KEPT_FOR_VERIFICATION, run_trials
 from autobatch.storage import open_storage
+from autobatch.train import Segment
 from tests.conftest import tiny_workload, unreachable_workload
-from tests.search.test_runners import ScriptedRunner
+from tests.doubles import ScriptedRunner
 
 CPU = torch.device("cpu")
 
@@ -205,8 +206,8 @@ def test_a_trial_cut_short_of_the_target_records_its_extrapolated_time_to_target
     curve = CurveFit(m=0.95, a=0.2, c=0.8, sse=0.0)
 
     class PowerLawRunner(ScriptedRunner):
-        def run(self, config, on_eval):
-            result = super().run(config, on_eval)
+        def run(self, config, on_eval, segment=Segment()):
+            result = super().run(config, on_eval, segment)
             trace = tuple(replace(p, metric=curve.metric_at(p.train_seconds))
                           for p in result.trace)
             return replace(result, trace=trace, best_metric=max(p.metric for p in trace),

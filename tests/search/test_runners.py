@@ -4,7 +4,6 @@ in a child process and streams its evaluation points back."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import optuna
 import pytest
@@ -23,49 +22,12 @@ from autobatch.search.runners import (
     runner_for,
 )
 from autobatch.search.space import SearchSpace
-from autobatch.train import EvalPoint, RunResult
+from autobatch.train import EvalPoint
 from autobatch.workloads import load_workload
 from tests.conftest import FIXTURES
+from tests.doubles import ScriptedRunner
 
 CPU = torch.device("cpu")
-
-
-@dataclass
-class ScriptedRunner:
-    """A runner without training: the metric climbs by `rate(batch)` per second of
-    training, one evaluation every 0.1 s, until the target, the budget or a stop."""
-
-    rate: dict[int, float]
-    device: torch.device = CPU
-    seen: list[RunConfig] = field(default_factory=list)
-
-    def run(self, config: RunConfig, on_eval) -> RunResult:
-        self.seen.append(config)
-        trace: list[EvalPoint] = []
-        seconds, stop = 0.0, "budget"
-        while seconds < config.budget.seconds - 1e-9:
-            seconds = round(seconds + 0.1, 10)
-            metric = min(1.0, self.rate[config.batch_size] * seconds)
-            trace.append(EvalPoint(train_seconds=seconds, steps=len(trace) + 1,
-                                   samples=(len(trace) + 1) * config.batch_size,
-                                   epochs=0.0, train_loss=1.0 - metric, metric=metric,
-                                   eval_seconds=0.0))
-            if metric >= config.target:
-                stop = "target"
-                break
-            if on_eval(trace[-1]):
-                stop = "stopped"
-                break
-        hit = trace[-1] if stop == "target" else None
-        return RunResult(
-            workload="scripted", device="none", config=config, target_reached=hit is not None,
-            time_to_target_s=hit.train_seconds if hit else None,
-            steps_to_target=hit.steps if hit else None,
-            samples_to_target=hit.samples if hit else None, steps=len(trace),
-            samples=len(trace) * config.batch_size, epochs=0.0, train_seconds=seconds,
-            eval_seconds=0.0, samples_per_s=0.0, best_metric=max(p.metric for p in trace),
-            final_metric=trace[-1].metric, stop_reason=stop, trace=tuple(trace),
-            peak_memory_bytes=0)
 
 
 def test_a_real_study_runs_its_trials_through_a_fake_runner():

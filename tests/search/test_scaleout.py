@@ -290,6 +290,9 @@ class Numbered:
     def evaluate(self, trial):
         return float(trial.number)
 
+    def before_trial(self, study):
+        pass  # no rungs: nothing to promote
+
 
 def test_run_trials_says_why_it_stopped():
     study = optuna.create_study()

@@ -9,13 +9,13 @@ import torch
 
 from autobatch import ConfigError, TuneConfig
 from autobatch.config import SearchBounds
+from autobatch.prepare import prepare
 from autobatch.schedule import Schedule
 from autobatch.search.prior import HORIZON_SPAN, measure_prior, seed_trials
 from autobatch.search.settings import contract
 from autobatch.search.space import SearchSpace
 from autobatch.search.study import check_contract
 from autobatch.storage import open_storage
-from autobatch.tuner import prepare
 from tests.conftest import tiny_workload
 
 ALL = ("constant", "cosine", "linear", "wsd")
