@@ -127,11 +127,13 @@ def run(
     if name is None:
         raise ConfigError("--workload is required (or a script command after `--`)")
     wl = workload_from(name, workload_options)
-    nproc = ranks_for(device, nproc_per_trial)
     given = {"batch_size": batch_size, "lr": lr, "momentum": momentum, "optimizer": optimizer}
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
     hparams = recipe_of(wl, recipe, given, shape)
+    # a recipe tuned on N ranks trains on N unless told otherwise
+    nproc = ranks_for(device, hparams.world_size if nproc_per_trial is None else nproc_per_trial)
+    hparams = replace(hparams, world_size=nproc)
     if parsed_budget is None:
         parsed_budget = default_budget(hparams.schedule)
     config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)

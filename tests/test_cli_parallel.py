@@ -83,4 +83,4 @@ def test_a_tune_of_two_rank_trials_recommends_a_global_batch(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stderr
     best = json.loads((tmp_path / "best.json").read_text())
-    assert best["batch_size"] % 2 == 0, best
+    assert best["batch_size"] % 2 == 0 and best["world_size"] == 2, best

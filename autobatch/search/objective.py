@@ -101,6 +101,7 @@ class Objective:
     # by their configuration, not by a lucky initialisation or data order, and the
     # pruner's bar is not a lucky draw. Verification re-measures with fresh seeds.
     seed: int = 0
+    world_size: int = 1  # data-parallel ranks per trial
     rungs: Rungs | None = None  # None: every trial trains straight through
     store: CheckpointStore | None = None  # paused trials' checkpoints (with rungs)
     keep_models: bool = False  # save each trial's model when it reaches the target
@@ -124,7 +125,8 @@ class Objective:
 
     def evaluate(self, trial: optuna.Trial) -> float:
         stop.check()  # a stop that arrived while Optuna created this trial
-        hparams = self.space.suggest(trial)
+        # the recipe says how many ranks it was trained on (ParallelRunner's world size)
+        hparams = replace(self.space.suggest(trial), world_size=self.world_size)
         # the dashboard's Params are the space's coordinates (lr0, lr_scaling,
         # one_minus_momentum): the recipe they make is stored beside them, in words first
         trial.set_user_attr(keys.RECIPE, hparams.summary())
@@ -278,7 +280,7 @@ def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
                   if profile.alpha is not None and profile.beta is not None else None)
     nproc = settings.nproc_per_trial
     return Objective(runner=runner_for(workload, device, nproc),
-                     space=split_evenly(prior.space, nproc),
+                     space=split_evenly(prior.space, nproc), world_size=nproc,
                      target=settings.target, trial_budget_s=settings.trial_budget_s,
                      bucket_base=prior.bucket_base, time_mode=settings.time_mode,
                      step_model=step_model, deadline=deadline, seed=settings.seed,

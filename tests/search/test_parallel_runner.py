@@ -43,7 +43,7 @@ def launched_here() -> list[psutil.Process]:
 def objective(name: str) -> Objective:
     space = SearchSpace(batch_sizes=(16, 32), anchor_batch=16, lr_fixed=0.05)
     return Objective(runner=ParallelRunner(spec(name), CPU, 2), space=space, target=0.95,
-                     trial_budget_s=2.0, bucket_base=0.01)
+                     trial_budget_s=2.0, bucket_base=0.01, world_size=2)
 
 
 def test_two_ranks_stream_their_points_and_obey_a_stop():
@@ -77,7 +77,7 @@ def test_a_killed_rank_fails_its_trial_and_the_study_goes_on_without_orphans():
     killed, fine = study.trials
     assert killed.state == TrialState.FAIL
     assert killed.user_attrs[keys.FAIL_REASON] == "rank_died"
-    assert fine.state == TrialState.COMPLETE
+    assert fine.state == TrialState.COMPLETE and fine.user_attrs["world_size"] == 2
     assert launched_here() == []
 
 
