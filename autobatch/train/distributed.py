@@ -179,10 +179,13 @@ class Agreed(DistributedDataParallel):
 
 def join(device: torch.device) -> Ranks:
     """Join the process group torch's launcher set up for this process ($RANK,
-    $WORLD_SIZE, $MASTER_ADDR/PORT); a CUDA rank takes the device at its local rank."""
+    $WORLD_SIZE, $MASTER_ADDR/PORT); a CUDA rank takes the device at its local rank, a
+    CPU rank its share of the cores (unless $OMP_NUM_THREADS says), as torchrun does."""
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
     dist.init_process_group(backend_for(device),
                             timeout=datetime.timedelta(seconds=timeout_s()))
     return Ranks(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
