@@ -22,7 +22,8 @@ from autobatch.config import RunConfig
 from autobatch.errors import ConfigError
 from autobatch.search.trial_child import result_of
 from autobatch.train import EvalCallback, RunResult, Segment
-from autobatch.train.launcher import Launch, RankJob
+from autobatch.train.distributed import timeout_s
+from autobatch.train.launcher import SHUTDOWN_S, Launch, RankJob
 from autobatch.workloads import ScriptWorkload, Workload
 
 
@@ -79,5 +80,6 @@ class ParallelRunner:
                 while (message := reader.next(idle=stop.check)) is not None \
                         and message[0] == "eval":
                     frames.send(fd, bool(on_eval(message[1])))
-            outcomes = launch.results()
+            # rank 0 has ended: the others end at its next collective, or time out
+            outcomes = launch.results(within=timeout_s() + SHUTDOWN_S)
         return result_of(outcomes[0])

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,9 +95,19 @@ class Launch:
             return self._conn.fileno()
         return None
 
-    def results(self) -> list[Any]:
-        """Every rank's return value, in rank order; RankDied when a rank died."""
-        message = self._reader.next(idle=stop.check)
+    def results(self, within: float = math.inf) -> list[Any]:
+        """Every rank's return value, in rank order; RankDied when a rank died, or when
+        the ranks have not all ended `within` seconds (a rank that hangs: the launcher
+        then stops them all)."""
+        deadline = time.monotonic() + within
+
+        def waiting() -> None:
+            stop.check()
+            if time.monotonic() > deadline:
+                raise RankDied(f"a rank was still running {within:g}s after rank 0 ended "
+                               "(hung); the ranks were stopped")
+
+        message = self._reader.next(idle=waiting)
         status = self._agent.wait()
         if message is None:
             raise RankDied(f"the launcher of the ranks ended without a report (exit status "
@@ -123,13 +135,16 @@ class Launch:
 
 def agent_main(read_fd: int, write_fd: int, parent: int) -> None:
     """The agent process: read (job, address), launch the ranks, report their values."""
+    # the launcher's loggers take their level from $LOGLEVEL when first imported (here):
+    # RankDied says what happened, in one line
+    os.environ["LOGLEVEL"] = "CRITICAL"
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     stop.end_with_parent(parent)
     for name in ("torch.distributed.elastic", "torch.multiprocessing"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)  # RankDied says what happened
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     job, address = frames.Reader(read_fd).next()
     target_of(job.target)  # imported once here: the ranks are forked from this process
     config = LaunchConfig(

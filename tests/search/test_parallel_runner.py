@@ -4,6 +4,7 @@ error on one rank, a killed rank, and the rank counts refused."""
 from __future__ import annotations
 
 import os
+import time
 
 import optuna
 import psutil
@@ -13,7 +14,7 @@ from optuna.trial import TrialState
 
 import autobatch.keys as keys
 from autobatch.config import Budget, RunConfig
-from autobatch.errors import ConfigError, TrialCrashed
+from autobatch.errors import ConfigError, RankDied, TrialCrashed
 from autobatch.search.objective import Objective
 from autobatch.search.parallel_runner import ParallelRunner, check_nproc
 from autobatch.search.space import SearchSpace
@@ -78,6 +79,17 @@ def test_a_killed_rank_fails_its_trial_and_the_study_goes_on_without_orphans():
     assert killed.state == TrialState.FAIL
     assert killed.user_attrs[keys.FAIL_REASON] == "rank_died"
     assert fine.state == TrialState.COMPLETE and fine.user_attrs["world_size"] == 2
+    assert launched_here() == []
+
+
+@pytest.mark.slow
+def test_a_hung_rank_ends_its_trial_within_the_collective_timeout(monkeypatch):
+    monkeypatch.setenv("AUTOBATCH_RANK_TIMEOUT_S", "2")
+    config = RunConfig(batch_size=32, lr=0.05, budget=Budget(steps=10), seed=3)
+    started = time.monotonic()
+    with pytest.raises(RankDied, match="still running .* after rank 0 ended"):
+        ParallelRunner(spec("rank1_hangs"), CPU, 2).run(config, lambda point: False)
+    assert time.monotonic() - started < 60
     assert launched_here() == []
 
 
