@@ -13,13 +13,17 @@ from typing import Any, Literal
 
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import (
+    AUTO,
+    PRECISION_CHOICES,
     Hyperparams,
     OptimizerName,
+    check_batch,
     check_lr_range,
     check_momentum,
     check_momentum_range,
     check_optimizer,
     check_positive,
+    check_precision_choice,
 )
 from autobatch.schedule import SCHEDULE_NAMES
 from autobatch.storage import default_storage_url, require_shared_storage
@@ -46,8 +50,7 @@ def check_headroom(name: str, value: float) -> None:
 
 
 def check_memory_limit(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < 1):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"{name} must be a number of bytes >= 1, got {value!r}")
 
 
@@ -136,13 +139,19 @@ class RunConfig(Hyperparams):
 
 
 SCHEDULE_CHOICES = ("auto", *SCHEDULE_NAMES)
+NUMERICS = ("grad_accum", "precision", "channels_last")
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchBounds:
     """What the user fixed or bounded; the study searches the rest. None: not fixed.
 
-    schedule: the LR schedule's shape, or 'auto' to search over them all."""
+    Batches are global batches (samples per optimizer step). schedule: the LR
+    schedule's shape, or 'auto' to search over them all. grad_accum: micro-batches per
+    step of every trial, or 'auto': per trial the fewest that make its micro-batch fit
+    (the study may then search batches above the probe's). precision: every trial's,
+    or 'auto': the one with the least profiled time per sample. channels_last: train
+    4-D inputs and the model in channels-last memory format."""
 
     batch_size: int | None = None
     min_batch: int = 1
@@ -153,8 +162,17 @@ class SearchBounds:
     momentum_range: tuple[float, float] = (0.0, 0.99)
     optimizer: OptimizerName | None = None
     schedule: str = "auto"
+    grad_accum: int | Literal["auto"] = 1
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
+        if self.grad_accum != AUTO:
+            check_batch("grad_accum", self.grad_accum)
+            if self.batch_size and self.batch_size % self.grad_accum:
+                raise ConfigError(f"batch size {self.batch_size} is not divisible by "
+                                  f"accumulation steps {self.grad_accum}")
+        check_precision_choice("precision", self.precision, PRECISION_CHOICES)
         if self.schedule not in SCHEDULE_CHOICES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULE_CHOICES)}, got "
                               f"{self.schedule!r}")
@@ -180,9 +198,11 @@ class SearchBounds:
         return SearchBounds(**{f.name: getattr(self, f.name) for f in fields(SearchBounds)})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-shaped (ranges as lists), as a study stores it."""
+        """JSON-shaped (ranges as lists), as a study stores it; the numerics at their
+        defaults are left out, so a study made before they existed still resumes."""
         return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in asdict(self.bounds).items()}
+                for k, v in asdict(self.bounds).items()
+                if not (k in NUMERICS and v == getattr(SearchBounds, k))}
 
 
 @dataclass(frozen=True, kw_only=True)

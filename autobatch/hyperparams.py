@@ -20,6 +20,9 @@ OptimizerName = Literal["sgd", "adam"]
 OPTIMIZER_NAMES = ("sgd", "adam")
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What tune's --precision takes: auto profiles the precisions the device has and picks.
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+AUTO = "auto"
 
 
 def check_positive(name: str, value: float) -> None:
@@ -49,6 +52,24 @@ def check_momentum_range(name: str, value: tuple[float, float]) -> None:
 def check_batch(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def parse_grad_accum(text: str | int) -> int | Literal["auto"]:
+    """--grad-accum: 'auto' or a whole number >= 1 of micro-batches per optimizer step."""
+    if isinstance(text, str) and text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(text) if not isinstance(text, bool) else None
+    except ValueError:
+        value = None
+    if value is None or value < 1 or str(text).strip() not in (str(value), f"+{value}"):
+        raise ConfigError(f"grad_accum must be 'auto' or a whole number >= 1, got {text!r}")
+    return value
+
+
+def check_precision_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_optimizer(name: str, value: str | None) -> None:
@@ -91,9 +112,7 @@ class Hyperparams:
             raise ConfigError(f"schedule must be a Schedule, got {self.schedule!r}")
         check_batch("grad_accum", self.grad_accum)
         check_batch("world_size", self.world_size)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                              f"got {self.precision!r}")
+        check_precision_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.channels_last, bool):
             raise ConfigError(f"channels_last must be true or false, got {self.channels_last!r}")
         split = self.grad_accum * self.world_size
@@ -130,12 +149,18 @@ class Hyperparams:
         parts = [f"batch {self.batch_size}", f"LR {self.lr:.4g}", f"momentum {self.momentum:.3g}"]
         parts += [self.optimizer] if self.optimizer else []
         parts += [f"{self.schedule} schedule"] if self.schedule != CONSTANT else []
+        return ", ".join(parts + self.numerics())
+
+    def numerics(self) -> list[str]:
+        """How the batch is computed, in words, where not the defaults: ranks x
+        micro-batches, precision, memory format."""
+        parts = []
         if self.grad_accum > 1 or self.world_size > 1:
             parts.append(f"{self.world_size} rank(s) x {self.grad_accum} micro-batch(es) "
                          f"of {self.micro_batch}")
         parts += [self.precision] if self.precision != "fp32" else []
         parts += ["channels-last"] if self.channels_last else []
-        return ", ".join(parts)
+        return parts
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hyperparams:

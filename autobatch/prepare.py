@@ -20,6 +20,7 @@ from autobatch.config import TuneConfig
 from autobatch.device import check_cuda_devices
 from autobatch.errors import ConfigError
 from autobatch.events import EventCallback, TuneEvent
+from autobatch.hyperparams import AUTO
 from autobatch.locks import StudyLock
 from autobatch.measure import ProfileResult
 from autobatch.measure.budget import stage_budget
@@ -51,6 +52,7 @@ from autobatch.storage import (
     supports_workers,
 )
 from autobatch.train import check_data
+from autobatch.train.precision import check_precision
 from autobatch.workloads import ScriptWorkload, Workload
 
 
@@ -77,9 +79,14 @@ def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerS
 
 def rungs_of(workload: Workload | ScriptWorkload, config: TuneConfig) -> tuple[float, ...] | None:
     """The study's rungs (search/rungs.py): none for runs autobatch cannot pause (a
-    script's, a framework trainer's, a data-parallel one's)."""
+    script's, a framework trainer's, a data-parallel one's), nor by default on a database
+    server without a --checkpoint-dir its workers share (asked for there, they are
+    refused: exit 2)."""
     if config.rungs == "off" or isinstance(workload, ScriptWorkload) or workload.trainer \
             or config.nproc_per_trial > 1:
+        return None
+    if config.rungs == "auto" and config.checkpoint_dir is None and storage_file(
+            config.storage or default_storage_url()) is None:
         return None
     rungs = Rungs.for_budget(config.trial_budget, 0.0 if config.rungs == "on" else
                              MIN_FIRST_RUNG_S)
@@ -114,6 +121,8 @@ def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: tor
     else:
         check_data(workload, config.batch_size or config.min_batch, workload.model_factory(),
                    torch.device("cpu"))
+        check_precision(workload, "fp32" if config.precision == AUTO else config.precision,
+                        config.channels_last, device)
     saved = read_profile(config.profile, workload.name) if config.profile else None
     wanted = settings(workload, config)
     if wanted.rungs or wanted.keep_models:  # a server storage needs a shared folder

@@ -151,9 +151,10 @@ class TuneResult:
         })
 
     def recipe(self) -> dict[str, Any]:
-        """The recommended recipe, its schedule with the step counts it resolves to."""
+        """The recommended recipe, its schedule with the step counts it resolves to, and
+        its per-device micro-batch (batch_size is the global batch)."""
         hparams = self.best.hparams
-        recipe = hparams.to_dict()
+        recipe = {**hparams.to_dict(), "micro_batch": hparams.micro_batch}
         if self.train_size:
             resolved = hparams.schedule.resolve(steps_per_epoch(self.train_size,
                                                                 hparams.batch_size))

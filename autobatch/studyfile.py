@@ -19,7 +19,8 @@ from typing import Any
 
 from autobatch.config import Budget, TuneConfig
 from autobatch.errors import ConfigError
-from autobatch.sizes import parse_bytes
+from autobatch.hyperparams import parse_grad_accum
+from autobatch.memory_size import parse_bytes
 from autobatch.workloads import all_options
 
 
@@ -76,7 +77,7 @@ def _line_of(text: str, key: str) -> int | None:
 
 
 # TuneConfig fields whose option value is text to parse (or 0 for None: patience)
-PARSED = ("patience", "lr_range", "momentum_range", "devices", "memory_limit")
+PARSED = ("patience", "lr_range", "momentum_range", "devices", "memory_limit", "grad_accum")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +109,9 @@ class TuneOptions:
     momentum_range: str | list[float] | None = None
     optimizer: str | None = None
     schedule: str | None = None
+    grad_accum: str | int | None = None
+    precision: str | None = None
+    channels_last: bool | None = None
     verify: int | None = None
     verify_runs: int | None = None
     verify_max_runs: int | None = None
@@ -191,6 +195,8 @@ class TuneOptions:
             config.setdefault("workers", max(1, len(devices) // (self.nproc_per_trial or 1)))
         if self.time is not None:
             config["time_mode"] = self.time
+        if self.grad_accum is not None:
+            config["grad_accum"] = parse_grad_accum(self.grad_accum)
         if self.memory_limit is not None:
             limit = self.memory_limit
             config["memory_limit"] = limit if isinstance(limit, int) else parse_bytes(limit)

@@ -69,12 +69,14 @@ def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Cand
     if workload.reference is not None:
         out.append(Candidate(name=REFERENCE, hparams=workload.reference.hparams,
                              tuned=False))
-    largest = max(powers_of_two(1, prior.probe.max_batch_size)) \
+    # what fits on the device at once, in the study's precision (and accumulation)
+    largest = max(powers_of_two(1, prior.probe.max_batch_size)) * prior.space.grad_accum \
         if plan.fixed_batch is None else plan.fixed_batch
     if prior.lr_range is not None:
         lr = prior.seed_lr0() * math.sqrt(largest / prior.space.anchor_batch)
         out.append(Candidate(name="largest batch + sqrt rule", tuned=False,
-                             hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9)))
+                             hparams=Hyperparams(batch_size=largest, lr=lr, momentum=0.9,
+                                                 **prior.space.numerics(largest))))
     return out
 
 

@@ -28,7 +28,7 @@ import torch
 import torchvision
 
 import autobatch
-from autobatch.config import Budget, RunConfig, parse_bytes
+from autobatch.config import Budget, RunConfig
 from autobatch.device import (
     cpu_name,
     peak_memory,
@@ -39,6 +39,7 @@ from autobatch.device import (
 from autobatch.measure import probe as run_probe
 from autobatch.measure.footprint import Footprint, largest_input
 from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
+from autobatch.memory_size import parse_bytes
 from autobatch.train import build_optimizer, run, train_step
 from autobatch.workloads import Workload, load_workload
 

@@ -21,12 +21,16 @@ from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
 from autobatch.workloads import BUILTINS, KINDS, ScriptWorkload, Workload
 from autobatch_cli.options import (
+    ChannelsLastOpt,
     CommandArg,
     DeviceOpt,
+    GradAccumOpt,
     JsonOpt,
     NprocOpt,
+    PrecisionOpt,
     SeedOpt,
     WorkloadOptions,
+    numerics,
     ranks_for,
     script_workload,
     with_workload_options,
@@ -77,8 +81,10 @@ def workloads(json_output: JsonOpt = False) -> None:
 
 
 def recipe_words(recipe: Hyperparams) -> str:
-    return (f"batch {recipe.batch_size}, lr {recipe.lr:g}, momentum {recipe.momentum:g}, "
-            f"optimizer {recipe.optimizer or 'default'}, schedule {recipe.schedule}")
+    return ", ".join([f"batch {recipe.batch_size}", f"lr {recipe.lr:g}",
+                      f"momentum {recipe.momentum:g}",
+                      f"optimizer {recipe.optimizer or 'default'}",
+                      f"schedule {recipe.schedule}", *recipe.numerics()])
 
 
 @app.command()
@@ -110,6 +116,9 @@ def run(
              "(in steps or epochs).")] = None,
     cooldown: Annotated[Optional[str], typer.Option(
         help="wsd: share of the horizon spent cooling down, in (0, 1): 20% or 0.2.")] = None,
+    grad_accum: GradAccumOpt = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = False,
     recipe: Annotated[Optional[Path], typer.Option(
         help="Train the recipe in this result file (autobatch tune --output best.json); "
              "the options above override its fields.")] = None,
@@ -133,7 +142,8 @@ def run(
     hparams = recipe_of(wl, recipe, given, shape)
     # a recipe tuned on N ranks trains on N unless told otherwise
     nproc = ranks_for(device, hparams.world_size if nproc_per_trial is None else nproc_per_trial)
-    hparams = replace(hparams, world_size=nproc)
+    hparams = replace(hparams, **numerics(grad_accum, precision, channels_last),
+                      world_size=nproc)
     if parsed_budget is None:
         parsed_budget = default_budget(hparams.schedule)
     config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)
@@ -141,7 +151,8 @@ def run(
         stderr.print(f"no --batch-size, --lr or --recipe: training {wl.name}'s reference "
                      "recipe", markup=False)
     stderr.print(f"training {wl.name}: {recipe_words(config)}, "
-                 f"target {target if target is not None else '-'}, budget {config.budget}")
+                 f"target {target if target is not None else '-'}, budget {config.budget}",
+                 markup=False)
     with stderr.status("training ...") as status:
         def show(point: EvalPoint) -> None:
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
@@ -195,7 +206,7 @@ def run_table(result: RunResult) -> Table:
         ("steps to target", str(result.steps_to_target) if reached else "-"),
         ("stop reason", result.stop_reason),
         ("schedule", str(result.schedule)),
-        ("ranks x micro-batch", f"{result.config.world_size} x {result.config.micro_batch}"),
+        ("recipe", result.config.summary()),
         ("steps / samples / epochs",
          f"{result.steps} / {result.samples} / {result.epochs:.2f}"),
         ("training time", f"{result.train_seconds:.3f} s"),

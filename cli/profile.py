@@ -18,12 +18,15 @@ from autobatch.measure.step_fit import auto_batch_sizes
 from autobatch.measure.trust import retaken
 from autobatch.search.parallel_runner import rank_spec
 from autobatch_cli.options import (
+    ChannelsLastOpt,
     DeviceOpt,
     JsonOpt,
     NprocOpt,
+    PrecisionOpt,
     SeedOpt,
     WorkloadOpt,
     WorkloadOptions,
+    numerics,
     ranks_for,
     with_workload_options,
     workload_from,
@@ -54,14 +57,18 @@ def profile(
         help="Write a PNG of the curves here.")] = None,
     save: Annotated[Optional[Path], typer.Option(
         help="Write the profile as JSON here (input for later stages).")] = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     nproc_per_trial: NprocOpt = None,
     json_output: JsonOpt = False,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
-    """Measure time per iteration, samples/s and time per epoch against batch size; with
-    --nproc-per-trial, per global batch on that many ranks (the all-reduce included)."""
+    """Measure time per iteration, samples/s and time per epoch against batch size, each
+    step trained in --precision and memory format; with --nproc-per-trial, per global
+    batch on that many ranks (the gradient all-reduce included)."""
+    how = numerics(None, precision, channels_last)
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, workload_options)
     nproc = ranks_for(device, nproc_per_trial)
@@ -73,12 +80,12 @@ def profile(
         wanted = [b for b in (sizes or auto_batch_sizes(limit)) if b % nproc == 0]
         with stderr.status(f"profiling {wl.name} on {nproc} ranks ..."):
             result = profile_ranks(rank_spec(wl, nproc), nproc, resolve_device(device),
-                                   wanted, noise=noise, seed=seed)
+                                   wanted, noise=noise, seed=seed, **how)
         show_profile(result, save, plot, json_output)
         return
     if use_probe:
         with stderr.status(f"probing {wl.name} ...") as status:
-            found = run_probe(wl, device=device,
+            found = run_probe(wl, device=device, **how,
                               progress=stage_steps(status, f"probing {wl.name}"))
         stderr.print(f"largest batch that fits: {found.max_batch_size}"
                      + (" (cached)" if found.from_cache else ""))
@@ -86,7 +93,8 @@ def profile(
     with stderr.status(f"profiling {wl.name} ...") as status:
         result, doubt = retaken(lambda: run_profile(
             wl, device=device, batch_sizes=sizes, max_batch=max_batch, knee_gain=knee_gain,
-            noise=noise, seed=seed, progress=stage_steps(status, f"profiling {wl.name}")))
+            noise=noise, seed=seed, progress=stage_steps(status, f"profiling {wl.name}"),
+            **how))
     if doubt:
         stderr.print(f"warning: {doubt}", markup=False, highlight=False)
     show_profile(result, save, plot, json_output)
@@ -186,5 +194,6 @@ def summary_lines(result: ProfileResult) -> list[str]:
     if result.ranks > 1:
         lines.append(f"ranks      {result.ranks} (batch sizes are global; the step time "
                      f"includes the gradient all-reduce)")
-    lines.append(f"profiled in {result.seconds:.1f} s")
+    lines.append(f"profiled in {result.seconds:.1f} s ({result.precision}"
+                 + (", channels-last)" if result.channels_last else ")"))
     return lines

@@ -16,16 +16,17 @@ from autobatch.config import TuneConfig
 from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.events import TuneEvent, trial_line, trial_row
+from autobatch.memory_size import bytes_in_words
 from autobatch.prepare import prepare
 from autobatch.report import publish
 from autobatch.result import TuneResult, check_format
-from autobatch.sizes import bytes_in_words
 from autobatch.storage import default_storage_url, mask_url, open_storage
 from autobatch.studyfile import TuneOptions
 from autobatch.tuner import tune as run_tune
 from autobatch_cli import STARTED
 from autobatch_cli.options import (
     CommandArg,
+    GradAccumOpt,
     NprocOpt,
     WorkloadOptions,
     script_workload,
@@ -85,6 +86,13 @@ def tune(
     schedule: Annotated[Optional[str], Opt(help=(
         "LR schedule: auto (search the shapes, warmups and horizons), constant, cosine, "
         "linear or wsd."))] = None,
+    grad_accum: GradAccumOpt = None,
+    precision: Annotated[Optional[str], Opt(help=(
+        "fp32, bf16, fp16 (CUDA only), or auto: profile each and train in the one of least "
+        "time per sample."))] = None,
+    channels_last: Annotated[Optional[bool], Opt(
+        "--channels-last", help="The model and its 4-D inputs in channels-last memory "
+        "format.")] = None,
     verify: Annotated[Optional[int], Opt(help="Re-measure the best N configurations.")] = None,
     verify_runs: Annotated[Optional[int], Opt(help=(
         "Fresh-seed runs of each before the race may drop one (default 3)."))] = None,
@@ -132,7 +140,8 @@ def tune(
         new_study=new_study, output=str(output) if output else None, format=format,
         artifact_dir=artifact_dir, batch_size=batch_size, min_batch=min_batch,
         max_batch=max_batch, lr=lr, lr_range=lr_range, momentum=momentum,
-        momentum_range=momentum_range, optimizer=optimizer, schedule=schedule, verify=verify,
+        momentum_range=momentum_range, optimizer=optimizer, schedule=schedule,
+        grad_accum=grad_accum, precision=precision, channels_last=channels_last, verify=verify,
         verify_runs=verify_runs, verify_max_runs=verify_max_runs,
         time=time_mode,
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
@@ -214,7 +223,8 @@ def closing_table(result: TuneResult) -> Table:
                       f"{cand.reached()}/{len(cand.runs)}")
     table.caption = (f"* recommended: batch {data['batch_size']}, lr {data['lr']:.4g}, "
                      f"momentum {data['momentum']:.4g}, schedule {result.best.hparams.schedule}"
-                     f"; study {data['study']['name']!r} in "
+                     + "".join(f", {part}" for part in result.best.hparams.numerics())
+                     + f"; study {data['study']['name']!r} in "
                      f"{data['study']['storage']}; tuning took {data['tuning_seconds']:.0f}s"
                      + (f" = {data['break_even']:.1f} reference runs (break-even)"
                         if data["break_even"] else "")

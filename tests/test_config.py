@@ -72,7 +72,7 @@ def test_run_config_is_frozen_and_keyword_only():
 
 
 def test_a_memory_size_says_which_unit_it_was_read_in():
-    from autobatch.sizes import bytes_in_words
+    from autobatch.memory_size import bytes_in_words
 
     assert bytes_in_words("4GB") == ("4GB = 4,000,000,000 bytes = 3.73 GiB (KB, MB, GB, TB: "
                                      "powers of 1000; KiB, MiB, GiB, TiB: of 1024)")

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 import autobatch.keys as keys
 from autobatch import ConfigError, TargetNotReachedError
 from autobatch.config import TuneConfig
-from autobatch.search.prior import Prior, seed_trials
+from autobatch.search.prior import Prior
+from autobatch.search.seeds import seed_trials
 from autobatch.search.study import METRIC_NAME, converged
 from autobatch.train import evaluate, val_batches
 from autobatch.tuner import tune

@@ -31,7 +31,7 @@ from autobatch.device import (
     synchronize,
 )
 from autobatch.errors import ConfigError, DoesNotFitError
-from autobatch.hyperparams import Hyperparams
+from autobatch.hyperparams import Hyperparams, Precision
 from autobatch.measure.batch_search import Measurement
 from autobatch.measure.forked import ChildOutOfMemory, anon_bytes, run_in_child
 from autobatch.train import (
@@ -43,7 +43,6 @@ from autobatch.train import (
     input_size,
     map_inputs,
     setup_run,
-    train_step,
 )
 from autobatch.workloads import TensorData, Workload
 
@@ -95,17 +94,22 @@ def _repeat(x: Inputs, n: int, device: torch.device) -> Inputs:
 @dataclass(kw_only=True)
 class Footprint:
     """Peak memory of candidate batches of `workload` on `device`, built from one sample
-    (`largest_input`) repeated to the batch size."""
+    (`largest_input`) repeated to the batch size, trained in `precision` and memory
+    format (a batch here is one micro-batch: accumulation adds no activations)."""
 
     workload: Workload
     device: torch.device
     sample: Inputs
     label: torch.Tensor
+    precision: Precision = "fp32"
+    channels_last: bool = False
 
     @classmethod
-    def of(cls, workload: Workload, device: torch.device) -> Footprint:
+    def of(cls, workload: Workload, device: torch.device, precision: Precision = "fp32",
+           channels_last: bool = False) -> Footprint:
         sample, label = largest_input(workload)
-        return cls(workload=workload, device=device, sample=sample, label=label)
+        return cls(workload=workload, device=device, sample=sample, label=label,
+                   precision=precision, channels_last=channels_last)
 
     def measure(self, batch: int, usable: int) -> tuple[Measurement, int]:
         """(the peak in bytes or an OOM, training steps started): in a forked child that
@@ -142,7 +146,8 @@ class Footprint:
         wl, dev = self.workload, self.device
         ref = wl.reference
         hparams = Hyperparams(batch_size=batch, lr=ref.lr if ref else 0.01, momentum=0.9,
-                              optimizer=ref.optimizer if ref else None)
+                              optimizer=ref.optimizer if ref else None,
+                              precision=self.precision, channels_last=self.channels_last)
         # run() keeps in-memory data sets whole on the device.
         resident = [t.to(dev) for d in (wl.train_data, wl.val_data)
                     if isinstance(d, TensorData) for t in (d.x, d.y)]
@@ -153,10 +158,10 @@ class Footprint:
             if not isinstance(wl.train_data, TensorData) else []
         for _ in range(STEPS_PER_CANDIDATE):
             on_step()
-            train_step(setup.model, setup.optimizer, wl, x, y)
+            setup.step(wl, x, y)
         n_eval = n_eval or min(wl.eval_batch_size, len(wl.val_data))
         evaluate(setup.model, wl, _OneBatch(_repeat(self.sample, n_eval, dev),
-                                            _repeat(self.label, n_eval, dev)))
+                                            _repeat(self.label, n_eval, dev)), setup.policy)
         synchronize(dev)
         del resident, in_flight
 

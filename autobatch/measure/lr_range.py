@@ -18,7 +18,7 @@ import torch
 from autobatch.device import resolve_device
 from autobatch.hyperparams import Hyperparams
 from autobatch.measure.timing import StepCallback
-from autobatch.train import setup_run, train_batches, train_step
+from autobatch.train import setup_run, train_batches
 from autobatch.workloads import Workload
 
 SMOOTHING = 0.9
@@ -118,14 +118,16 @@ def sweep_doubt(sweep: LRRange, reference_lr: float | None = None) -> str | None
 def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
                   device: str | torch.device = "auto", start: float = 1e-5,
                   stop: float = 10.0, steps: int = SWEEP_STEPS, seed: int = 0,
-                  progress: StepCallback | None = None) -> LRRange:
+                  progress: StepCallback | None = None,
+                  numerics: dict[str, Any] | None = None) -> LRRange:
     """Sweep the LR geometrically over `steps` updates at `batch_size` from a fresh model.
-    progress: told every PROGRESS_EVERY steps ("step 20 of 100, LR 0.000158")."""
+    progress: told every PROGRESS_EVERY steps ("step 20 of 100, LR 0.000158").
+    numerics: the Hyperparams fields grad_accum, precision, channels_last of the steps."""
     began = time.perf_counter()
     dev = resolve_device(device)
-    setup = setup_run(workload, Hyperparams(batch_size=batch_size, lr=start, momentum=momentum),
-                      dev, seed=seed)
-    model, optimizer = setup.model, setup.optimizer
+    setup = setup_run(workload, Hyperparams(batch_size=batch_size, lr=start, momentum=momentum,
+                                            **(numerics or {})), dev, seed=seed)
+    optimizer = setup.optimizer
     lrs = sweep_lrs(start, stop, steps)
     batches = train_batches(workload, batch_size, dev, seed=seed)
     losses: list[float] = []
@@ -135,7 +137,7 @@ def lr_range_test(workload: Workload, *, batch_size: int, momentum: float = 0.9,
             progress(f"step {step} of {steps}, LR {lr:.3g}")
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses.append(train_step(model, optimizer, workload, x, y).item())
+        losses.append(setup.step(workload, x, y).item())
         smoothed = smooth(losses)[-1]  # recomputed in full: at most `steps` short sums
         best = min(best, smoothed)
         if not math.isfinite(losses[-1]) or smoothed > DIVERGE_FACTOR * best:

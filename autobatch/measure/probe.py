@@ -35,13 +35,14 @@ from autobatch.device import (
     rss_bytes,
 )
 from autobatch.errors import BatchTooSmallError, ConfigError, DoesNotFitError
-from autobatch.hyperparams import check_batch
+from autobatch.hyperparams import Precision, check_batch
 from autobatch.measure.batch_search import Measurement, Trial, largest_fitting, search
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint, check_data_capped
 from autobatch.measure.forked import run_in_child
 from autobatch.measure.probe_result import Attempt, ProbeResult
 from autobatch.measure.timing import StepCallback
+from autobatch.train.precision import check_precision
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
           max_batch: int | None = None, headroom: float = 0.1,
           memory_limit: int | None = None, use_cache: bool = True,
           cache_dir: str | Path | None = None, isolate: bool = True,
-          max_attempts: int = 6, progress: StepCallback | None = None) -> ProbeResult:
-    """The largest batch in [min_batch, max_batch] whose training peak fits the memory.
+          max_attempts: int = 6, progress: StepCallback | None = None,
+          precision: Precision = "fp32", channels_last: bool = False) -> ProbeResult:
+    """The largest batch in [min_batch, max_batch] whose training peak fits the memory,
+    trained in `precision` and memory format (the largest per-device micro-batch: a
+    run with gradient accumulation holds one micro-batch's activations at a time).
 
     max_batch defaults to the training set size (training drops a last partial batch).
     headroom in [0, 0.9): the fraction of usable memory left free. memory_limit (bytes)
@@ -73,6 +77,7 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     """
     _check_options(min_batch, max_batch, headroom, memory_limit, max_attempts)
     dev = _resolve(device)
+    check_precision(workload, precision, channels_last, dev)
     model = workload.model_factory()
     check_data_capped(workload, min_batch, model, dev, memory_limit)
     n_train = len(workload.train_data)
@@ -96,10 +101,12 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
                 f"{' plus this process' if dev.type == 'cpu' else ''})")
     fingerprint = workload.fingerprint()
     key = json.dumps([CACHE_VERSION, fingerprint, cache_location(dev), dtype, headroom,
-                      memory_limit, min_batch, max_batch, torch.__version__])
+                      memory_limit, min_batch, max_batch, torch.__version__, precision,
+                      channels_last])
     job = _Job(workload=workload, device=dev, min_batch=min_batch, max_batch=max_batch,
                headroom=headroom, memory_limit=memory_limit, max_attempts=max_attempts,
-               fingerprint=fingerprint, dtype=dtype, isolate=isolate, progress=progress)
+               fingerprint=fingerprint, dtype=dtype, isolate=isolate, progress=progress,
+               precision=precision, channels_last=channels_last)
     return cached("probe", key, job.search,
                   lambda path: replace(ProbeResult.load(path), from_cache=True),
                   use_cache=use_cache, folder=cache_dir)
@@ -142,6 +149,8 @@ class _Job:
     dtype: str
     isolate: bool
     progress: StepCallback | None = None
+    precision: Precision = "fp32"
+    channels_last: bool = False
 
     def search(self) -> ProbeResult:
         """The search, in a forked child on CUDA when isolating and CUDA allows it."""
@@ -186,7 +195,7 @@ class _Job:
             usable = self.memory_limit or rss_bytes() + memory_info(dev)[0]
         budget = int(usable * (1.0 - self.headroom))
         info = device_info(dev)
-        footprint = Footprint.of(self.workload, dev)
+        footprint = Footprint.of(self.workload, dev, self.precision, self.channels_last)
         attempts: list[Attempt] = []
         try:
             warm, warmup_steps = footprint.warm_up(self.min_batch, usable)
@@ -241,6 +250,7 @@ class _Job:
             train_steps=warmup_steps + sum(a.train_steps for a in attempts),
             seconds=time.perf_counter() - started, allocator=allocator_settings(dev),
             isolation=isolation, torch_version=torch.__version__,
+            precision=self.precision, channels_last=self.channels_last,
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def _does_not_fit(self, batch: int, peak: int | None, usable: int,

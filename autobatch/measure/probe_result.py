@@ -36,6 +36,8 @@ class ProbeResult(JsonFile):
     headroom). fixed_bytes + bytes_per_sample x batch is the least-squares memory
     model over every measured peak (None with a single measurement); fit_r2 needs
     three. limited_by: 'memory', or 'max_batch' when even the largest allowed batch fits.
+    precision, channels_last: how the candidates trained (max_batch_size is then the
+    largest per-device micro-batch in that precision and memory format).
     """
 
     workload: str
@@ -65,6 +67,8 @@ class ProbeResult(JsonFile):
     torch_version: str
     created_at: str
     from_cache: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
     # ranks that each probed their device: max_batch_size is the least of their answers,
     # a per-device micro-batch (the rest of the evidence is rank 0's)
     ranks: int = 1

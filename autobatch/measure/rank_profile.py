@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from autobatch.device import device_name, run_or_oom, synchronize
 from autobatch.errors import ConfigError
+from autobatch.hyperparams import Precision
 from autobatch.measure.noise import NoiseEstimate, estimate, grad_sq_norm
 from autobatch.measure.step_fit import find_knee, fit_step_time, noise_batch_sizes
 from autobatch.measure.throughput import (
@@ -37,7 +38,7 @@ from autobatch.measure.throughput import (
     profile_row,
 )
 from autobatch.measure.timing import REPEATS, SizeTiming
-from autobatch.train import fresh_model, setup_run, train_batches, train_step
+from autobatch.train import RunSetup, fresh_model, setup_run, train_batches
 from autobatch.train.distributed import Ranks
 from autobatch.train.launcher import Launch, RankJob
 from autobatch.workloads import Workload, load_workload
@@ -47,8 +48,8 @@ STEPS = 5  # steps per timed repeat
 KNEE_GAIN = 0.10
 
 
-def timed_size(ranks: Ranks, workload: Workload, model: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, batch: int, seed: int) -> SizeTiming:
+def timed_size(ranks: Ranks, workload: Workload, setup: RunSetup, batch: int,
+               seed: int) -> SizeTiming:
     """One global batch size's fixed warm-up and timed repeats (seconds per step)."""
     size = SizeTiming(batch_size=batch, warmup_steps=WARMUP_STEPS, steps_per_repeat=STEPS)
     batches = iter(ranks.shard(train_batches(workload, batch, ranks.device, seed=seed + batch)))
@@ -57,7 +58,7 @@ def timed_size(ranks: Ranks, workload: Workload, model: torch.nn.Module,
         synchronize(ranks.device)
         started = time.perf_counter()
         for _ in range(n):
-            train_step(model, optimizer, workload, *next(batches)).item()
+            setup.step(workload, *next(batches)).item()
         return time.perf_counter() - started
 
     def measure() -> SizeTiming:
@@ -105,16 +106,19 @@ def rank_noise(ranks: Ranks, workload: Workload, model: torch.nn.Module, batch: 
 
 
 def profile_rank(ranks: Ranks, address: str, spec: dict[str, Any], batch_sizes: list[int],
-                 noise: tuple[int, int] | None, seed: int) -> ProfileResult:
-    """One rank's profile; noise: (warm-up steps, draws) of the noise scale, or None."""
+                 noise: tuple[int, int] | None, seed: int, numerics: dict[str, Any]
+                 ) -> ProfileResult:
+    """One rank's profile; noise: (warm-up steps, draws) of the noise scale, or None;
+    numerics: the steps' precision and channels_last."""
     workload = load_workload(**spec)
     started = time.perf_counter()
-    recipe = profile_recipe(workload)
+    # each timed step is one micro-batch per rank, as measure.throughput times them
+    recipe = replace(profile_recipe(workload), grad_accum=1, **numerics)
     initial = fresh_model(workload, seed=seed, private=True)
     timing = setup_run(workload, recipe, ranks.device, model=copy.deepcopy(initial))
-    model = ranks.wrap(timing.model)
+    timing = replace(timing, model=ranks.wrap(timing.model))
     n_train = len(workload.train_data)
-    sizes = [timed_size(ranks, workload, model, timing.optimizer, b, seed) for b in batch_sizes]
+    sizes = [timed_size(ranks, workload, timing, b, seed) for b in batch_sizes]
     rows = [profile_row(s, n_train) for s in sizes]
     measured = [r for r in rows if r.fits]
     fit = (fit_step_time([r.batch_size for r in measured], [r.iter_s for r in measured])
@@ -127,13 +131,13 @@ def profile_rank(ranks: Ranks, address: str, spec: dict[str, Any], batch_sizes: 
     if noise is not None and b_big >= 2 * ranks.world_size:
         warmup_steps, draws = noise
         run = setup_run(workload, recipe, ranks.device, model=copy.deepcopy(initial))
-        wrapped = ranks.wrap(run.model)
+        run = replace(run, model=ranks.wrap(run.model))
         # warmed up as one process warms up, at the recipe's batch where it splits evenly
         warm_batch = recipe.batch_size if recipe.batch_size % ranks.world_size == 0 else b_big
         warm = iter(ranks.shard(train_batches(workload, warm_batch, ranks.device, seed=seed)))
         for _ in range(warmup_steps):
-            train_step(wrapped, run.optimizer, workload, *next(warm)).item()
-        estimate_ = replace(rank_noise(ranks, workload, wrapped, b_big, draws, seed),
+            run.step(workload, *next(warm)).item()
+        estimate_ = replace(rank_noise(ranks, workload, run.model, b_big, draws, seed),
                             warmup_steps=warmup_steps)
     return ProfileResult(
         workload=workload.name, device=device_name(ranks.device), train_size=n_train,
@@ -144,15 +148,17 @@ def profile_rank(ranks: Ranks, address: str, spec: dict[str, Any], batch_sizes: 
                        KNEE_GAIN),
         knee_gain=KNEE_GAIN, eval_pass_s=None, noise=estimate_,
         seconds=time.perf_counter() - started, torch_version=torch.__version__,
-        threads=torch.get_num_threads(), ranks=ranks.world_size)
+        threads=torch.get_num_threads(), ranks=ranks.world_size, **numerics)
 
 
 def profile_ranks(spec: dict[str, Any], nproc: int, device: torch.device,
                   batch_sizes: Sequence[int], *, noise: bool = True, seed: int = 0,
                   noise_warmup_steps: int = NOISE_WARMUP_STEPS,
-                  noise_draws: int = NOISE_DRAWS) -> ProfileResult:
+                  noise_draws: int = NOISE_DRAWS, precision: Precision = "fp32",
+                  channels_last: bool = False) -> ProfileResult:
     """Rank 0's profile of the global `batch_sizes` (each divisible by nproc) on nproc
-    ranks; the noise scale after noise_warmup_steps, from noise_draws global batches.
+    ranks, each step in `precision` (and channels-last); the noise scale after
+    noise_warmup_steps, from noise_draws global batches.
     eval_pass_s is not measured (rank 0 evaluates as one process does)."""
     uneven = [b for b in batch_sizes if b % nproc]
     if not batch_sizes or uneven:
@@ -160,7 +166,8 @@ def profile_ranks(spec: dict[str, Any], nproc: int, device: torch.device,
                           f"{list(batch_sizes)}")
     job = RankJob(target="autobatch.measure.rank_profile:profile_rank",
                   args=(spec, sorted(set(batch_sizes)),
-                        (noise_warmup_steps, noise_draws) if noise else None, seed),
+                        (noise_warmup_steps, noise_draws) if noise else None, seed,
+                        {"precision": precision, "channels_last": channels_last}),
                   nproc=nproc,
                   device=device.type)
     with Launch(job) as launch:

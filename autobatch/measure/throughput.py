@@ -13,16 +13,15 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from torch import nn
 
 from autobatch.device import device_name, resolve_device, run_or_oom, synchronize
 from autobatch.errors import ConfigError
 from autobatch.files import JsonFile, json_safe
-from autobatch.hyperparams import Hyperparams
+from autobatch.hyperparams import Hyperparams, Precision
 from autobatch.measure.budget import noise_plan
 from autobatch.measure.noise import NoiseEstimate, measure_noise
 from autobatch.measure.step_fit import (
@@ -33,7 +32,16 @@ from autobatch.measure.step_fit import (
     spread,
 )
 from autobatch.measure.timing import REPEATS, SizeTiming, StepCallback, time_sizes
-from autobatch.train import Clock, check_data, evaluate, fresh_model, setup_run, val_batches
+from autobatch.train import (
+    Clock,
+    RunSetup,
+    check_data,
+    evaluate,
+    fresh_model,
+    setup_run,
+    val_batches,
+)
+from autobatch.train.precision import check_precision
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -84,6 +92,7 @@ class ProfileResult(JsonFile):
     eval_pass_s: one pass over the validation set (at the workload's eval batch size,
     so the same for every training batch). train_size: samples per epoch.
     seconds: wall time the profile took. threads: torch's intra-op CPU threads.
+    precision, channels_last: how the timed steps trained (batch = one micro-batch).
     """
 
     workload: str
@@ -103,15 +112,18 @@ class ProfileResult(JsonFile):
     torch_version: str
     threads: int
     cut: str | None = None  # what the stage budget left out (None: nothing)
+    precision: str = "fp32"
+    channels_last: bool = False
     ranks: int = 1  # data-parallel ranks of each step; batch sizes are global batches
 
     what = "profile"
 
-    def predict_iter_s(self, batch_size: int) -> float | None:
-        """The fitted time per iteration at `batch_size`, in seconds."""
+    def predict_iter_s(self, batch_size: int, grad_accum: int = 1) -> float | None:
+        """The fitted time per optimizer step at `batch_size`, in seconds: grad_accum
+        micro-batches of batch_size / grad_accum each (alpha is paid per micro-batch)."""
         if self.alpha is None or self.beta is None:
             return None
-        return self.alpha + self.beta * batch_size
+        return grad_accum * self.alpha + self.beta * batch_size
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-safe: non-finite floats become None."""
@@ -150,15 +162,15 @@ def profile_recipe(workload: Workload) -> Hyperparams:
     return workload.reference or Hyperparams(batch_size=32, lr=0.01, momentum=0.9)
 
 
-def _eval_pass_s(model: nn.Module, workload: Workload, device: torch.device,
+def _eval_pass_s(setup: RunSetup, workload: Workload, device: torch.device,
                  clock: Clock) -> float:
     val = val_batches(workload, device)
-    evaluate(model, workload, val)  # warm-up pass: new shapes
+    evaluate(setup.model, workload, val, setup.policy)  # warm-up pass: new shapes
     times = []
     for _ in range(EVAL_REPEATS):
         synchronize(device)
         started = clock()
-        evaluate(model, workload, val)
+        evaluate(setup.model, workload, val, setup.policy)
         synchronize(device)
         times.append(clock() - started)
     return statistics.median(times)
@@ -168,8 +180,10 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
             batch_sizes: Sequence[int] | None = None, max_batch: int | None = None,
             knee_gain: float = 0.10, noise: bool = True, seed: int = 0,
             clock: Clock = time.perf_counter, progress: StepCallback | None = None,
-            budget_s: float | None = None) -> ProfileResult:
-    """Profile time per iteration, samples/s and time per epoch against batch size.
+            budget_s: float | None = None, precision: Precision = "fp32",
+            channels_last: bool = False) -> ProfileResult:
+    """Profile time per iteration, samples/s and time per epoch against batch size, the
+    steps trained in `precision` and memory format (see train.precision).
 
     batch_sizes: None for powers of two from 8 up to max_batch, plus max_batch.
     max_batch: the largest batch that fits (the memory probe's answer when there is
@@ -192,6 +206,7 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     started = clock()
     deadline = started + budget_s if budget_s is not None else math.inf
     dev = resolve_device(device)
+    check_precision(workload, precision, channels_last, dev)
     n_train = len(workload.train_data)
     limit = min(max_batch or n_train, n_train)
     wanted = auto_batch_sizes(limit) if batch_sizes is None else sorted(set(batch_sizes))
@@ -201,11 +216,13 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         # Never trained: the noise scale starts afresh from a copy of it.
         initial = fresh_model(workload, seed=seed, private=True)
-        config = profile_recipe(workload)
+        # each timed step is one micro-batch: t(B) is per forward-backward pass
+        config = replace(profile_recipe(workload), grad_accum=1, precision=precision,
+                         channels_last=channels_last)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
         time_sizes(sizes, timing, workload, dev, seed, clock, progress, deadline)
-        eval_pass_s = _eval_pass_s(timing.model, workload, dev, clock)
+        eval_pass_s = _eval_pass_s(timing, workload, dev, clock)
         del timing
         rows = {s.batch_size: profile_row(s, n_train) for s in sizes}
         measured = [r for r in rows.values() if r.fits]
@@ -259,4 +276,5 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         knee=knee, knee_gain=knee_gain, eval_pass_s=eval_pass_s, noise=estimate,
         seconds=clock() - started,
         torch_version=torch.__version__, threads=torch.get_num_threads(),
+        precision=precision, channels_last=channels_last,
         cut=f"stage budget: {', '.join(cuts)}" if cuts else None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from autobatch.device import is_oom, release_memory, synchronize
-from autobatch.train import Batch, Clock, RunSetup, train_batches, train_step
+from autobatch.train import Batch, Clock, RunSetup, train_batches
 from autobatch.workloads import TensorData, Workload
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _steps(setup: RunSetup, workload: Workload, batches: Iterator[Batch], n: int
         fetch = clock()
         x, y = next(batches)
         wait += clock() - fetch
-        train_step(setup.model, setup.optimizer, workload, x, y).item()  # as run() does: syncs
+        setup.step(workload, x, y).item()  # as run() does: syncs
     synchronize(device)
     return clock() - started, wait
 

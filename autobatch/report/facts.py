@@ -19,6 +19,7 @@ import autobatch.keys as keys
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import Hyperparams
 from autobatch.search import reached_trials
+from autobatch.search.precision_choice import figures_words
 from autobatch.storage import mask_url, open_storage, storage_file
 
 GIB = 1024**3
@@ -138,7 +139,26 @@ def profile_facts(prior: dict[str, Any]) -> Facts:
     lr = (f"LR {space['lr_range'][0]:.3g} .. {space['lr_range'][1]:.3g} at batch "
           f"{space['anchor_batch']}" if space.get("lr_range") else f"LR {space['lr_fixed']:.3g}")
     facts.append(("search space", f"batches {', '.join(map(str, space['batch_sizes']))}; {lr}"))
-    return facts
+    numerics = numerics_words(space, prior.get("precision_figures"))
+    return facts + ([("numerics", numerics)] if numerics else [])
+
+
+def numerics_words(space: dict[str, Any], figures: dict[str, float | None] | None) -> str:
+    """How the trials compute their global batch, where not plain fp32: accumulation,
+    precision (with --precision auto's seconds per sample), memory format."""
+    parts = []
+    if space.get("micro_max"):
+        parts.append(f"micro-batches of at most {space['micro_max']} (accumulation per batch)")
+    elif space.get("grad_accum", 1) > 1:
+        parts.append(f"{space['grad_accum']} micro-batches per step")
+    precision = space.get("precision", "fp32")
+    if figures:
+        parts.append(f"{precision} (least time per sample: {figures_words(figures)}; "
+                     "accuracy effects not modelled)")
+    elif precision != "fp32":
+        parts.append(precision)
+    parts += ["channels-last"] if space.get("channels_last") else []
+    return "; ".join(parts)
 
 
 def recipe_cells(recipe: Hyperparams | None) -> list[str]:

@@ -2,7 +2,7 @@
 the training-time axis, the trial runners, and the workers that share one study."""
 
 from autobatch.search.objective import Objective, interrupt_reason, make_objective
-from autobatch.search.prior import SEED_LR_FRACTION, Prior, measure_prior, seed_trials
+from autobatch.search.prior import SEED_LR_FRACTION, Prior, measure_prior
 from autobatch.search.pruning import BehindWinnersPruner, TimeBucketPruning, pruner
 from autobatch.search.runners import (
     InProcessRunner,
@@ -12,6 +12,7 @@ from autobatch.search.runners import (
     UserExit,
     runner_for,
 )
+from autobatch.search.seeds import seed_trials
 from autobatch.search.settings import WorkerSettings, contract, default_study_name
 from autobatch.search.space import SearchSpace, powers_of_two
 from autobatch.search.study import (

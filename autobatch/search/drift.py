@@ -53,7 +53,8 @@ def measured_step(trial: FrozenTrial) -> tuple[int, float] | None:
 def speed_ratio(trial: FrozenTrial, profile: ProfileResult) -> float | None:
     """The trial's measured samples/s over the profile's prediction at its batch."""
     step = measured_step(trial)
-    predicted = profile.predict_iter_s(step[0]) if step else None
+    predicted = (profile.predict_iter_s(step[0], trial.user_attrs.get("grad_accum", 1))
+                 if step else None)
     return predicted / step[1] if predicted else None
 
 

@@ -53,9 +53,11 @@ log = logging.getLogger(__name__)
 # Bootstrap fits of a missed trial's curve: enough for an 80% interval, ~10 ms of numpy.
 PREDICT_RESAMPLES = 100
 
-def modeled_seconds(steps: int, batch_size: int, alpha: float, beta: float) -> float:
-    """Steps x the profiled time per step t(B) = alpha + beta * B."""
-    return steps * (alpha + beta * batch_size)
+def modeled_seconds(steps: int, batch_size: int, alpha: float, beta: float,
+                    grad_accum: int = 1) -> float:
+    """Steps x the profiled time per step: grad_accum micro-batches of B / grad_accum,
+    each t(b) = alpha + beta * b."""
+    return steps * (grad_accum * alpha + beta * batch_size)
 
 
 @contextmanager
@@ -167,7 +169,8 @@ class Objective:
         if result.target_reached:
             measured = result.time_to_target_s
             modeled = (modeled_seconds(result.steps_to_target, hparams.batch_size,
-                                       *self.step_model) if self.step_model else None)
+                                       *self.step_model, hparams.grad_accum)
+                       if self.step_model else None)
             trial.set_user_attr(keys.MEASURED_TIME_S, measured)
             if modeled is not None:
                 trial.set_user_attr(keys.MODELED_TIME_S, modeled)

@@ -25,7 +25,7 @@ import torch
 from autobatch.config import DEFAULT_TRIAL_BUDGET_S, SearchBounds
 from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
-from autobatch.hyperparams import Hyperparams
+from autobatch.hyperparams import AUTO, Hyperparams, Precision
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
 from autobatch.measure.budget import PROFILE_SHARE, STAGE_SHARE, sweep_steps
 from autobatch.measure.cache import cached
@@ -33,8 +33,14 @@ from autobatch.measure.lr_range import SWEEP_STEPS, sweep_doubt
 from autobatch.measure.timing import StepCallback
 from autobatch.measure.trust import profile_doubt, retaken, trusted
 from autobatch.schedule import DECAYING, SCHEDULE_NAMES
+from autobatch.search.precision_choice import (
+    choose_precision,
+    largest_global_batch,
+    study_precisions,
+)
 from autobatch.search.space import (
     SearchSpace,
+    accumulation,
     anchor_lr0,
     batch_candidates,
     nearest_power_of_two,
@@ -101,12 +107,15 @@ class Prior:
     space: SearchSpace
     bucket_base: float
     lr_doubt: str | None = None  # why the LR range test's range was set aside
+    # --precision auto: each candidate's profiled seconds per sample (None: not chosen)
+    precision_figures: dict[str, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"probe": self.probe.to_dict(), "profile": self.profile.to_dict(),
                 "lr_range": self.lr_range.to_dict() if self.lr_range else None,
                 "b_star": self.b_star, "space": self.space.to_dict(),
-                "bucket_base": self.bucket_base, "lr_doubt": self.lr_doubt}
+                "bucket_base": self.bucket_base, "lr_doubt": self.lr_doubt,
+                "precision_figures": self.precision_figures}
 
     def seed_lr0(self) -> float:
         """Where the study starts: a third of the trusted sweep's loss minimum, else the
@@ -123,25 +132,32 @@ class Prior:
                    profile=ProfileResult.from_dict(data["profile"]),
                    lr_range=LRRange.from_dict(data["lr_range"]) if data["lr_range"] else None,
                    b_star=data["b_star"], space=SearchSpace.from_dict(data["space"]),
-                   bucket_base=data["bucket_base"], lr_doubt=data.get("lr_doubt"))
+                   bucket_base=data["bucket_base"], lr_doubt=data.get("lr_doubt"),
+                   precision_figures=data.get("precision_figures"))
 
 
 def cached_profile(workload: Workload, device: torch.device, max_batch: int, seed: int,
                    use_cache: bool, progress: StepCallback | None = None,
-                   deadline: float = math.inf) -> tuple[ProfileResult, str | None]:
+                   deadline: float = math.inf, numerics: tuple[Precision, bool] = ("fp32", False),
+                   ) -> tuple[ProfileResult, str | None]:
     """The throughput profile, from the cache when this workload, device, batch range and
     thread count were profiled before (a profile of a shared machine is noisy anyway;
     reusing it keeps later stages consistent and cheap). --no-cache measures afresh.
     A profile failing its quality bar (measure.trust) is retaken once and never cached;
     the second string is the warning when the retake fails too. deadline (perf_counter):
-    the profile is cut to end by then (measure.budget), and a cut one is not cached."""
+    the profile is cut to end by then (measure.budget), and a cut one is not cached.
+    numerics: (precision, channels_last) of the timed steps."""
+    precision, channels_last = numerics
     key = (f"{workload.fingerprint()}-{cache_location(device)}-{max_batch}"
-           f"-t{torch.get_num_threads()}-s{seed}")
+           f"-t{torch.get_num_threads()}-s{seed}"
+           + (f"-{precision}{'-cl' if channels_last else ''}" if numerics != ("fp32", False)
+              else ""))
     doubts: list[str] = []
 
     def measure() -> ProfileResult:
         result, doubt = retaken(lambda: profile(
             workload, device=device, max_batch=max_batch, seed=seed, progress=progress,
+            precision=precision, channels_last=channels_last,
             budget_s=None if math.isinf(deadline) else deadline - time.perf_counter()))
         doubts.extend([doubt] if doubt else [])
         return result
@@ -168,29 +184,52 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     saved_profile: the user's own (`tune --profile`), used instead of profiling;
     budget_s: the most seconds the three may take (measure.budget; None: no limit)."""
     deadline = time.perf_counter() + budget_s if budget_s is not None else math.inf
-    emit(TuneEvent("stage", "probe", "finding the largest batch that fits"))
+    # with accumulation the probe answers the largest micro-batch; a fixed batch fixes it
     low, high = ((bounds.batch_size, bounds.batch_size) if bounds.batch_size is not None
-                 else (bounds.min_batch, bounds.max_batch))
-    fit = probe(workload, device=device, min_batch=low, max_batch=high,
-                headroom=headroom, memory_limit=memory_limit,
-                use_cache=use_cache, progress=steps(emit, "probe"))
-    emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
-                   f"{' (cached)' if fit.from_cache else ''}"))
-    if saved_profile is not None:
-        prof, profile_warning = saved_profile, profile_doubt(saved_profile)
-        emit(TuneEvent("stage", "profile", f"the saved profile of {prof.workload} on "
-                       f"{prof.device} (batch up to {prof.max_batch})"))
-    else:
-        emit(TuneEvent("stage", "profile", "timing steps against batch size"))
-        left = deadline - time.perf_counter()
-        prof, profile_warning = cached_profile(
-            workload, device, fit.max_batch_size, seed, use_cache, steps(emit, "profile"),
-            deadline=time.perf_counter() + PROFILE_SHARE * max(0.0, left))
-    if profile_warning:
-        emit(TuneEvent("stage", "warning", profile_warning))
-    if prof.cut:
-        emit(TuneEvent("stage", "warning", f"the profile was cut short ({prof.cut}; "
-                       f"{STAGE_SHARE:.0%} of --timeout for probe, profile and LR range)"))
+                 and bounds.grad_accum == 1 else (bounds.min_batch, bounds.max_batch))
+    if bounds.batch_size is not None and isinstance(bounds.grad_accum, int):
+        low = high = bounds.batch_size // bounds.grad_accum
+
+    def measured(precision: Precision) -> tuple[tuple[ProbeResult, ProfileResult],
+                                                 ProfileResult]:
+        tag = f" ({precision})" if len(precisions) > 1 else ""
+        emit(TuneEvent("stage", "probe", f"finding the largest batch that fits{tag}"))
+        fit = probe(workload, device=device, min_batch=low, max_batch=high,
+                    headroom=headroom, memory_limit=memory_limit, use_cache=use_cache,
+                    progress=steps(emit, "probe"), precision=precision,
+                    channels_last=bounds.channels_last)
+        emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
+                       f"{' (cached)' if fit.from_cache else ''}"))
+        if saved_profile is not None:
+            prof, profile_warning = saved_profile, profile_doubt(saved_profile)
+            emit(TuneEvent("stage", "profile", f"the saved profile of {prof.workload} on "
+                           f"{prof.device} (batch up to {prof.max_batch})"))
+        else:
+            emit(TuneEvent("stage", "profile", f"timing steps against batch size{tag}"))
+            left = deadline - time.perf_counter()
+            prof, profile_warning = cached_profile(
+                workload, device, fit.max_batch_size, seed, use_cache, steps(emit, "profile"),
+                deadline=time.perf_counter() + PROFILE_SHARE * max(0.0, left),
+                numerics=(precision, bounds.channels_last))
+        if profile_warning:
+            emit(TuneEvent("stage", "warning", profile_warning))
+        if prof.cut:
+            emit(TuneEvent("stage", "warning", f"the profile was cut short ({prof.cut}; "
+                           f"{STAGE_SHARE:.0%} of --timeout for probe, profile and LR range)"))
+        return (fit, prof), prof
+
+    precisions = ((saved_profile.precision,) if saved_profile is not None
+                  else study_precisions(bounds, device))
+    choice = choose_precision(precisions, measured)
+    if len(precisions) > 1:
+        emit(TuneEvent("stage", "precision", choice.words()))
+    fit, prof = choice.measured
+    micro_max = fit.max_batch_size
+    fixed_accum = bounds.grad_accum if isinstance(bounds.grad_accum, int) else 1
+
+    def accum(batch: int) -> int:
+        return fixed_accum if bounds.grad_accum != AUTO else accumulation(batch, micro_max)
+
     b_sat = prof.b_sat if prof.b_sat and math.isfinite(prof.b_sat) else fit.max_batch_size
     b_crit = prof.noise.b_simple if prof.noise and prof.noise.b_simple else b_sat
     b_star = predicted_best_batch(b_sat, b_crit)
@@ -200,9 +239,10 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
     if bounds.batch_size is not None:
         batches = [bounds.batch_size]
     else:
-        batches = batch_candidates(min_batch=max(bounds.min_batch, fit.min_batch),
-                                   max_batch=fit.max_batch_size,
-                                   b_star=b_star, knee=prof.knee or fit.max_batch_size)
+        top = largest_global_batch(bounds, micro_max, len(workload.train_data))
+        batches = [b for b in batch_candidates(
+            min_batch=max(bounds.min_batch, fit.min_batch), max_batch=top, b_star=b_star,
+            knee=prof.knee or micro_max) if b % fixed_accum == 0] or [top - top % fixed_accum]
     anchor = nearest_power_of_two(b_star, batches) if bounds.batch_size is None \
         else bounds.batch_size
     sweep, doubt = None, None
@@ -211,7 +251,7 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
         reference = usable_reference(workload, bounds)
         reference_lr0 = anchor_lr0(reference, anchor) if reference else None
         n = SWEEP_STEPS if math.isinf(deadline) else sweep_steps(
-            prof.predict_iter_s(anchor) or 0.0, steps=SWEEP_STEPS,
+            prof.predict_iter_s(anchor, accum(anchor)) or 0.0, steps=SWEEP_STEPS,
             left_s=deadline - time.perf_counter())
         if n is None:
             lr_range = wide_lr_range(reference_lr0)
@@ -219,7 +259,10 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
         else:
             emit(TuneEvent("stage", "lr_range", f"LR range test at batch {anchor}"))
             sweep = lr_range_test(workload, batch_size=anchor, device=device, seed=seed,
-                                  steps=n, progress=steps(emit, "lr_range"))
+                                  steps=n, progress=steps(emit, "lr_range"),
+                                  numerics={"grad_accum": accum(anchor),
+                                          "precision": choice.precision,
+                                          "channels_last": bounds.channels_last})
             lr_range, doubt = prior_lr_range(sweep, reference_lr0)
             emit(TuneEvent("stage", "lr_range", f"LR range {sweep.low:.3g} .. "
                            f"{sweep.high:.3g}; searching {lr_range[0]:.3g} .. "
@@ -227,7 +270,7 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
         if doubt:
             emit(TuneEvent("stage", "warning", f"{doubt}: searching the wide LR range "
                            f"{lr_range[0]:.3g} .. {lr_range[1]:.3g} instead"))
-    step_s = prof.predict_iter_s(anchor) or 0.01
+    step_s = prof.predict_iter_s(anchor, accum(anchor)) or 0.01
     schedules = SCHEDULE_NAMES if bounds.schedule == "auto" else (bounds.schedule,)
     horizon_range = None
     if set(schedules) & set(DECAYING):
@@ -240,46 +283,9 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                         lr_fixed=bounds.lr, momentum_range=bounds.momentum_range,
                         momentum_fixed=bounds.momentum, optimizer=bounds.optimizer,
                         schedules=schedules, horizon_range=horizon_range,
-                        warmup_max=warmup_max)
+                        warmup_max=warmup_max, grad_accum=fixed_accum,
+                        micro_max=micro_max if bounds.grad_accum == AUTO else None,
+                        precision=choice.precision, channels_last=bounds.channels_last)
     return Prior(probe=fit, profile=prof, lr_range=sweep, b_star=b_star, space=space,
-                 bucket_base=BUCKET_BASE_STEPS * step_s, lr_doubt=doubt)
-
-
-def seed_trials(prior: Prior, reference: Hyperparams | None = None) -> list[dict[str, Any]]:
-    """Configurations to try first: the reference recipe (a configuration known to
-    train; at the nearest batch of the space, its LR by the sqrt rule), B* with the LR
-    from the range test (momentum 0.9,
-    and 0.95 at the same effective LR), a third of that LR, B* with each decaying
-    schedule of the space (horizon in the middle of its range, a short warmup), its
-    neighbours with the linear and square-root rules, and the largest batch with the
-    sqrt rule. Unless named, a seed has the space's first shape (constant when searched)
-    and no warmup."""
-    space = prior.space
-    lr0 = prior.seed_lr0()
-    anchor = space.anchor_batch
-    batches = sorted(space.batch_sizes)
-    up = [b for b in batches if b > anchor]
-    down = [b for b in batches if b < anchor]
-    # (batch, lr0, scaling, momentum); lr0 keeps lr / (1 - momentum) fixed, so the
-    # second seed has the first's effective LR with more averaging of the gradients
-    wanted: list[tuple[Any, ...]] = [(anchor, lr0, 1.0, 0.9), (anchor, lr0, 1.0, 0.95),
-                                     (anchor, lr0 / 3, 1.0, 0.9)]
-    warmup0 = space.warmup_max * SEED_WARMUP
-    wanted += [(anchor, lr0, 1.0, 0.9, name, warmup0) for name in space.schedules
-               if name in DECAYING]
-    if up:
-        wanted += [(up[0], lr0, 1.0, 0.9), (up[0], lr0, 0.5, 0.9)]
-    if down:
-        wanted.append((down[-1], lr0, 0.5, 0.9))
-    wanted.append((batches[-1], lr0, 0.5, 0.9))
-    if reference is not None and reference.optimizer == space.optimizer:
-        wanted.insert(0, (nearest_power_of_two(reference.batch_size, batches),
-                          anchor_lr0(reference, anchor), 0.5, reference.momentum))
-    seeds: list[dict[str, Any]] = []
-    for batch, lr, scaling, momentum, *shape in wanted:
-        name, warmup = shape or (None, 0.0)
-        params = space.raw_params(batch=batch, lr0=lr, scaling=scaling, momentum=momentum,
-                                  schedule=name, warmup0=warmup)
-        if params and params not in seeds:
-            seeds.append(params)
-    return seeds
+                 bucket_base=BUCKET_BASE_STEPS * step_s, lr_doubt=doubt,
+                 precision_figures=choice.seconds_per_sample if len(precisions) > 1 else None)

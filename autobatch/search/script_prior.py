@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import torch
 
-from autobatch.config import SearchBounds
+from autobatch.config import NUMERICS, SearchBounds
 from autobatch.device import device_info, device_name, is_oom
 from autobatch.errors import ConfigError, DoesNotFitError
 from autobatch.events import EventCallback, TuneEvent
@@ -43,6 +43,9 @@ def check_script_bounds(bounds: SearchBounds) -> None:
     if bounds.batch_size is None and bounds.max_batch is None:
         raise ConfigError("a script's batch must be bounded: give --max-batch (or "
                           "--batch-size); autobatch cannot probe a model it cannot see")
+    if bounds.to_dict().keys() & set(NUMERICS):
+        raise ConfigError("--grad-accum, --precision and --channels-last are for workloads "
+                          "autobatch trains: a script trains its own way")
 
 
 def measure_script(runner: ScriptRunner, bounds: SearchBounds, emit: EventCallback

@@ -18,6 +18,11 @@ the batch as the linear rule's authors found it needed (Goyal et al. 2017):
     warmup epochs = warmup0 * max(1, B / B0), at most half the horizon
 
 so above the anchor batch, where the coupled LR grows, the warmup grows with it.
+
+The batch is the global batch (samples per optimizer step). Each trial computes it in
+`grad_accum` micro-batches, or, with `micro_max` set (--grad-accum auto), in the
+fewest micro-batches of at most micro_max samples that split it evenly, so the study
+may search batches above what fits on the device at once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from autobatch.errors import ConfigError
 from autobatch.hyperparams import (
     Hyperparams,
     OptimizerName,
+    Precision,
     check_lr_range,
     check_momentum_range,
 )
@@ -67,6 +73,11 @@ def anchor_lr0(hparams: Hyperparams, anchor_batch: int) -> float:
             * math.sqrt(anchor_batch / hparams.batch_size))
 
 
+def accumulation(batch: int, micro_max: int) -> int:
+    """The fewest micro-batches of at most micro_max samples that split `batch` evenly."""
+    return next(k for k in range(1, batch + 1) if batch % k == 0 and batch // k <= micro_max)
+
+
 def batch_candidates(*, min_batch: int, max_batch: int, b_star: float, knee: int) -> list[int]:
     """Batches worth trying: powers of two from B*/8 up to the largest that fits, capped
     at 4x B* or 2x the throughput knee, whichever is larger (past both, more batch buys
@@ -91,6 +102,10 @@ class SearchSpace:
     schedules: tuple[ScheduleName, ...] = ("constant",)
     horizon_range: tuple[float, float] | None = None  # epochs; decaying shapes need one
     warmup_max: float = 0.0  # warmup0's upper bound, in epochs (0: no warmup searched)
+    grad_accum: int = 1  # micro-batches per step, unless micro_max chooses them per batch
+    micro_max: int | None = None  # the largest micro-batch (--grad-accum auto)
+    precision: Precision = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -120,12 +135,20 @@ class SearchSpace:
         schedule = self.suggest_schedule(trial, int(batch))
         if self.lr_fixed is not None:
             return Hyperparams(batch_size=int(batch), lr=self.lr_fixed, momentum=momentum,
-                               optimizer=self.optimizer, schedule=schedule)
+                               optimizer=self.optimizer, schedule=schedule,
+                               **self.numerics(int(batch)))
         lr0 = trial.suggest_float("lr0", *self.lr_range, log=True)
         scaling = trial.suggest_float("lr_scaling", *self.lr_scaling_range)
         return Hyperparams(batch_size=int(batch), momentum=momentum, optimizer=self.optimizer,
                            lr=self.coupled_lr(int(batch), lr0, scaling, momentum),
-                           schedule=schedule)
+                           schedule=schedule, **self.numerics(int(batch)))
+
+    def numerics(self, batch: int) -> dict[str, Any]:
+        """How a trial at this global batch computes it: accumulation and precision."""
+        grad_accum = (self.grad_accum if self.micro_max is None
+                      else accumulation(batch, self.micro_max))
+        return {"grad_accum": grad_accum, "precision": self.precision,
+                "channels_last": self.channels_last}
 
     def suggest_schedule(self, trial: optuna.Trial, batch: int) -> Schedule:
         name = (self.schedules[0] if len(self.schedules) == 1

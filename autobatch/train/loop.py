@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +31,14 @@ import torch
 import autobatch.train.checkpoint as checkpoint
 from autobatch.config import RunConfig
 from autobatch.device import reset_peak_memory, resolve_device, synchronize
+from autobatch.errors import ConfigError
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
 from autobatch.train.distributed import SOLO, Solo
+from autobatch.train.precision import check_precision, is_divergence
 from autobatch.train.run_result import EvalPoint, RunResult, StopReason, run_result
-from autobatch.train.setup import (
-    set_lr,
-    setup_run,
-    timed_evaluate,
-    train_batches,
-    train_step,
-    val_batches,
-)
+from autobatch.train.setup import set_lr, setup_run, timed_evaluate, train_batches, val_batches
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -65,7 +60,8 @@ EvalCallback = Callable[[EvalPoint], bool | None]
 class Progress:
     """The loop's own counters: what a paused run needs beyond the model, the optimizer,
     the batch stream and the random generators. trained: seconds of training so far;
-    loss_sum/loss_count: the training loss since the last evaluation."""
+    loss_sum/loss_count: the training loss since the last evaluation (scaler-skipped
+    steps left out); skips_in_row: fp16 steps the gradient scaler skipped in a row."""
 
     lr: float
     next_eval: float
@@ -75,6 +71,7 @@ class Progress:
     eval_total: float = 0.0
     loss_sum: float = 0.0
     loss_count: int = 0
+    skips_in_row: int = 0
     trace: list[EvalPoint] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,8 +117,11 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     stop_reason 'stopped' (the study's pruner uses this). At `pause` the run writes its
     checkpoint and returns with stop_reason 'paused'; at the target it saves the model
     to `keep_model` (checkpoint.save_model). A checkpoint that is torn, corrupt or of
-    another run raises CheckpointError before any setup. The peak memory is that
-    of this call's part of the run. A workload with a trainer of its own (a framework's,
+    another run raises CheckpointError before any setup, as do a precision the device
+    cannot train in and channels-last on inputs that are not 4-D (ConfigError). An
+    fp16 step the gradient scaler skips (overflow) is not divergence (see
+    train.precision.is_divergence). The peak memory is that of this call's part of the
+    run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
     ranks.check_pause(pause is not None or resume is not None)
@@ -131,11 +131,15 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     if saved is not None:
         checkpoint.check_identity(saved["identity"], who, resume)
     dev = resolve_device(device)
+    check_precision(workload, config.precision, config.channels_last, dev)
     if workload.trainer is not None:
+        if config.numerics():  # the framework's trainer has its own settings for these
+            raise ConfigError(f"workload {workload.name!r} trains with its framework's own "
+                              f"trainer: set {', '.join(config.numerics())} there")
         return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
-    model, optimizer = setup.model, setup.optimizer
-    stepped = ranks.wrap(model)
+    model, optimizer, policy = setup.model, setup.optimizer, setup.policy
+    stepped = replace(setup, model=ranks.wrap(model))
     check_data(workload, config.batch_size, model, dev)
     train = train_batches(workload, config.batch_size, dev, seed=config.seed)
     val = val_batches(workload, dev)
@@ -152,8 +156,10 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         optimizer.load_state_dict(saved["optimizer"])
         train.load_state(saved["batches"])
         checkpoint.restore_rng(saved["rng"], dev)
+        policy.load_state(saved.get("scaler"))
     stop: StopReason | None = None
     hit: EvalPoint | None = None
+    skips = 0
 
     synchronize(dev)
     reset_peak_memory(dev)
@@ -163,28 +169,34 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             multiplier = schedule.lr_at(p.steps)
             set_lr(optimizer, peaks, multiplier)
             p.lr = peaks[0] * multiplier
+        scale = policy.scale()
         # .item() also synchronises the device before the clock is read
         loss_value, elapsed = ranks.agree_step(
-            functools.partial(train_step, stepped, optimizer, workload, x, y), clock,
-            p.trained - started)
+            functools.partial(stepped.step, workload, x, y), clock, p.trained - started)
+        skipped = policy.skipped(scale)
+        p.skips_in_row = p.skips_in_row + 1 if skipped else 0
+        skips += skipped
         p.steps += 1
         p.samples += len(y) * ranks.world_size
-        if not math.isfinite(loss_value) or loss_value < 0:  # < 0: no classification loss
+        if is_divergence(loss_value, p.skips_in_row):
             p.trained, stop = elapsed, "diverged"
-            log.info("loss is %s at step %d: diverged", loss_value, p.steps)
+            log.info("loss is %s at step %d (%d steps skipped in a row): diverged",
+                     loss_value, p.steps, p.skips_in_row)
             break
-        p.loss_sum += loss_value
-        p.loss_count += 1
+        if not skipped:
+            p.loss_sum += loss_value
+            p.loss_count += 1
         out_of_budget = (p.steps >= max_steps or elapsed >= max_seconds
                          or p.samples >= max_samples)
         if elapsed >= p.next_eval or out_of_budget:
             p.trained = elapsed
-            metric, eval_seconds = ranks.on_rank0(lambda: timed_evaluate(model, workload, val,
-                                                                         dev, clock))
+            metric, eval_seconds = ranks.on_rank0(
+                lambda: timed_evaluate(model, workload, val, dev, clock, policy))
             p.eval_total += eval_seconds
             point = EvalPoint(train_seconds=p.trained, steps=p.steps, samples=p.samples,
                               epochs=p.samples / len(workload.train_data),
-                              train_loss=p.loss_sum / p.loss_count, metric=metric,
+                              train_loss=p.loss_sum / p.loss_count if p.loss_count
+                              else math.nan, metric=metric,
                               eval_seconds=eval_seconds, lr=p.lr)
             p.trace.append(point)
             p.loss_sum, p.loss_count = 0.0, 0
@@ -209,12 +221,13 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             checkpoint.save(pause.path, {
                 "identity": who, "loop": p.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "batches": train.state(),
-                "rng": checkpoint.rng_state(dev)})
+                "rng": checkpoint.rng_state(dev), "scaler": policy.state()})
             break
 
     return run_result(workload, dev, config, p.trace, hit, steps=p.steps, samples=p.samples,
                       trained=p.trained, eval_total=p.eval_total, stop=stop, schedule=schedule,
-                      checkpoint=str(pause.path) if stop == "paused" else None)
+                      checkpoint=str(pause.path) if stop == "paused" else None,
+                      skipped_steps=skips)
 
 
 def run_limits(workload: Workload, config: RunConfig,

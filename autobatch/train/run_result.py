@@ -57,6 +57,7 @@ class RunResult:
     # config.schedule resolved to optimizer steps for this workload and batch
     schedule: Schedule = CONSTANT
     checkpoint: str | None = None  # where a paused run's checkpoint is (stop_reason 'paused')
+    skipped_steps: int = 0  # fp16 steps the gradient scaler skipped (overflow), this call's
 
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-safe dict (non-finite floats become None)."""
@@ -67,7 +68,8 @@ class RunResult:
 def run_result(workload: Workload, dev: torch.device, config: RunConfig,
                trace: list[EvalPoint], hit: EvalPoint | None, *, steps: int, samples: int,
                trained: float, eval_total: float, stop: StopReason | None,
-               schedule: Schedule, checkpoint: str | None = None) -> RunResult:
+               schedule: Schedule, checkpoint: str | None = None,
+               skipped_steps: int = 0) -> RunResult:
     """The RunResult of a finished run from its counters and evaluation trace."""
     metrics = [p.metric for p in trace]
     return RunResult(
@@ -82,4 +84,5 @@ def run_result(workload: Workload, dev: torch.device, config: RunConfig,
         best_metric=max(metrics) if metrics else None,
         final_metric=metrics[-1] if metrics else None,
         stop_reason=stop or "budget", trace=tuple(trace),
-        peak_memory_bytes=peak_memory(dev), schedule=schedule, checkpoint=checkpoint)
+        peak_memory_bytes=peak_memory(dev), schedule=schedule, checkpoint=checkpoint,
+        skipped_steps=skipped_steps)

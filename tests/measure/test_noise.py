@@ -18,7 +18,7 @@ from autobatch.measure.noise import (
     measure_noise,
     two_batch,
 )
-from autobatch.train.loop import train_step
+from autobatch.train.setup import train_step
 from tests.conftest import tiny_workload
 
 

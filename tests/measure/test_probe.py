@@ -23,7 +23,7 @@ from autobatch.measure.footprint import largest_input
 from autobatch.measure.forked import run_in_child
 from autobatch.measure.probe import _Job
 from autobatch.measure.probe_result import ProbeResult
-from autobatch.sizes import parse_bytes
+from autobatch.memory_size import parse_bytes
 from autobatch_cli.main import app
 from tests.conftest import blobs
 

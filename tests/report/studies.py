@@ -22,9 +22,10 @@ from autobatch.measure.probe_result import Attempt, ProbeResult
 from autobatch.measure.throughput import ProfileResult, ProfileRow
 from autobatch.result import StudyInfo, TuneResult
 from autobatch.search.objective import Objective
-from autobatch.search.prior import Prior, seed_trials
+from autobatch.search.prior import Prior
 from autobatch.search.pruning import pruner
 from autobatch.search.runners import InProcessRunner
+from autobatch.search.seeds import seed_trials
 from autobatch.search.space import SearchSpace
 from autobatch.search.study import METRIC_NAME, sampler, summarize
 from tests.conftest import tiny_workload

@@ -17,8 +17,8 @@ from autobatch.search.prior import (
     Prior,
     cached_profile,
     measure_prior,
-    seed_trials,
 )
+from autobatch.search.seeds import seed_trials
 from autobatch.search.space import SearchSpace, powers_of_two
 from autobatch.workloads import Workload
 from tests.conftest import tiny_workload

@@ -11,7 +11,8 @@ from autobatch import ConfigError, TuneConfig
 from autobatch.config import SearchBounds
 from autobatch.prepare import prepare
 from autobatch.schedule import Schedule
-from autobatch.search.prior import HORIZON_SPAN, measure_prior, seed_trials
+from autobatch.search.prior import HORIZON_SPAN, measure_prior
+from autobatch.search.seeds import seed_trials
 from autobatch.search.settings import contract
 from autobatch.search.space import SearchSpace
 from autobatch.search.study import check_contract

@@ -85,6 +85,18 @@ def test_a_paused_and_resumed_run_equals_an_uninterrupted_one(tmp_path, dataset)
     assert ends[1].steps == 60 and ends[1].stop_reason == "budget"
 
 
+@pytest.mark.parametrize("recipe", [{"grad_accum": 2}, {"grad_accum": 4, "precision": "bf16"}],
+                         ids=["accumulation", "accumulation-bf16"])
+def test_a_resumed_run_with_accumulation_equals_an_uninterrupted_one(tmp_path, recipe):
+    config = RunConfig(**{**CONFIG.values(), "target": 1.0, "budget": Budget(steps=60),
+                          "seed": 7, **recipe})
+    once, once_state = segments(tmp_path, [41], config=config)
+    twice, twice_state = segments(tmp_path, [13, 41], config=config)
+    assert twice.trace == once.trace and len(once.trace) > 5
+    assert_same_state(twice_state, once_state)
+    assert once_state["identity"]["grad_accum"] == recipe["grad_accum"]
+
+
 def test_pausing_several_times_equals_pausing_once(tmp_path):
     once, once_state = segments(tmp_path, [47])
     # in an epoch, on its last step (16), at an evaluation's step, one step apart

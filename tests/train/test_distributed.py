@@ -34,11 +34,12 @@ def trained_parameters(ranks: Solo, address: str, config: RunConfig) -> list[tor
     return [p.detach().clone() for p in made[-1].parameters()]
 
 
-def test_two_ranks_train_the_parameters_one_process_trains_at_the_same_global_batch():
+def test_two_ranks_accumulating_train_what_one_process_trains_at_the_same_global_batch():
     config = RunConfig(batch_size=32, lr=0.1, momentum=0.9, budget=Budget(steps=7), seed=5)
     alone = trained_parameters(SOLO, "", config)
+    # 2 ranks x 2 micro-batches of 8: DDP's all-reduce once per step, under no_sync before
     job = RankJob(target="tests.train.test_distributed:trained_parameters",
-                  args=(replace(config, world_size=2),), nproc=2, device="cpu")
+                  args=(replace(config, world_size=2, grad_accum=2),), nproc=2, device="cpu")
     with Launch(job) as launch:
         rank0, rank1 = launch.results()
     # 7 steps of 32 samples span epochs 1 and 2 (128 samples): both reshuffles agree

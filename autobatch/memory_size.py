@@ -1,4 +1,4 @@
-"""Memory sizes as a user writes them: '1.5GiB', '512MiB', '2GB', '4096'."""
+"""Memory sizes as users write them: '1.5GiB', '512MiB', '2GB', '4096'."""
 
 from __future__ import annotations
 
