@@ -50,8 +50,7 @@ def check_headroom(name: str, value: float) -> None:
 
 
 def check_memory_limit(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < 1):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"{name} must be a number of bytes >= 1, got {value!r}")
 
 
@@ -241,6 +240,7 @@ class TuneConfig(SearchBounds):
     seed: int = 0
     workers: int = 1
     devices: tuple[str, ...] | None = None
+    nproc_per_trial: int = 1  # ranks per trial: checked with the device (parallel_runner)
     use_cache: bool = True
     artifact_dir: str | None = None  # dashboard artifacts; default: beside a SQLite file
     profile: str | None = None  # a saved `autobatch profile` file instead of profiling

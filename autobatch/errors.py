@@ -77,6 +77,16 @@ class TrialCrashed(AutobatchError):
         return TrialCrashed, (str(self), self.reason)
 
 
+class RankDied(TrialCrashed):
+    """A rank of a data-parallel run ended without reporting (killed, or crashed in
+    native code); the launcher stopped the other ranks."""
+
+    reason = "rank_died"
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return RankDied, (str(self), self.reason)
+
+
 class StorageError(AutobatchError):
     """The study storage cannot be reached or used."""
 

@@ -40,6 +40,7 @@ from autobatch.search import (
 )
 from autobatch.search.checkpoints import CheckpointStore, base_folder
 from autobatch.search.objective import study_store
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.search.rungs import MIN_FIRST_RUNG_S, Rungs
 from autobatch.search.script_prior import check_script_bounds, measure_script
 from autobatch.search.script_runner import ScriptRunner
@@ -72,14 +73,17 @@ def settings(workload: Workload | ScriptWorkload, config: TuneConfig) -> WorkerS
                           n_trials=config.total_trials, patience=config.patience,
                           seed=config.seed, rungs=rungs_of(workload, config),
                           checkpoint_dir=config.checkpoint_dir,
-                          keep_models=config.keep_model is not None)
+                          keep_models=config.keep_model is not None,
+                          nproc_per_trial=config.nproc_per_trial)
 
 
 def rungs_of(workload: Workload | ScriptWorkload, config: TuneConfig) -> tuple[float, ...] | None:
     """The study's rungs (search/rungs.py): none for runs autobatch cannot pause (a
-    script's, a framework trainer's), nor by default on a database server without a
-    --checkpoint-dir its workers share (asked for there, they are refused: exit 2)."""
-    if config.rungs == "off" or isinstance(workload, ScriptWorkload) or workload.trainer:
+    script's, a framework trainer's, a data-parallel one's), nor by default on a database
+    server without a --checkpoint-dir its workers share (asked for there, they are
+    refused: exit 2)."""
+    if config.rungs == "off" or isinstance(workload, ScriptWorkload) or workload.trainer \
+            or config.nproc_per_trial > 1:
         return None
     if config.rungs == "auto" and config.checkpoint_dir is None and storage_file(
             config.storage or default_storage_url()) is None:
@@ -107,6 +111,7 @@ def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: tor
         raise ConfigError("workers rebuild the workload by name: load it with "
                           "autobatch.load_workload() to use workers != 1")
     # unusable devices and data fail here, before a study is created for them
+    check_nproc(config.nproc_per_trial, device, config.devices)
     if config.devices:
         check_cuda_devices(config.devices)
     if isinstance(workload, ScriptWorkload):

@@ -120,6 +120,7 @@ class TuneOptions:
     memory_limit: str | int | None = None
     workers: int | None = None
     devices: str | None = None
+    nproc_per_trial: int | None = None
     compare: bool | None = None
     use_cache: bool | None = None
     profile: str | None = None
@@ -191,7 +192,7 @@ class TuneOptions:
             if not devices or not all(d.isdigit() for d in devices):
                 raise ConfigError(f"devices must look like 0,1,2,3, got {self.devices!r}")
             config["devices"] = devices
-            config.setdefault("workers", len(devices))
+            config.setdefault("workers", max(1, len(devices) // (self.nproc_per_trial or 1)))
         if self.time is not None:
             config["time_mode"] = self.time
         if self.grad_accum is not None:

@@ -82,12 +82,13 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
         plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
                           max_runs=config.verify_max_runs,
                           budget_s=config.trial_budget, compare=config.compare,
-                          fixed_batch=config.batch_size)
+                          fixed_batch=config.batch_size, nproc_per_trial=config.nproc_per_trial)
         if config.workers > 1:
             drift = DriftWatch(prior.profile, emit)  # the workers' trials, as they finish
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
                                   deadline=study_deadline, devices=config.devices,
-                                  started=started, on_poll=lambda: drift.check(study))
+                                  started=started, on_poll=lambda: drift.check(study),
+                                  nproc_per_trial=config.nproc_per_trial)
             failed = sorted(c for c in codes if c != 0)
             if failed and len(failed) == len(codes):
                 error = AutobatchError(f"every worker failed (exit codes {failed}); their "

@@ -59,6 +59,7 @@ class VerifyPlan:
     budget_s: float = 60.0
     compare: bool = True
     fixed_batch: int | None = None
+    nproc_per_trial: int = 1
 
 
 def comparisons(workload: Workload, prior: Prior, plan: VerifyPlan) -> list[Candidate]:
@@ -108,7 +109,8 @@ def verify(workload: Workload, plan: VerifyPlan, prior: Prior,
            reached: list[optuna.trial.FrozenTrial], device: torch.device,
            deadline: float, emit: EventCallback) -> list[Candidate]:
     """Re-measure the best few configurations and the comparisons, interleaved."""
-    runner = runner_for(workload, device)  # as the trials ran: CUDA in a subprocess
+    # as the trials ran: CUDA in a subprocess, data-parallel in as many ranks
+    runner = runner_for(workload, device, plan.nproc_per_trial)
     ranked = sorted(reached, key=lambda t: t.value)
     candidates: list[Candidate] = []
     for trial in ranked:

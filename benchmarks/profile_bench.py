@@ -31,7 +31,7 @@ import autobatch
 from autobatch.measure import profile
 from autobatch.measure.noise import exact_noise_scale, measure_noise
 from autobatch.measure.step_fit import auto_batch_sizes, fit_step_time, noise_batch_sizes
-from autobatch.measure.throughput import NOISE_DRAWS, NOISE_WARMUP_STEPS, _profile_config
+from autobatch.measure.throughput import NOISE_DRAWS, NOISE_WARMUP_STEPS, profile_recipe
 from autobatch.train import TrainBatches, build_optimizer, train_step
 from autobatch.workloads import Workload, load_workload
 
@@ -76,7 +76,7 @@ def epoch_check(workload: Workload, runs: int) -> list[str]:
     """Predicted epoch time (profile) vs measured full epochs, interleaved by size."""
     predicted = {b: [] for b in EPOCH_SIZES}
     measured = {b: [] for b in EPOCH_SIZES}
-    config = _profile_config(workload)
+    config = profile_recipe(workload)
     for run in range(runs):
         result = profile(workload, device="cpu", batch_sizes=EPOCH_SIZES, noise=False,
                          seed=run)
@@ -107,7 +107,7 @@ def noise_check(workload: Workload, runs: int) -> list[str]:
     """The profiler's noise estimate vs the exact value on the same checkpoint."""
     n = len(workload.train_data)
     b_small, b_big = noise_batch_sizes(n, n)
-    config = _profile_config(workload)
+    config = profile_recipe(workload)
     errors, pairs = [], []
     for seed in range(runs):
         torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from autobatch.errors import ConfigError
 from autobatch.hyperparams import Hyperparams
 from autobatch.recipe import load_recipe
 from autobatch.schedule import Schedule, parse_share, parse_span
-from autobatch.search.script_runner import ScriptRunner
+from autobatch.search import runner_for
 from autobatch.train import EvalPoint, RunResult
 from autobatch.train import run as run_training
 from autobatch.workloads import BUILTINS, KINDS, ScriptWorkload, Workload
@@ -26,10 +26,12 @@ from autobatch_cli.options import (
     DeviceOpt,
     GradAccumOpt,
     JsonOpt,
+    NprocOpt,
     PrecisionOpt,
     SeedOpt,
     WorkloadOptions,
     numerics,
+    ranks_for,
     script_workload,
     with_workload_options,
     workload_from,
@@ -122,11 +124,13 @@ def run(
              "the options above override its fields.")] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    nproc_per_trial: NprocOpt = None,
     json_output: JsonOpt = False,
     command: CommandArg = None,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Train one configuration until the target, the budget, or divergence."""
+    dev = resolve_device(device)
     parsed_budget = Budget.parse(budget) if budget is not None else None
     name = script_workload(workload, command)
     if name is None:
@@ -136,7 +140,10 @@ def run(
     shape = {"name": schedule, "warmup": warmup, "horizon": horizon,
              "cooldown": parse_share("cooldown", cooldown) if cooldown is not None else None}
     hparams = recipe_of(wl, recipe, given, shape)
-    hparams = replace(hparams, **numerics(grad_accum, precision, channels_last))
+    # a recipe tuned on N ranks trains on N unless told otherwise
+    nproc = ranks_for(device, hparams.world_size if nproc_per_trial is None else nproc_per_trial)
+    hparams = replace(hparams, **numerics(grad_accum, precision, channels_last),
+                      world_size=nproc)
     if parsed_budget is None:
         parsed_budget = default_budget(hparams.schedule)
     config = RunConfig.of(hparams, target=target, budget=parsed_budget, seed=seed)
@@ -151,9 +158,9 @@ def run(
             status.update(f"{point.train_seconds:7.2f}s  step {point.steps}  "
                           f"metric {point.metric:.4f}")
 
-        result = (ScriptRunner(wl, resolve_device(device)).run(config, show)
-                  if isinstance(wl, ScriptWorkload)
-                  else run_training(wl, config, device=device, on_eval=show))
+        result = (runner_for(wl, dev, nproc).run(config, show)
+                  if isinstance(wl, ScriptWorkload) or nproc > 1
+                  else run_training(wl, config, device=dev, on_eval=show))
     if json_output:
         print_json(result.to_dict())
     else:

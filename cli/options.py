@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.hyperparams import (
     AUTO,
@@ -17,6 +18,7 @@ from autobatch.hyperparams import (
     check_precision_choice,
     parse_grad_accum,
 )
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.workloads import Workload, all_options, load_workload, script_spec
 
 WorkloadOpt = Annotated[str, typer.Option(
@@ -34,6 +36,10 @@ PrecisionOpt = Annotated[Optional[str], typer.Option(
          "tune also takes auto.")]
 ChannelsLastOpt = Annotated[bool, typer.Option(
     "--channels-last", help="The model and its 4-D inputs in channels-last memory format.")]
+NprocOpt = Annotated[Optional[int], typer.Option("--nproc-per-trial", help=(
+    "Processes (ranks) per run, default 1: a torch.distributed job on this machine, gloo "
+    "on CPU, NCCL on CUDA with one visible device per rank. Batch sizes are global."),
+    show_default=False)]
 WorkloadOptions = dict[str, Any]
 CommandArg = Annotated[Optional[list[str]], typer.Argument(help=(
     "Your training script, after `--`, instead of --workload: it runs once per trial and "
@@ -80,6 +86,13 @@ def numerics(grad_accum: str | None, precision: str | None, channels_last: bool,
 
 def workload_from(workload: str, options: WorkloadOptions) -> Workload:
     return load_workload(workload, **options)
+
+
+def ranks_for(device: str, nproc: int | None) -> int:
+    """--nproc-per-trial (default 1), checked against the device."""
+    n = 1 if nproc is None else nproc
+    check_nproc(n, resolve_device(device), None)
+    return n
 
 
 def script_workload(workload: str | None, command: list[str] | None) -> str | None:

@@ -7,17 +7,22 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from autobatch.device import resolve_device
 from autobatch.measure import ProbeResult
 from autobatch.measure import probe as run_probe
+from autobatch.measure.rank_probe import probe_ranks
 from autobatch.memory_size import bytes_in_words, parse_bytes
+from autobatch.search.parallel_runner import rank_spec
 from autobatch_cli.options import (
     ChannelsLastOpt,
     DeviceOpt,
     JsonOpt,
+    NprocOpt,
     PrecisionOpt,
     WorkloadOpt,
     WorkloadOptions,
     numerics,
+    ranks_for,
     with_workload_options,
     workload_from,
 )
@@ -43,21 +48,30 @@ def probe(
         "--no-cache", help="Probe afresh instead of reusing a cached result.")] = False,
     precision: PrecisionOpt = None,
     channels_last: ChannelsLastOpt = False,
+    nproc_per_trial: NprocOpt = None,
     json_output: JsonOpt = False,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Find the largest batch that trains (forward, backward, optimizer step, evaluation)
     within the memory, by a few real steps at a few batch sizes: the largest per-device
-    micro-batch in --precision and memory format."""
+    micro-batch in --precision and memory format; with --nproc-per-trial, on every rank's
+    device, the least of their answers."""
     how = numerics(None, precision, channels_last)
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
     if memory_limit is not None:
         stderr.print(f"memory limit {bytes_in_words(memory_limit)}", markup=False)
     wl = workload_from(workload, workload_options)
-    with stderr.status(f"probing {wl.name} ...") as status:
-        result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
-                           headroom=headroom, memory_limit=limit, use_cache=not no_cache,
-                           **how, progress=stage_steps(status, f"probing {wl.name}"))
+    nproc = ranks_for(device, nproc_per_trial)
+    if nproc > 1:
+        with stderr.status(f"probing {wl.name} on {nproc} ranks ..."):
+            result = probe_ranks(rank_spec(wl, nproc), nproc, resolve_device(device),
+                                 min_batch=min_batch, max_batch=max_batch, headroom=headroom,
+                                 memory_limit=limit, **how)
+    else:
+        with stderr.status(f"probing {wl.name} ...") as status:
+            result = run_probe(wl, device=device, min_batch=min_batch, max_batch=max_batch,
+                               headroom=headroom, memory_limit=limit, use_cache=not no_cache,
+                               **how, progress=stage_steps(status, f"probing {wl.name}"))
     if json_output:
         print_json(result.to_dict())
     else:
@@ -76,7 +90,9 @@ def probe_table(r: ProbeResult) -> Table:
     r2 = "-" if r.fit_r2 is None else f"{r.fit_r2:.4f}"
     rows = [
         ("max batch size", f"{r.max_batch_size} (limited by {r.limited_by}; "
-                           f"bounds {r.min_batch}..{r.max_batch})"),
+                           f"bounds {r.min_batch}..{r.max_batch})"
+                           + (f", per device, the least of {r.ranks} ranks" if r.ranks > 1
+                              else "")),
         ("precision", r.precision + (", channels-last" if r.channels_last else "")),
         ("peak at that batch", _gib(r.peak_bytes)),
         ("peak spread", _spread(r)),

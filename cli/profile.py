@@ -8,20 +8,26 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from autobatch.device import resolve_device
 from autobatch.errors import ConfigError
 from autobatch.measure import ProfileResult
 from autobatch.measure import probe as run_probe
 from autobatch.measure import profile as run_profile
+from autobatch.measure.rank_profile import profile_ranks
+from autobatch.measure.step_fit import auto_batch_sizes
 from autobatch.measure.trust import retaken
+from autobatch.search.parallel_runner import rank_spec
 from autobatch_cli.options import (
     ChannelsLastOpt,
     DeviceOpt,
     JsonOpt,
+    NprocOpt,
     PrecisionOpt,
     SeedOpt,
     WorkloadOpt,
     WorkloadOptions,
     numerics,
+    ranks_for,
     with_workload_options,
     workload_from,
 )
@@ -55,14 +61,28 @@ def profile(
     channels_last: ChannelsLastOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
+    nproc_per_trial: NprocOpt = None,
     json_output: JsonOpt = False,
     workload_options: WorkloadOptions | None = None,
 ) -> None:
     """Measure time per iteration, samples/s and time per epoch against batch size, each
-    step trained in --precision and memory format."""
+    step trained in --precision and memory format; with --nproc-per-trial, per global
+    batch on that many ranks (the gradient all-reduce included)."""
     how = numerics(None, precision, channels_last)
     sizes = parse_batch_sizes(batch_sizes, name="--batch-sizes")
     wl = workload_from(workload, workload_options)
+    nproc = ranks_for(device, nproc_per_trial)
+    if nproc > 1:
+        if use_probe:
+            raise ConfigError("--probe with --nproc-per-trial: run `autobatch probe "
+                              "--nproc-per-trial N` and give --max-batch (per device x N)")
+        limit = min(max_batch or len(wl.train_data), len(wl.train_data))
+        wanted = [b for b in (sizes or auto_batch_sizes(limit)) if b % nproc == 0]
+        with stderr.status(f"profiling {wl.name} on {nproc} ranks ..."):
+            result = profile_ranks(rank_spec(wl, nproc), nproc, resolve_device(device),
+                                   wanted, noise=noise, seed=seed, **how)
+        show_profile(result, save, plot, json_output)
+        return
     if use_probe:
         with stderr.status(f"probing {wl.name} ...") as status:
             found = run_probe(wl, device=device, **how,
@@ -77,6 +97,11 @@ def profile(
             **how))
     if doubt:
         stderr.print(f"warning: {doubt}", markup=False, highlight=False)
+    show_profile(result, save, plot, json_output)
+
+
+def show_profile(result: ProfileResult, save: Path | None, plot: Path | None,
+                 json_output: bool) -> None:
     if save is not None:
         result.save(save)
     if plot is not None:
@@ -166,6 +191,9 @@ def summary_lines(result: ProfileResult) -> list[str]:
         lines.append(noise_line(noise))
     if result.eval_pass_s is not None:
         lines.append(f"eval pass  {result.eval_pass_s * 1e3:.1f} ms")
+    if result.ranks > 1:
+        lines.append(f"ranks      {result.ranks} (batch sizes are global; the step time "
+                     f"includes the gradient all-reduce)")
     lines.append(f"profiled in {result.seconds:.1f} s ({result.precision}"
                  + (", channels-last)" if result.channels_last else ")"))
     return lines

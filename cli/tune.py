@@ -27,6 +27,7 @@ from autobatch_cli import STARTED
 from autobatch_cli.options import (
     CommandArg,
     GradAccumOpt,
+    NprocOpt,
     WorkloadOptions,
     script_workload,
     with_workload_options,
@@ -106,7 +107,9 @@ def tune(
         "Trial processes on this machine (0: set the study up for `autobatch worker`s; "
         "> 1 needs PostgreSQL or a journal file)."))] = None,
     devices: Annotated[Optional[str], Opt(help=(
-        "CUDA devices, one trial each: 0,1,2,3 (implies --workers 4)."))] = None,
+        "CUDA devices, one trial each (--nproc-per-trial each): 0,1,2,3 (implies --workers "
+        "4, or 4 / N)."))] = None,
+    nproc_per_trial: NprocOpt = None,
     compare: Annotated[Optional[bool], Opt("--compare/--no-compare", help=(
         "Re-measure the reference recipe and largest-batch rule beside the result."))] = None,
     use_cache: Annotated[Optional[bool], Opt("--cache/--no-cache", help=(
@@ -142,6 +145,7 @@ def tune(
         verify_runs=verify_runs, verify_max_runs=verify_max_runs,
         time=time_mode,
         headroom=headroom, memory_limit=memory_limit, workers=workers, devices=devices,
+        nproc_per_trial=nproc_per_trial,
         compare=compare, use_cache=use_cache, profile=str(profile) if profile else None,
         seed=seed, rungs=rungs, checkpoint_dir=checkpoint_dir,
         keep_model=str(keep_model) if keep_model else None,

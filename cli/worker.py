@@ -15,6 +15,7 @@ from autobatch.events import trial_line
 from autobatch.search import work
 from autobatch.storage import ENV_STORAGE, default_storage_url
 from autobatch_cli import STARTED
+from autobatch_cli.options import NprocOpt, ranks_for
 from autobatch_cli.output import exits_cleanly, stderr
 
 
@@ -25,6 +26,7 @@ def worker(
         help=f"Storage URL (default ${ENV_STORAGE}; prefer the variable: it keeps a "
              "password out of the process list).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    nproc_per_trial: NprocOpt = None,
     checkpoint_dir: Annotated[Optional[str], typer.Option(help=(
         "Where this machine sees the study's checkpoint folder (default: the path the "
         "study was set up with)."))] = None,
@@ -38,6 +40,8 @@ def worker(
         "End when this process ends: `tune --workers N` passes its own pid."))] = None,
 ) -> None:
     """Run trials of an existing study until its trial budget is used up."""
+    if nproc_per_trial is not None:  # else the study's
+        ranks_for(device, nproc_per_trial)
     if parent is not None:
         stop.end_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,5 +54,5 @@ def worker(
         say(f"{trial_line(trial)}  (worker {os.getpid()})")
 
     why = work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
-               on_trial=show, checkpoint_dir=checkpoint_dir)
+               on_trial=show, checkpoint_dir=checkpoint_dir, nproc_per_trial=nproc_per_trial)
     say(f"worker {os.getpid()} stopped: {why}")

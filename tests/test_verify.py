@@ -117,7 +117,8 @@ class SeededRunner:
 
 def race(monkeypatch, times: dict[int, list[float | None]], runs: int = 3,
          max_runs: int | None = None) -> list:
-    monkeypatch.setattr("autobatch.verify.runner_for", lambda workload, device: SeededRunner(times))
+    monkeypatch.setattr("autobatch.verify.runner_for",
+                        lambda workload, device, nproc=1: SeededRunner(times))
     plan = VerifyPlan(target=0.9, finalists=3, runs=runs, max_runs=max_runs, budget_s=60.0,
                       compare=False)
     trials = reached(*((1.0 + i / 10, b) for i, b in enumerate(times)))

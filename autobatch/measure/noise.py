@@ -131,13 +131,16 @@ def estimate(small_sqs: Sequence[float], big_sqs: Sequence[float], b_small: int,
             high if math.isfinite(high) else None, g2, trace)
 
 
-def grad_sq_norm(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -> float:
-    """|g|^2 of the workload's (mean-reduced) loss on one batch; leaves .grad cleared."""
+def grad_sq_norm(model: nn.Module, workload: Workload, x: Tensor, y: Tensor, *,
+                 keep: bool = False) -> float:
+    """|g|^2 of the workload's (mean-reduced) loss on one batch; leaves .grad cleared,
+    or holding that gradient with keep."""
     model.zero_grad(set_to_none=True)
     workload.loss_fn(logits_of(model(x)), y).backward()
     total = sum(float(p.grad.detach().double().pow(2).sum())
                 for p in model.parameters() if p.grad is not None)
-    model.zero_grad(set_to_none=True)
+    if not keep:
+        model.zero_grad(set_to_none=True)
     return total
 
 

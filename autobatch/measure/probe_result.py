@@ -69,6 +69,9 @@ class ProbeResult(JsonFile):
     from_cache: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    # ranks that each probed their device: max_batch_size is the least of their answers,
+    # a per-device micro-batch (the rest of the evidence is rank 0's)
+    ranks: int = 1
 
     what = "probe result"
 

@@ -114,6 +114,7 @@ class ProfileResult(JsonFile):
     cut: str | None = None  # what the stage budget left out (None: nothing)
     precision: str = "fp32"
     channels_last: bool = False
+    ranks: int = 1  # data-parallel ranks of each step; batch sizes are global batches
 
     what = "profile"
 
@@ -139,7 +140,7 @@ class ProfileResult(JsonFile):
         return cls(**fields)
 
 
-def _row(size: SizeTiming, n_train: int) -> ProfileRow:
+def profile_row(size: SizeTiming, n_train: int) -> ProfileRow:
     if size.oom:
         return ProfileRow(batch_size=size.batch_size, fits=False, reason="out of memory")
     if not size.iter_s:
@@ -155,7 +156,7 @@ def _row(size: SizeTiming, n_train: int) -> ProfileRow:
         steps_per_repeat=size.steps_per_repeat, warmup_steps=size.warmup_steps)
 
 
-def _profile_config(workload: Workload) -> Hyperparams:
+def profile_recipe(workload: Workload) -> Hyperparams:
     """The reference recipe (it shapes the noise warm-up; step time barely depends on
     the LR); without one, SGD at batch 32, LR 0.01, momentum 0.9."""
     return workload.reference or Hyperparams(batch_size=32, lr=0.01, momentum=0.9)
@@ -216,14 +217,14 @@ def profile(workload: Workload, *, device: str | torch.device = "auto",
         # Never trained: the noise scale starts afresh from a copy of it.
         initial = fresh_model(workload, seed=seed, private=True)
         # each timed step is one micro-batch: t(B) is per forward-backward pass
-        config = replace(_profile_config(workload), grad_accum=1, precision=precision,
+        config = replace(profile_recipe(workload), grad_accum=1, precision=precision,
                          channels_last=channels_last)
         timing = setup_run(workload, config, dev, model=copy.deepcopy(initial))
         check_data(workload, min((s.batch_size for s in sizes), default=1), timing.model, dev)
         time_sizes(sizes, timing, workload, dev, seed, clock, progress, deadline)
         eval_pass_s = _eval_pass_s(timing, workload, dev, clock)
         del timing
-        rows = {s.batch_size: _row(s, n_train) for s in sizes}
+        rows = {s.batch_size: profile_row(s, n_train) for s in sizes}
         measured = [r for r in rows.values() if r.fits]
         fit = (fit_step_time([r.batch_size for r in measured], [r.iter_s for r in measured])
                if len({r.batch_size for r in measured}) >= 2 else None)

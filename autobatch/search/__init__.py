@@ -26,7 +26,8 @@ from autobatch.search.study import (
     sampler,
     summarize,
 )
-from autobatch.search.workers import run_trials, spawn_workers, work
+from autobatch.search.worker_processes import spawn_workers
+from autobatch.search.workers import run_trials, work
 
 __all__ = [
     "METRIC_NAME", "MIN_IMPROVEMENT", "SEED_LR_FRACTION", "BehindWinnersPruner",

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -36,6 +36,7 @@ from autobatch.device import run_or_oom
 from autobatch.errors import CheckpointError, ConfigError, StorageFault
 from autobatch.search.checkpoints import CheckpointStore
 from autobatch.search.extrapolate import predict_time_to_target
+from autobatch.search.parallel_runner import check_nproc
 from autobatch.search.prior import Prior
 from autobatch.search.promotion import Promoter
 from autobatch.search.pruning import PRUNE_WARMUP, TimeBucketPruning
@@ -102,6 +103,7 @@ class Objective:
     # by their configuration, not by a lucky initialisation or data order, and the
     # pruner's bar is not a lucky draw. Verification re-measures with fresh seeds.
     seed: int = 0
+    world_size: int = 1  # data-parallel ranks per trial
     rungs: Rungs | None = None  # None: every trial trains straight through
     store: CheckpointStore | None = None  # paused trials' checkpoints (with rungs)
     keep_models: bool = False  # save each trial's model when it reaches the target
@@ -125,7 +127,8 @@ class Objective:
 
     def evaluate(self, trial: optuna.Trial) -> float:
         stop.check()  # a stop that arrived while Optuna created this trial
-        hparams = self.space.suggest(trial)
+        # the recipe says how many ranks it was trained on (ParallelRunner's world size)
+        hparams = replace(self.space.suggest(trial), world_size=self.world_size)
         # the dashboard's Params are the space's coordinates (lr0, lr_scaling,
         # one_minus_momentum): the recipe they make is stored beside them, in words first
         trial.set_user_attr(keys.RECIPE, hparams.summary())
@@ -242,16 +245,20 @@ def prune(trial: optuna.Trial, reason: str) -> None:
 
 
 def objective_from_study(study: optuna.Study, device: torch.device, deadline: float,
-                         storage_url: str, checkpoint_dir: str | None = None
+                         storage_url: str, checkpoint_dir: str | None = None,
+                         nproc_per_trial: int | None = None
                          ) -> tuple[Objective, WorkerSettings]:
     """The objective a study was set up for, rebuilt from its stored settings;
     checkpoint_dir: where this machine sees the study's checkpoint folder, if not where
-    the study says."""
+    the study says; nproc_per_trial: this worker's ranks per trial, if not the study's."""
     stored = study.user_attrs.get(keys.SETTINGS)
     if stored is None or keys.PRIOR not in study.user_attrs:
         raise ConfigError(f"study {study.study_name!r} was not set up by autobatch tune; "
                           "run autobatch tune --workers 0 first")
     settings = WorkerSettings.from_dict(stored)
+    if nproc_per_trial is not None:
+        check_nproc(nproc_per_trial, device, None)
+        settings = replace(settings, nproc_per_trial=nproc_per_trial)
     workload = load_workload(**settings.workload)
     prior = Prior.from_dict(study.user_attrs[keys.PRIOR])
     store = study_store(settings, storage_url, study.study_name, checkpoint_dir)
@@ -273,9 +280,20 @@ def make_objective(workload: Workload, prior: Prior, settings: WorkerSettings,
     profile = prior.profile
     step_model = ((profile.alpha, profile.beta)
                   if profile.alpha is not None and profile.beta is not None else None)
-    return Objective(runner=runner_for(workload, device), space=prior.space,
+    nproc = settings.nproc_per_trial
+    return Objective(runner=runner_for(workload, device, nproc),
+                     space=split_evenly(prior.space, nproc), world_size=nproc,
                      target=settings.target, trial_budget_s=settings.trial_budget_s,
                      bucket_base=prior.bucket_base, time_mode=settings.time_mode,
                      step_model=step_model, deadline=deadline, seed=settings.seed,
                      rungs=Rungs(settings.rungs) if settings.rungs else None, store=store,
                      keep_models=settings.keep_models)
+
+
+def split_evenly(space: SearchSpace, nproc: int) -> SearchSpace:
+    """The space's global batches that split evenly over nproc ranks."""
+    batches = tuple(b for b in space.batch_sizes if b % nproc == 0)
+    if not batches:
+        raise ConfigError(f"no batch size of the study ({', '.join(map(str, space.batch_sizes))})"
+                          f" splits evenly over --nproc-per-trial {nproc} ranks")
+    return replace(space, batch_sizes=batches)

@@ -13,6 +13,7 @@ the runner's business.
   workload from its spec and streams evaluation points back over a pipe. A sticky
   CUDA error or a crash in native code ends that process, not the study (the trial
   fails with reason 'crashed'); used for CUDA trials.
+- ParallelRunner (parallel_runner.py): a torch.distributed job of N ranks.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import autobatch.frames as frames
 import autobatch.stop as stop
 from autobatch.config import RunConfig
 from autobatch.errors import TrialCrashed
+from autobatch.search.parallel_runner import ParallelRunner, rank_spec
 from autobatch.search.script_runner import ScriptRunner
+from autobatch.search.trial_child import UserExit, result_of
 from autobatch.train import EvalCallback, RunResult, Segment, run
 from autobatch.workloads import ScriptWorkload, Workload
 
@@ -58,16 +61,6 @@ class TrialRunner(Protocol):
         A run that runs out of memory raises an error that device.is_oom() recognises.
         """
         ...
-
-
-class UserExit(TrialCrashed):
-    """The workload's own code called sys.exit() while training: a failed trial, never a
-    successful end of the tune."""
-
-    reason = "sys_exit"
-
-    def __init__(self, code: object) -> None:
-        super().__init__(f"the workload's code called sys.exit({code!r}) during training")
 
 
 @dataclass(frozen=True)
@@ -125,20 +118,15 @@ class SubprocessRunner:
         if message is None:
             raise TrialCrashed(f"the trial's process died without reporting (exit status "
                                f"{status}): a crash in native code or a sticky CUDA error")
-        kind, *payload = message
-        if kind == "oom":
-            raise torch.OutOfMemoryError(payload[0])
-        if kind == "exit":
-            raise UserExit(payload[0])
-        if kind == "error":
-            error, text = payload
-            raise error from frames.RemoteTraceback(text)
-        return payload[0]
+        return result_of(message)
 
 
-def runner_for(workload: Workload | ScriptWorkload, device: torch.device) -> TrialRunner:
-    """A script's own runner; the subprocess runner for CUDA trials (isolation),
-    in-process otherwise."""
+def runner_for(workload: Workload | ScriptWorkload, device: torch.device,
+               nproc: int = 1) -> TrialRunner:
+    """A script's own runner; the data-parallel runner for nproc > 1 ranks; the
+    subprocess runner for CUDA trials (isolation), in-process otherwise."""
+    if nproc > 1:
+        return ParallelRunner(rank_spec(workload, nproc), device, nproc)
     if isinstance(workload, ScriptWorkload):
         return ScriptRunner(workload, device)
     if device.type == "cuda":

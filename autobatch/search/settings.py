@@ -34,6 +34,7 @@ class WorkerSettings:
     rungs: tuple[float, ...] | None = None  # Rungs.seconds; None: no rungs
     checkpoint_dir: str | None = None  # None: beside the SQLite file
     keep_models: bool = False
+    nproc_per_trial: int = 1  # ranks per trial (a worker may choose its own)
     version: int = SETTINGS_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,23 +7,17 @@ budget counts finished (COMPLETE or PRUNED) trials, and no trial starts while
 running ones already hold the rest of it; a trial of a worker that died is failed
 by the heartbeat and re-run by a survivor, and does not count.
 
-Local workers are `autobatch worker` processes; they read the storage URL from
-$AUTOBATCH_STORAGE, never from the command line, so a password does not show in
-the process list.
+Local workers are `autobatch worker` processes (worker_processes.py).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import suppress
 
 import optuna
@@ -46,11 +40,10 @@ from autobatch.search.objective import (
 from autobatch.search.pruning import pruner
 from autobatch.search.runners import TrialCrashed
 from autobatch.search.study import converged, fail_running, sampler
-from autobatch.storage import ENV_STORAGE, mask_url, open_storage, require_shared_storage
+from autobatch.storage import mask_url, open_storage, require_shared_storage
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
 KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring the finalists"
-POLL_S = 2.0  # how often the tune looks at a study its workers run
 
 
 class _InterruptsInOneLine(logging.Filter):
@@ -198,8 +191,9 @@ def closed_after(study: optuna.Study, current: list[optuna.Trial],
 
 def work(storage_url: str, study_name: str, *, device: str = "auto",
          deadline: float = math.inf, on_trial: TrialCallback | None = None,
-         checkpoint_dir: str | None = None) -> str:
-    """Join a study and run trials until its budget is used up; why it stopped, in words."""
+         checkpoint_dir: str | None = None, nproc_per_trial: int | None = None) -> str:
+    """Join a study and run trials until its budget is used up; why it stopped, in words.
+    nproc_per_trial: this worker's ranks per trial (None: as the study was set up)."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
     try:
@@ -210,65 +204,6 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
         raise ConfigError(
             f"no study {study_name!r} in {mask_url(storage_url)}") from None
     objective, settings = objective_from_study(study, resolve_device(device), deadline,
-                                               storage_url, checkpoint_dir)
+                                               storage_url, checkpoint_dir, nproc_per_trial)
     return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
                       exclusive=False, patience=settings.patience, on_trial=on_trial)
-
-
-def worker_command(i: int, study_name: str, *, deadline: float,
-                   devices: Sequence[str] | None = None,
-                   started: float | None = None,
-                   parent: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """Worker i's command line and the environment it adds. The storage URL is never on
-    the command line (`ps` shows it to every user); with devices, worker i sees only
-    devices[i % len(devices)]; started (epoch s): the clock its lines count from;
-    parent: the pid whose end ends the worker too."""
-    env: dict[str, str] = {}
-    device = "auto"
-    if devices:
-        env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-        device = "cuda"
-    cmd = [sys.executable, "-m", "autobatch_cli", "worker", "--study-name", study_name,
-           "--device", device]
-    if math.isfinite(deadline):
-        cmd += ["--deadline", str(deadline)]
-    if started is not None:
-        cmd += ["--started", str(started)]
-    if parent is not None:
-        cmd += ["--parent", str(parent)]
-    return cmd, env
-
-
-def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
-                  devices: Sequence[str] | None = None, started: float | None = None,
-                  on_poll: Callable[[], None] | None = None) -> list[int]:
-    """Start n worker processes on the study and wait for them; their exit codes.
-    on_poll: called every POLL_S while they run (the tune's watch over the study).
-
-    Each gets the storage URL in $AUTOBATCH_STORAGE (see worker_command). Ctrl-C or
-    SIGTERM here is passed on (as SIGTERM) to the workers, which close their trials.
-    The workers run in a session of their own, so that this is the only way a stop
-    reaches them: a Ctrl-C to the terminal's process group arrives once, not twice
-    (the second would mean "stop at once"); and they end with this process.
-    """
-    procs = []
-    for i in range(n):
-        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices,
-                                  started=started, parent=os.getpid())
-        procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env},
-                                      start_new_session=True))
-    try:
-        next_poll = time.monotonic()
-        while any(p.poll() is None for p in procs):
-            stop.check()
-            if on_poll is not None and time.monotonic() >= next_poll:
-                on_poll()
-                next_poll = time.monotonic() + POLL_S
-            time.sleep(WAIT_S / 10)
-        return [p.returncode for p in procs]
-    except BaseException:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)  # handled even by a worker that ignores SIGINT
-        for p in procs:
-            p.wait()
-        raise

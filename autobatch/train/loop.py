@@ -1,27 +1,28 @@
 """The one training loop: train a configuration until target, budget or divergence.
 
-Every later stage (probe, profiler, study trials) reuses it, so the time to target
-means the same thing everywhere: seconds of training (data loading, forward,
-backward, optimizer step; the device synchronised before each clock read), with
-evaluation passes excluded and reported separately.
+Every later stage (probe, profiler, study trials) reuses it, so the time to target means
+the same thing everywhere: seconds of training (data loading, forward, backward, optimizer
+step; the device synchronised before each clock read), evaluation excluded and reported.
 
-Evaluation is scheduled geometrically in training time: the next one runs once
-training time has grown by `eval_resolution` (5%) since the last, so the reported
-time to target overestimates the true crossing by at most that fraction plus one
-step, whatever the run length, while the number of evaluations stays logarithmic.
+Evaluation is scheduled geometrically in training time: the next one runs once training
+time has grown by `eval_resolution` (5%) since the last, so the reported time to target
+overestimates the true crossing by at most that fraction plus one step, whatever the run
+length, while the number of evaluations stays logarithmic.
 
 A run can pause (`pause`: at a training time or step, with a checkpoint written, see
-checkpoint.py) and resume from that checkpoint (`resume`); the resumed run continues
-the same trace and counters, and trains as the uninterrupted run would have.
+checkpoint.py) and resume from that checkpoint (`resume`); the resumed run continues the
+same trace and counters, and trains as the uninterrupted run would have. A data-parallel
+run's ranks (`ranks`, autobatch.train.distributed) each train their share of every step.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,15 @@ import torch
 
 import autobatch.train.checkpoint as checkpoint
 from autobatch.config import RunConfig
-from autobatch.device import (
-    reset_peak_memory,
-    resolve_device,
-    synchronize,
-)
+from autobatch.device import reset_peak_memory, resolve_device, synchronize
 from autobatch.errors import ConfigError
 from autobatch.schedule import CONSTANT, Schedule, steps_per_epoch
 from autobatch.train.checkpoint import Pause
 from autobatch.train.data import check_data
+from autobatch.train.distributed import SOLO, Solo
 from autobatch.train.precision import check_precision, is_divergence
 from autobatch.train.run_result import EvalPoint, RunResult, StopReason, run_result
-from autobatch.train.setup import evaluate, setup_run, train_batches, val_batches
+from autobatch.train.setup import set_lr, setup_run, timed_evaluate, train_batches, val_batches
 from autobatch.workloads import Workload
 
 log = logging.getLogger(__name__)
@@ -95,11 +93,6 @@ def run_schedule(workload: Workload, config: RunConfig) -> Schedule:
     return config.schedule.resolve(steps_per_epoch(n_train, config.batch_size), budget_steps)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], multiplier: float) -> None:
-    for group, peak in zip(optimizer.param_groups, peaks, strict=True):
-        group["lr"] = peak * multiplier
-
-
 def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> float:
     """Training time of the next evaluation: geometric, and never costlier than EVAL_SHARE.
 
@@ -113,7 +106,7 @@ def next_eval_at(trained: float, eval_seconds: float, config: RunConfig) -> floa
 def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "auto",
         on_eval: EvalCallback | None = None, clock: Clock = time.perf_counter,
         pause: Pause | None = None, resume: str | Path | None = None,
-        keep_model: str | Path | None = None) -> RunResult:
+        keep_model: str | Path | None = None, ranks: Solo = SOLO) -> RunResult:
     """Train `workload` with `config` from a fresh model, or from the checkpoint at
     `resume`; return the result and trace (a resumed run's: the whole run's so far).
 
@@ -131,6 +124,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     run. A workload with a trainer of its own (a framework's,
     see autobatch.integrations) is trained by it instead (no pause or resume there).
     """
+    ranks.check_pause(pause is not None or resume is not None)
     schedule = run_schedule(workload, config)  # bad spans fail before any setup
     who = checkpoint.identity(workload.name, config, config.seed)
     saved = checkpoint.load(resume) if resume is not None else None
@@ -145,6 +139,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
         return workload.trainer(workload, config, dev, on_eval)
     setup = setup_run(workload, config, dev, seed=config.seed)
     model, optimizer, policy = setup.model, setup.optimizer, setup.policy
+    stepped = replace(setup, model=ranks.wrap(model))
     check_data(workload, config.batch_size, model, dev)
     train = train_batches(workload, config.batch_size, dev, seed=config.seed)
     val = val_batches(workload, dev)
@@ -169,20 +164,20 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
     synchronize(dev)
     reset_peak_memory(dev)
     started = clock()
-    for x, y in train:
+    for x, y in ranks.shard(train):
         if scheduled:
             multiplier = schedule.lr_at(p.steps)
             set_lr(optimizer, peaks, multiplier)
             p.lr = peaks[0] * multiplier
         scale = policy.scale()
         # .item() also synchronises the device before the clock is read
-        loss_value = setup.step(workload, x, y).item()
+        loss_value, elapsed = ranks.agree_step(
+            functools.partial(stepped.step, workload, x, y), clock, p.trained - started)
         skipped = policy.skipped(scale)
         p.skips_in_row = p.skips_in_row + 1 if skipped else 0
         skips += skipped
         p.steps += 1
-        p.samples += len(y)
-        elapsed = p.trained + clock() - started
+        p.samples += len(y) * ranks.world_size
         if is_divergence(loss_value, p.skips_in_row):
             p.trained, stop = elapsed, "diverged"
             log.info("loss is %s at step %d (%d steps skipped in a row): diverged",
@@ -195,10 +190,8 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
                          or p.samples >= max_samples)
         if elapsed >= p.next_eval or out_of_budget:
             p.trained = elapsed
-            eval_started = clock()
-            metric = evaluate(model, workload, val, policy)
-            synchronize(dev)
-            eval_seconds = clock() - eval_started
+            metric, eval_seconds = ranks.on_rank0(
+                lambda: timed_evaluate(model, workload, val, dev, clock, policy))
             p.eval_total += eval_seconds
             point = EvalPoint(train_seconds=p.trained, steps=p.steps, samples=p.samples,
                               epochs=p.samples / len(workload.train_data),
@@ -217,7 +210,7 @@ def run(workload: Workload, config: RunConfig, *, device: str | torch.device = "
             if out_of_budget:
                 stop = "budget"
                 break
-            if on_eval is not None and on_eval(point):
+            if ranks.decide(on_eval is not None and bool(on_eval(point))):
                 stop = "stopped"
                 break
             p.next_eval = next_eval_at(p.trained, eval_seconds, config)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 import autobatch.stop as stop
+from autobatch.device import synchronize
 from autobatch.errors import BatchTooSmallError
 from autobatch.hyperparams import Hyperparams
 from autobatch.train.data import Inputs, TrainBatches, ValBatches, logits_of
@@ -43,6 +45,11 @@ def build_optimizer(workload: Workload, model: nn.Module,
     """The recipe's optimizer by name, else the workload's own factory."""
     factory = OPTIMIZERS[hparams.optimizer] if hparams.optimizer else workload.optimizer_factory
     return factory(model.parameters(), hparams.lr, hparams.momentum)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, peaks: list[float], multiplier: float) -> None:
+    for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+        group["lr"] = peak * multiplier
 
 
 def fresh_model(workload: Workload, *, seed: int | None = None,
@@ -151,3 +158,13 @@ def evaluate(model: nn.Module, workload: Workload, batches: ValBatches,
         total += workload.metric_fn(logits.float(), y).double().cpu()
     model.train(was_training)
     return float(total) / batches.size
+
+
+def timed_evaluate(model: nn.Module, workload: Workload, val: ValBatches,
+                   dev: torch.device, clock: Callable[[], float],
+                   policy: PrecisionPolicy = FP32) -> tuple[float, float]:
+    """(metric, seconds the evaluation took)."""
+    started = clock()
+    metric = evaluate(model, workload, val, policy)
+    synchronize(dev)
+    return metric, clock() - started

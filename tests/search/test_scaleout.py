@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from autobatch import ConfigError
 from autobatch.config import TuneConfig
-from autobatch.search.workers import run_trials, spawn_workers, worker_command
+from autobatch.search.worker_processes import spawn_workers, worker_command
+from autobatch.search.workers import run_trials
 from autobatch.storage import StorageError, mask_url, open_storage
 from tests.conftest import FIXTURES, autobatch
 
@@ -273,6 +274,14 @@ def test_worker_commands_keep_the_url_off_and_give_each_worker_one_device():
     assert cmd[-2:] == ["--device", "auto"] and env == {}
     cmd, _ = worker_command(0, "s", deadline=float("inf"), started=100.5)
     assert cmd[-2:] == ["--started", "100.5"]  # the tune's clock, for the [t s] prefix
+
+
+def test_worker_commands_give_each_data_parallel_worker_its_ranks_devices():
+    envs = [worker_command(i, "s", deadline=12.5, devices=["0", "1", "2", "3"],
+                           nproc_per_trial=2) for i in range(2)]
+    assert [env for _, env in envs] == [{"CUDA_VISIBLE_DEVICES": "0,1"},
+                                        {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    assert all(cmd[cmd.index("--nproc-per-trial") + 1] == "2" for cmd, _ in envs)
 
 
 class Numbered:
