@@ -325,7 +325,7 @@ def test_live_view_shows_the_trials_the_best_and_the_time_left():
     from rich.console import Console
 
     from autobatch.events import TuneEvent
-    from autobatch_cli.tune import Progress
+    from autobatch_cli.progress import Progress
 
     progress = Progress(timeout_s=120, started=time.time() - 20)
     trial = optuna.trial.create_trial(
@@ -344,7 +344,7 @@ def test_warnings_and_the_verdict_stay_above_the_live_view():
     from rich.live import Live
 
     from autobatch.events import TuneEvent
-    from autobatch_cli.tune import Progress
+    from autobatch_cli.progress import Progress
 
     console = Console(record=True, width=120, force_terminal=True)
     progress = Progress()
@@ -446,7 +446,7 @@ def test_closing_table_keeps_each_configuration_on_one_line_in_80_columns():
 
 def test_long_stage_progress_updates_the_status_line_or_prints_now_and_then(capsys):
     from autobatch.events import TuneEvent
-    from autobatch_cli.tune import Progress
+    from autobatch_cli.progress import Progress
 
     now = [0.0]
     progress = Progress()  # not a terminal here: plain lines
