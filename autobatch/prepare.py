@@ -131,15 +131,16 @@ def prepare(workload: Workload | ScriptWorkload, config: TuneConfig, device: tor
     # before anything is swept as a zombie, no other tune may run on a SQLite file
     lock = StudyLock(path) if path and not supports_workers(storage_url) else None
     try:
-        return _open_study(workload, config, device, emit, storage_url, lock, saved)
+        return _open_study(workload, config, wanted, device, emit, storage_url, lock, saved)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
 
 
-def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device: torch.device,
-                emit: EventCallback, storage_url: str, lock: StudyLock | None,
+def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig,
+                wanted: WorkerSettings, device: torch.device, emit: EventCallback,
+                storage_url: str, lock: StudyLock | None,
                 saved_profile: ProfileResult | None) -> Prepared:
     storage = open_storage(storage_url)
     path = storage_file(storage_url)
@@ -148,7 +149,7 @@ def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device:
     exists = name in optuna.get_all_study_names(storage)
     if config.new_study and exists:
         name, exists = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", False
-    store = study_store(settings(workload, config), storage_url, name)
+    store = study_store(wanted, storage_url, name)
     # a new study is measured before it is created: nothing fits -> no half-made study
     prior = None if exists else measure(workload, config, device, emit, saved_profile)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
@@ -172,7 +173,7 @@ def _open_study(workload: Workload | ScriptWorkload, config: TuneConfig, device:
         emit(TuneEvent("stage", "resume", f"resuming study {name!r} ({tally(study)})"))
     else:
         prior = prior or measure(workload, config, device, emit, saved_profile)
-        study.set_user_attr(keys.SETTINGS, settings(workload, config).to_dict())
+        study.set_user_attr(keys.SETTINGS, wanted.to_dict())
         study.set_user_attr(keys.PRIOR, prior.to_dict())
         for params in seed_trials(prior, workload.reference):
             study.enqueue_trial(params, skip_if_exists=True)

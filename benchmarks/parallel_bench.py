@@ -2,12 +2,12 @@
 `## Data-parallel trials` into benchmarks/RESULTS.md.
 
     python3 -m benchmarks.parallel_bench [--workloads mnist1d-cnn,mnist1d-long] [--runs 3]
-        [--ranks 2] [--smoke]
+        [--ranks 2] [--run-budget 150] [--smoke]
 
 Per workload, at the reference recipe's global batch (rounded to the ranks):
 1. time per step (the profile's t(B), the gradient all-reduce included for the ranks);
-2. time to target of `autobatch run` (medians over seeds, 1 process and N ranks
-   interleaved, A B A B: the machine is shared);
+2. time to the built-in's suggested target of `autobatch run` (medians over seeds,
+   1 process and N ranks interleaved, A B A B: the machine is shared);
 3. the gradient noise scale B_simple from the ranks (each rank's gradient vs their
    all-reduced mean) against one process's two-batch estimate.
 The load average before and after is recorded: on a few cores the ranks compete with
@@ -30,6 +30,7 @@ from autobatch import Budget, RunConfig, load_workload, run
 from autobatch.measure import profile
 from autobatch.measure.rank_profile import profile_ranks
 from autobatch.search.parallel_runner import ParallelRunner
+from autobatch.workloads.builtin import BUILTINS
 from benchmarks.report import machine_lines, write_section
 
 HEADING = "## Data-parallel trials"
@@ -63,7 +64,7 @@ def bench(name: str, runs: int, ranks: int, budget: Budget, smoke: bool) -> list
     workload = load_workload(name)
     reference = workload.reference
     batch = global_batch(reference.batch_size, ranks)
-    target = {"mnist1d-cnn": 0.9, "mnist1d-long": 0.9}.get(name, 0.8)
+    target = BUILTINS[name].target
     sizes = [batch] if smoke else sorted({global_batch(b, ranks)
                                           for b in (batch // 2, batch, batch * 2)})
     noise = not smoke
@@ -99,10 +100,12 @@ def main() -> None:
     parser.add_argument("--workloads", default="mnist1d-cnn,mnist1d-long")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--run-budget", type=float, default=150.0,
+                        help="training seconds a run to the target may take")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     names = args.workloads.split(",")[:1] if args.smoke else args.workloads.split(",")
-    budget = Budget(steps=10) if args.smoke else Budget(seconds=120)
+    budget = Budget(steps=10) if args.smoke else Budget(seconds=args.run_budget)
     before = load()
     rows = []
     for name in names:

@@ -208,10 +208,16 @@ def main() -> None:
 
     events: list[tuple[float, str]] = []
     started = time.perf_counter()
+    def on_event(event) -> None:
+        events.append((time.perf_counter(), event.name if event.name == "verdict"
+                       else event.kind))
+        if event.kind == "stage":  # where the tune's time went, for the log
+            print(f"{time.perf_counter() - started:7.1f}s {event.name}: {event.message}",
+                  file=sys.stderr)
+
     tuned = tune(workload, TuneConfig(target=args.target, timeout_s=args.tune_timeout,
                                       storage=f"sqlite:///{folder / 'tune.db'}"),
-                 device="cpu", on_event=lambda e: events.append(
-                     (time.perf_counter(), e.name if e.name == "verdict" else e.kind)))
+                 device="cpu", on_event=on_event)
     tune_seconds = time.perf_counter() - started
     rec, runner_up = recommendation_and_runner_up(tuned)
     contenders = [rec] + ([runner_up] if runner_up else [])

@@ -63,6 +63,17 @@ def _steps(setup: RunSetup, workload: Workload, batches: Iterator[Batch], n: int
     return clock() - started, wait
 
 
+def _predicted_s(size: SizeTiming, sizes: list[SizeTiming]) -> float:
+    """What measuring `size` next takes: a repeat at its own step time once it has one,
+    else a warm-up's STABLE_WINDOW steps and a repeat, a step taking the largest timed
+    size's time per sample (an overestimate: a sample costs less in a larger batch)."""
+    if size.iter_s:
+        return size.steps_per_repeat * size.iter_s[-1]
+    nearest = max((s for s in sizes if s.iter_s), key=lambda s: s.batch_size)
+    step_s = nearest.iter_s[-1] * size.batch_size / nearest.batch_size
+    return STABLE_WINDOW * step_s + max(step_s, REPEAT_SECONDS)
+
+
 def _warm_up(size: SizeTiming, run_steps: Callable[[int], tuple[float, float]]) -> None:
     """Step until STABLE_WINDOW consecutive steps agree, or MAX_WARMUP_STEPS."""
     times: list[float] = []
@@ -83,8 +94,9 @@ def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
                progress: StepCallback | None = None, deadline: float = math.inf) -> None:
     """Warm up and time every size with `setup`'s model and optimizer; a size that runs
     out of memory is marked (oom) and skipped from then on. progress: told before each
-    measurement ("batch 256: measurement 7 of 30"). deadline (on `clock`): no
-    measurement starts after it once two sizes have one."""
+    measurement ("batch 256: measurement 7 of 30"). deadline (on `clock`): once two
+    sizes have a measurement, none starts that is predicted to end after it (see
+    _predicted_s): a large batch's warm-up alone can take minutes."""
     # In-memory batches cost nothing to keep, so repeats go round-robin over sizes;
     # a DataLoader keeps worker processes per size, so those sizes run one by one.
     interleave = isinstance(workload.train_data, TensorData)
@@ -93,10 +105,12 @@ def time_sizes(sizes: list[SizeTiming], setup: RunSetup, workload: Workload,
     for done, (repeat, size) in enumerate(order):
         if size.oom:
             continue
-        if clock() >= deadline and sum(bool(s.iter_s) for s in sizes) >= 2:
-            for left in sizes:
-                left.batches = None
-            return
+        if repeat > 0 and not size.iter_s:
+            continue  # left out of the first round: never warmed up
+        if sum(bool(s.iter_s) for s in sizes) >= 2 \
+                and clock() + _predicted_s(size, sizes) > deadline:
+            size.batches = None
+            continue
         if progress is not None:
             progress(f"batch {size.batch_size}: measurement {done + 1} of {len(order)}")
         try:
