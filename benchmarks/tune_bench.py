@@ -208,6 +208,7 @@ def main() -> None:
 
     events: list[tuple[float, str]] = []
     started = time.perf_counter()
+
     def on_event(event) -> None:
         events.append((time.perf_counter(), event.name if event.name == "verdict"
                        else event.kind))
