@@ -75,8 +75,12 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
     prepared = prepare(workload, config, dev, emit)
     with prepared.lock or contextlib.nullcontext():
         study, prior = prepared.study, prepared.prior
-        study_deadline = (started + STUDY_SHARE * config.timeout_s if config.timeout_s
-                          else math.inf)
+        # Trials may run to the end while none has reached the target; once one has,
+        # none starts after the study's share of the timeout, and the rest is kept
+        # for re-measuring (verification_starts).
+        study_deadline = deadline - FINISH_RESERVE_S
+        verify_from = (started + STUDY_SHARE * config.timeout_s if config.timeout_s
+                       else math.inf)
         emit(TuneEvent("stage", "study", f"{config.total_trials or 'open-ended'} trials, "
                        f"{config.workers} worker(s)"))
         plan = VerifyPlan(target=config.target, finalists=config.verify, runs=config.verify_runs,
@@ -86,7 +90,8 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
         if config.workers > 1:
             drift = DriftWatch(prior.profile, emit)  # the workers' trials, as they finish
             codes = spawn_workers(config.workers, prepared.storage_url, study.study_name,
-                                  deadline=study_deadline, devices=config.devices,
+                                  deadline=study_deadline, verify_from=verify_from,
+                                  devices=config.devices,
                                   started=started, on_poll=lambda: drift.check(study),
                                   nproc_per_trial=config.nproc_per_trial)
             failed = sorted(c for c in codes if c != 0)
@@ -104,15 +109,9 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
                                        study_deadline, prepared.store)
 
             def verification_starts() -> float:
-                """Once the seeded trials have run (before, the best times say little),
-                the time left should hold the race's first rounds; at most
-                VERIFY_MAX_SHARE of the timeout is kept for them."""
-                trials = study.get_trials(deepcopy=False)
-                if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
-                    return math.inf
-                values = sorted(t.value for t in reached_trials(trials))
-                kept = min(verification_seconds(values, plan), VERIFY_MAX_SHARE * config.timeout_s)
-                return deadline - FINISH_RESERVE_S - kept
+                return trials_end_at(study.get_trials(deepcopy=False), plan,
+                                     verify_from=verify_from, study_deadline=study_deadline,
+                                     max_kept_s=VERIFY_MAX_SHARE * config.timeout_s)
 
             ended = run_trials(study, objective, n_trials=config.total_trials,
                                deadline=study_deadline,
@@ -161,6 +160,24 @@ def tune(workload: Workload | ScriptWorkload, config: TuneConfig, *,
         verdict = result.judged()
         emit(TuneEvent("stage", "verdict", f"{verdict.verdict}: {verdict.reason}"))
         return result
+
+
+def trials_end_at(trials: list[FrozenTrial], plan: VerifyPlan, *, verify_from: float,
+                  study_deadline: float, max_kept_s: float) -> float:
+    """When the in-process study starts its last trial (epoch seconds).
+
+    Never while no trial has reached the target: with nothing to re-measure, the study
+    keeps the time. Once one has, the time left must hold the race's first rounds (at
+    most max_kept_s), and past verify_from no trial starts unless seeded trials still
+    wait (before they have run, the best times say little).
+    """
+    values = sorted(t.value for t in reached_trials(trials))
+    if not values:
+        return math.inf
+    kept_by = study_deadline - min(verification_seconds(values, plan), max_kept_s)
+    if any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+        return kept_by
+    return min(verify_from, kept_by)
 
 
 def first_model_s(reached: list[FrozenTrial], started: float) -> float | None:

@@ -33,6 +33,9 @@ def worker(
     deadline: Annotated[float, typer.Option(hidden=True, help=(
         "Stop starting trials at this time (epoch seconds): how `tune --workers N` "
         "shares its --timeout."))] = math.inf,
+    verify_from: Annotated[float, typer.Option(hidden=True, help=(
+        "Once a trial has reached the target, start no trial after this time (epoch "
+        "seconds): the rest is `tune --workers N`'s for re-measuring."))] = math.inf,
     started: Annotated[Optional[float], typer.Option(hidden=True, help=(
         "The clock its lines count from (epoch seconds): `tune --workers N` passes its "
         "own, so their lines share one clock. Default: this process's start."))] = None,
@@ -54,5 +57,6 @@ def worker(
         say(f"{trial_line(trial)}  (worker {os.getpid()})")
 
     why = work(storage or default_storage_url(), study_name, device=device, deadline=deadline,
-               on_trial=show, checkpoint_dir=checkpoint_dir, nproc_per_trial=nproc_per_trial)
+               verify_from=verify_from, on_trial=show, checkpoint_dir=checkpoint_dir,
+               nproc_per_trial=nproc_per_trial)
     say(f"worker {os.getpid()} stopped: {why}")

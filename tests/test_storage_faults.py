@@ -406,7 +406,7 @@ def test_workers_ride_out_a_postgresql_restart_and_finish_the_budget(own_server)
     own_server.start()
     errors = [w.communicate(timeout=240)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], errors
-    assert not [e for e in errors if "Traceback" in e]
+    assert not [e for e in errors if "Traceback" in e], "\n".join(errors)
     assert any("reachable again" in e for e in errors)
     study = optuna.load_study(study_name=name, storage=own_server.url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

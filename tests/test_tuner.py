@@ -14,7 +14,8 @@ from autobatch.search.prior import Prior
 from autobatch.search.seeds import seed_trials
 from autobatch.search.study import METRIC_NAME, converged
 from autobatch.train import evaluate, val_batches
-from autobatch.tuner import tune
+from autobatch.tuner import trials_end_at, tune
+from autobatch.verify import VerifyPlan
 from tests.conftest import tiny_workload
 
 
@@ -151,6 +152,23 @@ def test_a_timeout_spent_before_any_trial_says_so_rather_than_no_trial_reached(t
     with pytest.raises(TargetNotReachedError, match=r"^the study ran no trial: the measurements "
                        r"before it took \d+s of the 0\.5s --timeout .*raise --timeout"):
         tune(tiny_workload(), config, device="cpu")
+
+
+def reached(value: float, state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(state=state, value=value if state.is_finished() else None,
+                                     user_attrs={keys.TARGET_REACHED: True})
+
+
+def test_the_study_keeps_the_time_until_a_trial_reaches_the_target_then_leaves_it_to_verify():
+    plan = VerifyPlan(target=0.9, finalists=1, runs=2, compare=False)  # 2 runs x 2 x 10 s
+    ends = dict(plan=plan, verify_from=700.0, study_deadline=995.0, max_kept_s=500.0)
+    short = optuna.trial.create_trial(value=60.0, user_attrs={keys.TARGET_REACHED: False})
+    assert trials_end_at([short], **ends) == float("inf")  # nothing to verify: go on
+    assert trials_end_at([short, reached(10.0)], **ends) == 700.0  # the study's share
+    assert trials_end_at([reached(10.0)], **{**ends, "verify_from": 990.0}) == 955.0  # 40 s kept
+    assert trials_end_at([reached(400.0)], **ends) == 495.0  # at most max_kept_s kept
+    # seeded trials still waiting run past the share, in the time verification leaves
+    assert trials_end_at([reached(10.0), reached(0, TrialState.WAITING)], **ends) == 955.0
 
 
 def test_resume_tally_counts_trials_by_state_not_all_at_once():

@@ -22,7 +22,7 @@ POLL_S = 2.0  # how often the tune looks at a study its workers run
 
 
 def worker_command(i: int, study_name: str, *, deadline: float,
-                   devices: Sequence[str] | None = None,
+                   verify_from: float = math.inf, devices: Sequence[str] | None = None,
                    started: float | None = None, parent: int | None = None,
                    nproc_per_trial: int = 1) -> tuple[list[str], dict[str, str]]:
     """Worker i's command line and the environment it adds. The storage URL is never on
@@ -41,6 +41,8 @@ def worker_command(i: int, study_name: str, *, deadline: float,
         cmd += ["--nproc-per-trial", str(nproc_per_trial)]
     if math.isfinite(deadline):
         cmd += ["--deadline", str(deadline)]
+    if math.isfinite(verify_from):
+        cmd += ["--verify-from", str(verify_from)]
     if started is not None:
         cmd += ["--started", str(started)]
     if parent is not None:
@@ -49,7 +51,8 @@ def worker_command(i: int, study_name: str, *, deadline: float,
 
 
 def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
-                  devices: Sequence[str] | None = None, started: float | None = None,
+                  verify_from: float = math.inf, devices: Sequence[str] | None = None,
+                  started: float | None = None,
                   on_poll: Callable[[], None] | None = None,
                   nproc_per_trial: int = 1) -> list[int]:
     """Start n worker processes on the study and wait for them; their exit codes.
@@ -63,7 +66,8 @@ def spawn_workers(n: int, storage_url: str, study_name: str, *, deadline: float,
     """
     procs = []
     for i in range(n):
-        cmd, env = worker_command(i, study_name, deadline=deadline, devices=devices,
+        cmd, env = worker_command(i, study_name, deadline=deadline, verify_from=verify_from,
+                                  devices=devices,
                                   started=started, parent=os.getpid(),
                                   nproc_per_trial=nproc_per_trial)
         procs.append(subprocess.Popen(cmd, env={**os.environ, ENV_STORAGE: storage_url, **env},

@@ -39,7 +39,7 @@ from autobatch.search.objective import (
 )
 from autobatch.search.pruning import pruner
 from autobatch.search.runners import TrialCrashed
-from autobatch.search.study import converged, fail_running, sampler
+from autobatch.search.study import converged, fail_running, reached_trials, sampler
 from autobatch.storage import mask_url, open_storage, require_shared_storage
 
 WAIT_S = 1.0  # poll interval while other workers hold the remaining budget
@@ -47,23 +47,25 @@ KEPT_FOR_VERIFICATION = "ended: the rest of the time is kept for re-measuring th
 
 
 class _InterruptsInOneLine(logging.Filter):
-    """Optuna logs a trial that a stop signal, a storage fault or another worker ended
-    as failed, with a traceback; the command line reports each in one line instead."""
+    """Optuna logs a trial that a stop signal, a storage fault, another worker or a race
+    for the budget's last trial ended as failed, with a traceback; the command line
+    reports each in one line instead (the trial's own line says why)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.quiet: set[str] = set()  # trial numbers whose second warning is dropped too
+        self.quiet: str | None = None  # the trial whose second warning is dropped too
 
     def filter(self, record: logging.LogRecord) -> bool:
         trial = re.match(r"Trial (\d+) failed", str(record.msg))
         if record.exc_info and isinstance(record.exc_info[1], _ONE_LINERS):
-            self.quiet.update([trial[1]] if trial else [])
+            self.quiet = trial[1] if trial else None
             return False
-        return not (trial and trial[1] in self.quiet)
+        if trial and trial[1] == self.quiet:  # "failed with value None", right after
+            self.quiet = None
+            return False
+        return True
 
 
-_ONE_LINERS = (KeyboardInterrupt, StorageFault, UpdateFinishedTrialError)
-logging.getLogger("optuna.study._optimize").addFilter(_InterruptsInOneLine())
 log = logging.getLogger(__name__)
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -89,6 +91,10 @@ def claim(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> None:
     if len(ahead) >= n_trials:
         trial.set_user_attr(keys.FAIL_REASON, "over_budget")
         raise SurplusTrial(f"another worker took the last of the {n_trials}-trial budget")
+
+
+_ONE_LINERS = (KeyboardInterrupt, StorageFault, UpdateFinishedTrialError, SurplusTrial)
+logging.getLogger("optuna.study._optimize").addFilter(_InterruptsInOneLine())
 
 
 def run_trials(study: optuna.Study, objective: Objective, *, n_trials: int | None,
@@ -189,11 +195,22 @@ def closed_after(study: optuna.Study, current: list[optuna.Trial],
     return StorageFault(f"{fault}; trial {trial.number} {fate}", fault.reason)
 
 
+def once_reached(study: optuna.Study, at: float) -> Callable[[], float]:
+    """run_trials' ends_by: `at` once a trial has reached the target, never before: a
+    study with no model at the target has nothing to re-measure, so it keeps the time."""
+    def ends_by() -> float:
+        return at if reached_trials(study.get_trials(deepcopy=False)) else math.inf
+    return ends_by
+
+
 def work(storage_url: str, study_name: str, *, device: str = "auto",
-         deadline: float = math.inf, on_trial: TrialCallback | None = None,
+         deadline: float = math.inf, verify_from: float = math.inf,
+         on_trial: TrialCallback | None = None,
          checkpoint_dir: str | None = None, nproc_per_trial: int | None = None) -> str:
     """Join a study and run trials until its budget is used up; why it stopped, in words.
-    nproc_per_trial: this worker's ranks per trial (None: as the study was set up)."""
+    deadline: no trial runs past it; verify_from: no trial starts after it once one has
+    reached the target (see once_reached). nproc_per_trial: this worker's ranks per
+    trial (None: as the study was set up)."""
     require_shared_storage(storage_url, "`autobatch worker`")  # SQLite: `tune` runs trials
     storage = open_storage(storage_url)
     try:
@@ -206,4 +223,5 @@ def work(storage_url: str, study_name: str, *, device: str = "auto",
     objective, settings = objective_from_study(study, resolve_device(device), deadline,
                                                storage_url, checkpoint_dir, nproc_per_trial)
     return run_trials(study, objective, n_trials=settings.n_trials, deadline=deadline,
-                      exclusive=False, patience=settings.patience, on_trial=on_trial)
+                      exclusive=False, patience=settings.patience, on_trial=on_trial,
+                      ends_by=once_reached(study, verify_from))

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 from torch import nn
 
+import autobatch.keys as keys
 from autobatch.search.extrapolate import CurveFit
 from autobatch.search.objective import Objective, censored_value, modeled_seconds
 from autobatch.search.pruning import bucket_step
 from autobatch.search.runners import InProcessRunner
 from autobatch.search.space import SearchSpace
-from autobatch.search.workers import KEPT_FOR_VERIFICATION, run_trials
+from autobatch.search.workers import KEPT_FOR_VERIFICATION, once_reached, run_trials
 from autobatch.storage import open_storage
 from autobatch.train import Segment
 from tests.conftest import tiny_workload, unreachable_workload
@@ -238,3 +239,12 @@ def test_no_trial_starts_in_the_time_kept_for_verification():
                      ends_by=ends_by)
     assert why == KEPT_FOR_VERIFICATION and len(study.trials) == 2
     assert asked == [0, 1, 2]
+
+
+def test_a_worker_stops_at_verify_from_only_once_a_trial_has_reached_the_target():
+    study = optuna.create_study()
+    ends_by = once_reached(study, 123.0)
+    study.add_trial(optuna.trial.create_trial(value=5.0, user_attrs={keys.TARGET_REACHED: False}))
+    assert ends_by() == math.inf
+    study.add_trial(optuna.trial.create_trial(value=5.0, user_attrs={keys.TARGET_REACHED: True}))
+    assert ends_by() == 123.0

@@ -1,5 +1,6 @@
 """Many workers on one study: real PostgreSQL, real processes, real signals."""
 
+import logging
 import os
 import re
 import signal
@@ -222,6 +223,32 @@ def test_a_trial_started_past_the_budget_by_a_concurrent_worker_is_failed():
     assert second.user_attrs["fail_reason"] == "over_budget"
 
 
+def test_a_trial_lost_to_a_budget_race_is_not_logged_with_a_traceback():
+    from autobatch.search.workers import SurplusTrial
+
+    def surplus(trial):
+        raise SurplusTrial("another worker took the last of the 2-trial budget")
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("optuna.study._optimize")  # where Optuna logs failed trials
+    logger.addHandler(handler)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # another test may have quietened it
+    try:
+        study = optuna.create_study()
+        study.optimize(surplus, n_trials=1, catch=(SurplusTrial,))
+        study.optimize(lambda trial: 1 / 0, n_trials=1, catch=(ZeroDivisionError,))
+    finally:
+        logger.removeHandler(handler)
+        optuna.logging.set_verbosity(verbosity)
+    assert study.trials[0].state == TrialState.FAIL  # the trial line reports it
+    assert [r.getMessage().split(" because")[0] for r in records if r.exc_info] == [
+        "Trial 1 failed with parameters: {}"]  # a real error keeps its traceback
+    assert not [r for r in records if r.getMessage().startswith("Trial 0")]
+
+
 def test_sqlite_refuses_several_workers(tmp_path):
     with pytest.raises(ConfigError, match="cannot share SQLite.*PostgreSQL.*journal"):
         TuneConfig(target=0.9, workers=2, storage=f"sqlite:///{tmp_path}/s.db")
@@ -274,6 +301,8 @@ def test_worker_commands_keep_the_url_off_and_give_each_worker_one_device():
     assert cmd[-2:] == ["--device", "auto"] and env == {}
     cmd, _ = worker_command(0, "s", deadline=float("inf"), started=100.5)
     assert cmd[-2:] == ["--started", "100.5"]  # the tune's clock, for the [t s] prefix
+    cmd, _ = worker_command(0, "s", deadline=995.0, verify_from=700.0)
+    assert cmd[-4:] == ["--deadline", "995.0", "--verify-from", "700.0"]
 
 
 def test_worker_commands_give_each_data_parallel_worker_its_ranks_devices():
