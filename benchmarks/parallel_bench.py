@@ -7,7 +7,8 @@
 Per workload, at the reference recipe's global batch (rounded to the ranks):
 1. time per step (the profile's t(B), the gradient all-reduce included for the ranks);
 2. time to the built-in's suggested target of `autobatch run` (medians over seeds,
-   1 process and N ranks interleaved, A B A B: the machine is shared);
+   1 process and N ranks interleaved, A B A B: the machine is shared), with each
+   seed's time and steps and the training seconds per step of the runs;
 3. the gradient noise scale B_simple from the ranks (each rank's gradient vs their
    all-reduced mean) against one process's two-batch estimate.
 The load average before and after is recorded: on a few cores the ranks compete with
@@ -45,19 +46,27 @@ def global_batch(batch: int, ranks: int) -> int:
     return max(ranks, batch // ranks * ranks)
 
 
-def seconds_to_target(workload, config: RunConfig, ranks: int) -> float | None:
+def to_target(workload, config: RunConfig, ranks: int) -> tuple[float, int] | None:
+    """(training seconds, optimizer steps) to the target; None when not reached."""
     if ranks == 1:
         result = run(workload, config, device="cpu")
     else:
         result = ParallelRunner(workload.spec, CPU, ranks).run(config, lambda point: False)
-    return result.time_to_target_s
+    if result.time_to_target_s is None:
+        return None
+    return result.time_to_target_s, result.steps_to_target
 
 
-def median_or_none(values: list[float | None]) -> str:
+def median_or_none(values: list[tuple[float, int] | None]) -> str:
+    """The median time to target, then each seed's time and steps (near a plateau the
+    seeds differ by far more than the ranks do: the per-step cost is the steady figure)."""
     reached = [v for v in values if v is not None]
     if not reached:
         return "not reached"
-    return f"{statistics.median(reached):.2f} s ({len(reached)}/{len(values)} reached)"
+    seeds = ", ".join("-" if v is None else f"{v[0]:.1f} s/{v[1]}" for v in values)
+    per_step = statistics.median(s / n for s, n in reached) * 1e3
+    return (f"{statistics.median(s for s, _ in reached):.2f} s ({len(reached)}/{len(values)} "
+            f"reached; seeds {seeds} steps; {per_step:.1f} ms per step)")
 
 
 def bench(name: str, runs: int, ranks: int, budget: Budget, smoke: bool) -> list[str]:
@@ -74,10 +83,10 @@ def bench(name: str, runs: int, ranks: int, budget: Budget, smoke: bool) -> list
     step_n = {r.batch_size: r.iter_s for r in together.rows if r.fits}
     config = RunConfig.of(replace(reference.hparams, batch_size=batch), target=target,
                           budget=budget, seed=0)
-    times: dict[int, list[float | None]] = {1: [], ranks: []}
+    times: dict[int, list[tuple[float, int] | None]] = {1: [], ranks: []}
     for seed in range(runs):
         for n in (1, ranks):  # interleaved
-            times[n].append(seconds_to_target(workload, replace(config, seed=seed), n))
+            times[n].append(to_target(workload, replace(config, seed=seed), n))
     lines = [f"| {name} | step time at B={b} | {step.get(b, 0) * 1e3:.1f} ms | "
              f"{step_n.get(b, 0) * 1e3:.1f} ms |" for b in sizes]
     lines.append(f"| {name} | time to {target:g} at B={batch} | {median_or_none(times[1])} | "
