@@ -74,7 +74,7 @@ class LinearFit:
         return (budget_bytes - self.fixed_bytes) / self.bytes_per_sample
 
 
-LimitedBy = Literal["memory", "max_batch", "nothing_fits"]
+LimitedBy = Literal["memory", "max_batch", "time", "nothing_fits"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +115,8 @@ def fit_line(points: Sequence[tuple[int, int]]) -> LinearFit | None:
 def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: int,
            budget_bytes: float, growth: int = 8, max_extrapolation: int = 32,
            tolerance: float = 0.02, near: float = 0.1, max_attempts: int = 6,
-           on_trial: Callable[[Trial, int], None] | None = None) -> SearchResult:
+           on_trial: Callable[[Trial, int], None] | None = None,
+           affordable: Callable[[int], int] | None = None) -> SearchResult:
     """The largest batch in [min_batch, max_batch] whose peak plus spread is <= budget_bytes.
 
     growth: factor from the first batch to the second small one. max_extrapolation:
@@ -123,12 +124,12 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
     too uncertain); take a `growth` step instead. tolerance: stop when a candidate
     would add less than this fraction to the best fitting batch. near: repeat the best
     fitting batch once the next candidate would add less than this fraction. on_trial:
-    told of each measurement and how many have been made so far.
-    """
-    if not 1 <= min_batch <= max_batch:
-        raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    told of each measurement and how many have been made so far. affordable: the largest
+    batch the time left can measure up to the one given (asked from the third batch on);
+    once it cut one the answer is the largest batch run (limited_by 'time')."""
+    if not 1 <= min_batch <= max_batch or max_attempts < 1:
+        raise ValueError(f"need 1 <= min_batch <= max_batch and max_attempts >= 1, got "
+                         f"{min_batch}, {max_batch}, {max_attempts}")
     trials: list[Trial] = []
     spread: int | None = None
 
@@ -141,6 +142,7 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
         if on_trial is not None:
             on_trial(trial, len(trials))
 
+    time_cut = False  # a candidate was cut to what the time left could measure
     attempt(min_batch)
     while trials[0].outcome == "fit" and len(trials) < max_attempts:
         lo, hi = _bracket(worst_peaks(trials), budget_bytes, spread or 0, max_batch)
@@ -150,8 +152,14 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
         candidate = None if hi - lo <= 1 else _next_candidate(
             trials, lo, hi, max_batch, budget_bytes - (spread or 0), growth,
             max_extrapolation, gain)
+        if candidate and affordable and len(trials) > 1 \
+                and (allowed := affordable(candidate)) < candidate:
+            time_cut = True
+            candidate = allowed if allowed - lo >= max(1.0, gain) else None
         if spread is None and (candidate is None or candidate - lo < near * lo
                                or len(trials) == max_attempts - 1):
+            if affordable is not None and affordable(lo) < lo:
+                break
             attempt(lo, repeat=True)
             spread = _spread([t.peak_bytes for t in trials if t.batch_size == lo],
                              budget_bytes, _fit(trials))
@@ -163,15 +171,16 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
     judged = tuple(replace(t, outcome=_outcome(t.peak_bytes is None, t.peak_bytes,
                                                budget_bytes, spread or 0)) for t in trials)
     lo, _ = _bracket(worst_peaks(judged), budget_bytes, spread or 0, max_batch)
+    cap = lo if time_cut and lo is not None else max_batch  # no answer past what was run
     found = None if lo is None else largest_fitting(
-        judged, fit, budget_bytes, spread or 0, max_batch,
+        judged, fit, budget_bytes, spread or 0, cap,
         reach=_min_gain(lo, fit, spread or 0, tolerance))
     if found is None:
         return SearchResult(batch_size=None, limited_by="nothing_fits", trials=judged,
                             fit=fit, spread_bytes=spread)
     batch, peak = found
-    return SearchResult(batch_size=batch,
-                        limited_by="max_batch" if batch == max_batch else "memory",
+    limit = "memory" if batch < cap else "max_batch" if cap == max_batch else "time"
+    return SearchResult(batch_size=batch, limited_by=limit,
                         trials=judged, fit=fit, spread_bytes=spread, peak_bytes=peak)
 
 

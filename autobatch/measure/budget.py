@@ -14,6 +14,10 @@ import math
 from collections.abc import Callable
 
 STAGE_SHARE = 0.10
+# Of the stage budget, the most the memory probe may take: it stops short of batches
+# whose measurement would end past it (on a CPU with plenty of memory, a batch of the
+# whole training set took 25 s a measurement, 50 s of a 180 s --timeout).
+PROBE_SHARE = 0.5
 # Of what is left after the probe, the profile's share; the LR range test gets the rest.
 PROFILE_SHARE = 0.7
 MIN_DRAWS = 8  # fewer draws make the noise scale's interval uselessly wide
@@ -24,6 +28,18 @@ MIN_SWEEP_STEPS = 30  # a shorter LR sweep cannot show a fall and a rise of the 
 def stage_budget(timeout_s: float | None) -> float | None:
     """The seconds the stages before the study may take (None: no --timeout, no limit)."""
     return STAGE_SHARE * timeout_s if timeout_s else None
+
+
+def affordable_batch(measured: list[tuple[int, float]], left_s: float, batch: int) -> int:
+    """The largest batch up to `batch` whose probe measurement is predicted to end within
+    left_s, from the (batch, seconds) measured so far: in proportion to the largest batch
+    measured. Its seconds include a measurement's fixed cost, so a larger batch's are
+    overestimated (the probe stops early rather than late) and each cut lets the next
+    batch grow by about the time left over the time taken, geometrically."""
+    top_b, top_s = max(measured)
+    if top_s * batch <= left_s * top_b:
+        return batch
+    return max(0, math.floor(left_s * top_b / top_s))
 
 
 def noise_plan(step_s: Callable[[int], float], *, b_small: int, b_big: int,

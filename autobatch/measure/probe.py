@@ -37,6 +37,7 @@ from autobatch.device import (
 from autobatch.errors import BatchTooSmallError, ConfigError, DoesNotFitError
 from autobatch.hyperparams import Precision, check_batch
 from autobatch.measure.batch_search import Measurement, Trial, largest_fitting, search
+from autobatch.measure.budget import affordable_batch
 from autobatch.measure.cache import cached
 from autobatch.measure.footprint import Footprint, check_data_capped
 from autobatch.measure.forked import run_in_child
@@ -56,7 +57,8 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
           memory_limit: int | None = None, use_cache: bool = True,
           cache_dir: str | Path | None = None, isolate: bool = True,
           max_attempts: int = 6, progress: StepCallback | None = None,
-          precision: Precision = "fp32", channels_last: bool = False) -> ProbeResult:
+          precision: Precision = "fp32", channels_last: bool = False,
+          deadline: float | None = None) -> ProbeResult:
     """The largest batch in [min_batch, max_batch] whose training peak fits the memory,
     trained in `precision` and memory format (the largest per-device micro-batch: a
     run with gradient accumulation holds one micro-batch's activations at a time).
@@ -73,7 +75,10 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     Raises ConfigError/DeviceError on bad options before any work, DoesNotFitError
     when min_batch does not fit. max_attempts: candidates measured, the repeat that
     measures the spread included. progress: told of each candidate ("batch 190: fit,
-    peak 1.32 GiB (4 of <=6)", "batch 190 again: ..." for the repeat).
+    peak 1.32 GiB (4 of <=6)", "batch 190 again: ..." for the repeat). deadline
+    (time.perf_counter()): no candidate is measured that is predicted to end past it
+    (measure.budget.affordable_batch), and the answer stops at the largest batch that
+    could be measured (limited_by 'time'; such an answer is not cached).
     """
     _check_options(min_batch, max_batch, headroom, memory_limit, max_attempts)
     dev = _resolve(device)
@@ -106,10 +111,11 @@ def probe(workload: Workload, *, device: str | torch.device = "auto", min_batch:
     job = _Job(workload=workload, device=dev, min_batch=min_batch, max_batch=max_batch,
                headroom=headroom, memory_limit=memory_limit, max_attempts=max_attempts,
                fingerprint=fingerprint, dtype=dtype, isolate=isolate, progress=progress,
-               precision=precision, channels_last=channels_last)
+               precision=precision, channels_last=channels_last, deadline=deadline)
     return cached("probe", key, job.search,
                   lambda path: replace(ProbeResult.load(path), from_cache=True),
-                  use_cache=use_cache, folder=cache_dir)
+                  use_cache=use_cache, folder=cache_dir,
+                  trusted=lambda result: result.limited_by != "time")
 
 
 def _check_options(min_batch: int, max_batch: int | None, headroom: float,
@@ -151,6 +157,7 @@ class _Job:
     progress: StepCallback | None = None
     precision: Precision = "fp32"
     channels_last: bool = False
+    deadline: float | None = None
 
     def search(self) -> ProbeResult:
         """The search, in a forked child on CUDA when isolating and CUDA allows it."""
@@ -220,10 +227,15 @@ class _Job:
                      _gib(m.peak_bytes) if m.peak_bytes else "-")
             return m
 
+        def affordable(batch: int) -> int:
+            left = self.deadline - time.perf_counter()
+            return affordable_batch([(a.batch_size, a.seconds) for a in attempts], left, batch)
+
         try:
             found = search(measure, min_batch=self.min_batch, max_batch=self.max_batch,
                            budget_bytes=budget, max_attempts=self.max_attempts,
-                           on_trial=self._tell)
+                           on_trial=self._tell,
+                           affordable=None if self.deadline is None else affordable)
         finally:
             if restore_fraction is not None:
                 torch.cuda.set_per_process_memory_fraction(restore_fraction, dev)

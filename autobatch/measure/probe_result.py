@@ -35,7 +35,8 @@ class ProbeResult(JsonFile):
     fits_batch_size: the largest batch the model puts under usable_bytes itself (no
     headroom). fixed_bytes + bytes_per_sample x batch is the least-squares memory
     model over every measured peak (None with a single measurement); fit_r2 needs
-    three. limited_by: 'memory', or 'max_batch' when even the largest allowed batch fits.
+    three. limited_by: 'memory', 'max_batch' when even the largest allowed batch fits, or
+    'time' when the probe's time budget ended the search.
     precision, channels_last: how the candidates trained (max_batch_size is then the
     largest per-device micro-batch in that precision and memory format).
     """

@@ -27,7 +27,7 @@ from autobatch.device import cache_location
 from autobatch.events import EventCallback, TuneEvent
 from autobatch.hyperparams import AUTO, Hyperparams, Precision
 from autobatch.measure import LRRange, ProbeResult, ProfileResult, lr_range_test, probe, profile
-from autobatch.measure.budget import PROFILE_SHARE, STAGE_SHARE, sweep_steps
+from autobatch.measure.budget import PROBE_SHARE, PROFILE_SHARE, STAGE_SHARE, sweep_steps
 from autobatch.measure.cache import cached
 from autobatch.measure.lr_range import SWEEP_STEPS, sweep_doubt
 from autobatch.measure.timing import StepCallback
@@ -194,12 +194,20 @@ def measure_prior(workload: Workload, bounds: SearchBounds, device: torch.device
                                                  ProfileResult]:
         tag = f" ({precision})" if len(precisions) > 1 else ""
         emit(TuneEvent("stage", "probe", f"finding the largest batch that fits{tag}"))
+        left = deadline - time.perf_counter()
         fit = probe(workload, device=device, min_batch=low, max_batch=high,
                     headroom=headroom, memory_limit=memory_limit, use_cache=use_cache,
                     progress=steps(emit, "probe"), precision=precision,
-                    channels_last=bounds.channels_last)
+                    channels_last=bounds.channels_last,
+                    deadline=time.perf_counter() + PROBE_SHARE * max(0.0, left)
+                    if math.isfinite(left) else None)
         emit(TuneEvent("stage", "probe", f"largest batch that fits: {fit.max_batch_size}"
                        f"{' (cached)' if fit.from_cache else ''}"))
+        if fit.limited_by == "time":
+            emit(TuneEvent("stage", "warning", f"the probe stopped at batch "
+                           f"{fit.max_batch_size}: a larger batch's measurement would "
+                           f"overrun its share of the stage budget ({STAGE_SHARE:.0%} of "
+                           "--timeout); the study searches batches up to it"))
         if saved_profile is not None:
             prof, profile_warning = saved_profile, profile_doubt(saved_profile)
             emit(TuneEvent("stage", "profile", f"the saved profile of {prof.workload} on "

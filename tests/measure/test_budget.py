@@ -1,11 +1,13 @@
 """The stages' time budget: the arithmetic exactly, and the profile cut on a fake clock."""
 
+
 import pytest
 
 from autobatch import profile
 from autobatch.measure.budget import (
     MIN_DRAWS,
     MIN_SWEEP_STEPS,
+    affordable_batch,
     noise_plan,
     stage_budget,
     sweep_steps,
@@ -95,3 +97,11 @@ def test_the_noise_scale_fits_the_profiles_budget_by_its_own_step_fit():
     assert cut.seconds <= whole.seconds - noise_s / 2 + 1e-9  # predicted exactly: it fits
     none = measured(whole.seconds - noise_s)
     assert none.noise is None and none.cut == "stage budget: no noise scale"
+
+
+def test_the_probe_affords_a_batch_in_proportion_to_its_largest_measured_batch():
+    measured = [(1, 0.35), (8, 0.4), (500, 1.25)]  # 2.5 ms a sample at batch 500
+    assert affordable_batch(measured, 10.0, 2000) == 2000  # 5 s predicted
+    assert affordable_batch(measured, 3.0, 8000) == 1200
+    assert affordable_batch(measured, 0.001, 8000) == 0
+    assert affordable_batch([(8, 0.4), (1, 0.5)], 2.0, 1000) == 40  # 50 ms a sample

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -288,6 +289,17 @@ def test_probe_leaves_the_callers_model_and_optimizer_untouched():
     assert all(torch.equal(optimizer_before["state"][i]["momentum_buffer"],
                            optimizer_after["state"][i]["momentum_buffer"])
                for i in optimizer_before["state"])
+
+
+def test_a_probe_out_of_time_answers_what_it_measured_and_is_not_cached(cache_dir):
+    wl = workload(model_factory=lambda: Net(23))
+    result = probe(wl, device="cpu", deadline=time.perf_counter())  # no time at all
+    assert [a.batch_size for a in result.attempts] == [1, 8]  # the first two always run
+    assert result.max_batch_size == 8 and result.limited_by == "time"
+    assert not list(cache_dir.glob("probe-*.json"))  # a longer --timeout probes again
+    timed = probe(wl, device="cpu", deadline=time.perf_counter() + 600)
+    assert timed.max_batch_size == 22 and timed.limited_by == "memory"
+    assert len(list(cache_dir.glob("probe-*.json"))) == 1
 
 
 def test_probe_cache_hit_miss_and_no_cache(cache_dir):

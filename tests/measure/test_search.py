@@ -42,6 +42,28 @@ def test_search_linear_memory_jumps_to_the_predicted_maximum_and_verifies_it():
     assert result.fit.r2 == pytest.approx(1.0)
 
 
+def test_a_batch_the_time_left_cannot_measure_is_cut_and_caps_the_answer():
+    oracle = linear(1000, 10)  # memory alone would answer 100 (see above)
+    asked: list[int] = []
+
+    def affordable(batch: int) -> int:
+        asked.append(batch)
+        return min(batch, 40)
+
+    result = search(oracle, min_batch=1, max_batch=10_000, budget_bytes=2000,
+                    affordable=affordable)
+    assert [(t.batch_size, t.repeat) for t in result.trials] == [
+        (1, False), (8, False), (40, False), (40, True)]  # 100 never measured
+    assert result.batch_size == 40 and result.limited_by == "time"
+    assert asked[0] == 100  # the first two batches are not asked about
+    # once 40 is measured no time is left for its repeat: the answer rests on one run
+    result = search(linear(1000, 10), min_batch=1, max_batch=10_000, budget_bytes=2000,
+                    affordable=lambda b: min(b, 40) if b != 40 else 39)
+    assert [t.batch_size for t in result.trials] == [1, 8, 40]
+    assert result.batch_size == 40 and result.limited_by == "time"
+    assert result.spread_bytes is None
+
+
 def test_search_corrects_a_wrong_prediction_by_interpolating_measured_peaks():
     # Convex memory: the line from small batches overshoots; the over-budget peak
     # brackets the answer and the secant closes in without bisection.
