@@ -158,7 +158,7 @@ def search(measure: Callable[[int], Measurement], *, min_batch: int, max_batch: 
             candidate = allowed if allowed - lo >= max(1.0, gain) else None
         if spread is None and (candidate is None or candidate - lo < near * lo
                                or len(trials) == max_attempts - 1):
-            if affordable is not None and affordable(lo) < lo:
+            if affordable and len(trials) > 1 and affordable(lo) < lo:
                 break
             attempt(lo, repeat=True)
             spread = _spread([t.peak_bytes for t in trials if t.batch_size == lo],
