@@ -1,6 +1,5 @@
 """The stages' time budget: the arithmetic exactly, and the profile cut on a fake clock."""
 
-
 import pytest
 
 from autobatch import profile
